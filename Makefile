@@ -1,0 +1,36 @@
+# The two commands: `make demo` and `make test`. Both create .venv if missing.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SHARED  := $(abspath ../shared/data)
+# Tests and studies find the real MNIST test set through $INVLAB_DATA.
+export INVLAB_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test test-slow bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/invlab study genuine --quick --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs/demo .pytest_cache

@@ -1,0 +1,145 @@
+"""The :class:`Group` interface: finite groups with an explicit algebra and an action."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+Element = int
+
+
+class GroupError(ValueError):
+    """An input does not fit the group: unknown element, wrong image shape, bad name."""
+
+
+class Group(ABC):
+    """A finite group acting on images ``[..., H, W]`` (normally ``[N, C, H, W]``).
+
+    Subclasses define ``order``, ``compose``, ``inverse`` and ``_apply``; elements are the
+    integers ``0 .. order-1`` and ``0`` is the identity. The action is a left action:
+    ``act(act(x, h), g) == act(x, compose(g, h))``.
+    """
+
+    name: str = "group"
+    is_exact: bool = True
+    """True when the action permutes pixels exactly (no interpolation)."""
+
+    @property
+    @abstractmethod
+    def order(self) -> int:
+        """Number of elements |G|."""
+
+    @property
+    def elements(self) -> list[Element]:
+        """All elements, identity first."""
+        return list(range(self.order))
+
+    @property
+    def identity(self) -> Element:
+        return 0
+
+    @property
+    def non_identity(self) -> list[Element]:
+        """All elements except the identity (the default orbit for metrics)."""
+        return self.elements[1:]
+
+    @abstractmethod
+    def _compose(self, g: Element, h: Element) -> Element: ...
+
+    @abstractmethod
+    def _inverse(self, g: Element) -> Element: ...
+
+    @abstractmethod
+    def _apply(self, x: torch.Tensor, g: Element) -> torch.Tensor:
+        """Apply one valid element to a validated tensor."""
+
+    def check_element(self, g: object) -> Element:
+        """Return ``g`` as an int element, or raise :class:`GroupError`."""
+        if isinstance(g, torch.Tensor) and g.numel() == 1:
+            g = int(g.item())
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < self.order:
+            raise GroupError(
+                f"{g!r} is not an element of {self.name} (valid elements: 0..{self.order - 1})"
+            )
+        return g
+
+    def compose(self, g: Element, h: Element) -> Element:
+        """The product ``g·h`` (apply ``h`` first, then ``g``)."""
+        return self._compose(self.check_element(g), self.check_element(h))
+
+    def inverse(self, g: Element) -> Element:
+        """The inverse ``g⁻¹`` with ``compose(g, g⁻¹) == identity``."""
+        return self._inverse(self.check_element(g))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`GroupError` if the group cannot act on images shaped like ``x``."""
+        if not isinstance(x, torch.Tensor):
+            raise GroupError(f"{self.name}: expected a torch.Tensor, found {type(x).__name__}")
+        if x.dim() < 2:
+            raise GroupError(
+                f"{self.name}: expected images [..., H, W] (normally [N, C, H, W]), "
+                f"found shape {tuple(x.shape)}"
+            )
+
+    def act(self, x: torch.Tensor, g: Element | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Transform images: ``g·x``.
+
+        Args:
+            x: images ``[N, C, H, W]`` (any ``[..., H, W]`` for a single element).
+            g: one element for the whole batch, or one element per sample (``[N]``
+               integer tensor or sequence). Per-sample actions loop over the group's
+               elements, never over samples.
+
+        Returns:
+            Tensor of the same shape as ``x``.
+        """
+        self.check_input(x)
+        if isinstance(g, int) or (isinstance(g, torch.Tensor) and g.dim() == 0):
+            return self._apply(x, self.check_element(g))
+        idx = torch.as_tensor(g, dtype=torch.long)
+        if idx.dim() != 1 or x.dim() < 3 or idx.shape[0] != x.shape[0]:
+            raise GroupError(
+                f"{self.name}: per-sample elements must be a [N] vector matching the batch; "
+                f"found elements of shape {tuple(idx.shape)} for images {tuple(x.shape)}"
+            )
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.order):
+            bad = idx[(idx < 0) | (idx >= self.order)][0].item()
+            raise GroupError(
+                f"{bad!r} is not an element of {self.name} (valid elements: 0..{self.order - 1})"
+            )
+        out = torch.empty_like(x)
+        for e in torch.unique(idx).tolist():
+            mask = idx == e
+            out[mask] = self._apply(x[mask], e)
+        return out
+
+    def act_inverse(self, x: torch.Tensor, g: Element | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """``g⁻¹·x`` (per-sample ``g`` allowed), used to realign saliency maps."""
+        if isinstance(g, int) or (isinstance(g, torch.Tensor) and g.dim() == 0):
+            return self.act(x, self.inverse(int(g)))
+        idx = torch.as_tensor(g, dtype=torch.long)
+        table = torch.tensor([self._inverse(e) for e in self.elements])
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.order):
+            return self.act(x, idx)  # raises the element error
+        return self.act(x, table[idx])
+
+    def orbit(self, x: torch.Tensor, elements: Sequence[int] | None = None) -> torch.Tensor:
+        """Stack of transformed copies ``[k, N, C, H, W]`` for ``elements`` (default all)."""
+        els = self.elements if elements is None else [self.check_element(e) for e in elements]
+        self.check_input(x)
+        return torch.stack([self._apply(x, e) for e in els])
+
+    def cayley_table(self) -> list[list[Element]]:
+        """``table[g][h] == compose(g, h)``."""
+        return [[self._compose(g, h) for h in self.elements] for g in self.elements]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, order={self.order})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Group) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)

@@ -1,0 +1,53 @@
+"""Model registry (timm-style explicit table) and ``create_model``.
+
+Every model maps ``[N, C, H, W]`` images to ``[N, num_classes]`` logits and exposes
+``forward_features`` (penultimate representation ``[N, D]``) and ``forward_head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from invlab.models.cnn import CNNSmall
+from invlab.models.mlp import MLP5, WeightTiedMLP5
+from invlab.models.pooled import GroupPooled
+
+__all__ = ["MLP5", "WeightTiedMLP5", "CNNSmall", "GroupPooled", "create_model", "list_models",
+           "ModelError"]
+
+
+class ModelError(ValueError):
+    """Unknown model name or invalid model arguments."""
+
+
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {
+    "mlp5": (MLP5, "5 hidden ReLU layers of width 128 (M23's MLP, 233k params at 36x36, 9 classes)"),
+    "wt_mlp5": (WeightTiedMLP5, "mlp5 with a group weight-tied first layer, max-pooled over the group "
+                "after the ReLU: invariant by construction"),
+    "cnn_small": (CNNSmall, "3 conv layers (16/32/64) + global average pool + linear head"),
+}
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names and one-line descriptions."""
+    return {k: d for k, (_, d) in _REGISTRY.items()}
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("wt_mlp5", group="r4", num_classes=9)``.
+
+    The model keeps ``model.model_name`` and ``model.model_kwargs`` (JSON-serializable) so
+    a checkpoint can rebuild it.
+    """
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
+    try:
+        model = _REGISTRY[name][0](**kwargs)
+    except TypeError as e:
+        raise ModelError(f"bad arguments for model {name!r}: {e}") from e
+    model.model_name = name  # type: ignore[assignment]
+    model.model_kwargs = dict(getattr(model, "model_kwargs", kwargs))  # type: ignore[assignment]
+    return model
