@@ -1,0 +1,125 @@
+"""The ``invlab`` command line: thin — parses, calls the library, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _table(rows: list[dict[str, str]], cols: Sequence[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    line = "  ".join(c.ljust(widths[c]) for c in cols)
+    out = [line, "  ".join("-" * widths[c] for c in cols)]
+    out += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    from invlab.data import describe_sources
+
+    rows = describe_sources()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table(rows, ["name", "images", "where"]))
+    return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from invlab.data import fetch
+
+    print(f"downloaded to {fetch(args.name)}")
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from invlab.models import create_model, list_models
+
+    rows = []
+    for name, desc in list_models().items():
+        n = sum(p.numel() for p in create_model(name).parameters())
+        rows.append({"name": name, "params (36x36, 9 classes)": f"{n:,}", "description": desc})
+    print(_table(rows, ["name", "params (36x36, 9 classes)", "description"]))
+    return 0
+
+
+def _cmd_groups_list(args: argparse.Namespace) -> int:
+    from invlab.groups import create_group, list_groups
+
+    rows = []
+    for name, desc in list_groups().items():
+        g = create_group("t3" if name == "t<n>" else name)
+        rows.append({"name": name, "order": "n" if name == "t<n>" else str(g.order),
+                     "exact": str(g.is_exact), "description": desc})
+    print(_table(rows, ["name", "order", "exact", "description"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from invlab import __version__
+
+    p = argparse.ArgumentParser(
+        prog="invlab",
+        description="Measure, train and study invariance in image classifiers.",
+        epilog="Examples:\n  invlab data list\n  invlab study genuine --quick\n"
+               "  invlab measure --checkpoint best.safetensors --data mnist:test --group r4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"invlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    data = sub.add_parser("data", help="data sources: list, fetch")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    dl = dsub.add_parser("list", help="each source, where it was found, and its size")
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(func=_cmd_data_list)
+    df = dsub.add_parser("fetch", help="download a source into the user cache (needs internet)")
+    df.add_argument("name")
+    df.set_defaults(func=_cmd_data_fetch)
+
+    models = sub.add_parser("models", help="registered models")
+    models.add_subparsers(dest="models_command", metavar="ACTION").add_parser(
+        "list", help="list models").set_defaults(func=_cmd_models_list)
+    groups = sub.add_parser("groups", help="transformation groups")
+    groups.add_subparsers(dest="groups_command", metavar="ACTION").add_parser(
+        "list", help="list groups").set_defaults(func=_cmd_groups_list)
+
+    try:
+        from invlab.metrics.cli import add_measure_parser
+        add_measure_parser(sub)
+    except ImportError:  # pragma: no cover - engine not built
+        pass
+    try:
+        from invlab.studies.cli import add_study_parsers
+        add_study_parsers(sub)
+    except ImportError:  # pragma: no cover
+        pass
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # `invlab` or `invlab data` alone: show the relevant help.
+        sub = {"data": "data_command", "models": "models_command", "groups": "groups_command"}
+        if args.command in sub:
+            parser.parse_args([args.command, "--help"])
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        # invlab's errors (DataError, GroupError, CheckpointError, ConfigError, ...) are
+        # ValueErrors with a message meant for the user.
+        print(f"invlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("invlab: interrupted; finished cells are saved, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
