@@ -1,0 +1,206 @@
+"""Executors: run a function over items, yielding ``(item, result)`` as each finishes.
+
+All executors implement one protocol, :class:`Executor`::
+
+    def map_unordered(self, fn, items) -> Iterator[tuple[item, result | BaseException]]
+
+* results come back in completion order, each paired with its item;
+* if ``fn(item)`` raises (or its worker process dies), the exception instance is yielded in
+  place of the result and the other items continue;
+* the executor owns its workers only for the duration of the iteration: closing the
+  iterator early (e.g. on ``KeyboardInterrupt`` in the consumer) cancels pending items and
+  stops the workers.
+
+The study runner passes a module-level wrapper as ``fn`` and writes results in the parent
+process, so executors never touch the store. A Ray executor plugs in by implementing the
+same method (``ray.remote(fn)`` per item, ``ray.wait`` for completion order).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+__all__ = [
+    "Executor",
+    "SerialExecutor",
+    "ProcessPoolExecutorBackend",
+    "make_executor",
+    "available_cores",
+]
+
+log = logging.getLogger("invlab.sweep")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs ``fn`` over ``items``; yields ``(item, result_or_exception)`` in completion order."""
+
+    def map_unordered(
+        self, fn: Callable[[Any], Any], items: Iterable[Any]
+    ) -> Iterator[tuple[Any, Any]]: ...
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class SerialExecutor:
+    """Runs items one after the other in this process."""
+
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Iterable[T]
+    ) -> Iterator[tuple[T, R | BaseException]]:
+        for item in items:
+            try:
+                result: R | BaseException = fn(item)
+            except Exception as e:  # KeyboardInterrupt / SystemExit propagate
+                result = e
+            yield item, result
+
+    def __repr__(self) -> str:
+        return "SerialExecutor()"
+
+
+def _init_worker(threads: int) -> None:
+    """Process-pool initializer: share the cores between workers."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+class ProcessPoolExecutorBackend:
+    """Runs items in a pool of fresh processes (``spawn`` or ``forkserver``).
+
+    ``fn`` and the items must be picklable: ``fn`` a module-level function. Each worker
+    sets ``torch.set_num_threads(max(1, cores // workers))`` (and ``OMP_NUM_THREADS``) so
+    the pool does not oversubscribe the machine. At most ``max_in_flight`` items are
+    submitted at a time (default ``2 * workers``). If a worker process dies (segfault,
+    OOM kill), the items it had in flight are yielded with the ``BrokenProcessPool`` error
+    and a new pool takes the remaining items.
+    """
+
+    def __init__(self, workers: int = 2, *, start_method: str = "spawn",
+                 threads_per_worker: int | None = None, max_in_flight: int | None = None,
+                 ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if start_method not in ("spawn", "forkserver"):
+            raise ValueError(
+                f"start_method must be 'spawn' or 'forkserver', got {start_method!r} "
+                "('fork' is unsafe with torch and threads)"
+            )
+        self.workers = int(workers)
+        self.start_method = start_method
+        self.threads_per_worker = threads_per_worker or max(1, available_cores() // workers)
+        self.max_in_flight = max_in_flight or 2 * self.workers
+
+    def __repr__(self) -> str:
+        return (f"ProcessPoolExecutorBackend(workers={self.workers}, "
+                f"start_method={self.start_method!r}, "
+                f"threads_per_worker={self.threads_per_worker})")
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context(self.start_method),
+            initializer=_init_worker,
+            initargs=(self.threads_per_worker,),
+        )
+
+    @staticmethod
+    def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
+        pool.shutdown(wait=False, cancel_futures=True)
+        procs = getattr(pool, "_processes", None) or {}
+        for p in list(procs.values()):
+            if p.is_alive():
+                p.terminate()
+        for p in list(procs.values()):
+            p.join(timeout=5)
+
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Iterable[T]
+    ) -> Iterator[tuple[T, R | BaseException]]:
+        it = iter(items)
+        pool = self._new_pool()
+        pending: dict[cf.Future[R], T] = {}
+        finished = False
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < self.max_in_flight:
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    try:
+                        pending[pool.submit(fn, item)] = item
+                    except BrokenProcessPool as e:
+                        yield item, e
+                if not pending:
+                    break
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    item = pending.pop(fut)
+                    try:
+                        result: R | BaseException = fut.result()
+                    except BrokenProcessPool as e:
+                        broken = True
+                        result = e
+                    except Exception as e:
+                        result = e
+                    yield item, result
+                if broken:
+                    # every in-flight future of a broken pool fails; report and start over
+                    for fut, item in list(pending.items()):
+                        try:
+                            result = fut.result()
+                        except Exception as e:
+                            result = e
+                        yield item, result
+                    pending.clear()
+                    log.warning("a worker process died; starting a new process pool")
+                    self._kill_pool(pool)
+                    pool = self._new_pool()
+            finished = True
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:  # consumer stopped early or interrupted: do not wait for running cells
+                self._kill_pool(pool)
+
+
+def make_executor(executor: str | Executor = "serial", workers: int = 1, *,
+                  start_method: str = "spawn") -> Executor:
+    """Executor from a name (``"serial"``, ``"process"``) or pass an instance through."""
+    if not isinstance(executor, str):
+        if not isinstance(executor, Executor):
+            raise TypeError(f"executor must be 'serial', 'process' or an Executor (with "
+                            f"map_unordered), got {executor!r}")
+        return executor
+    name = executor.lower()
+    if name == "serial":
+        return SerialExecutor()
+    if name in ("process", "processes", "pool"):
+        return ProcessPoolExecutorBackend(workers, start_method=start_method)
+    if name == "ray":
+        raise ValueError("the Ray executor is not available yet; use 'serial' or 'process'")
+    raise ValueError(f"unknown executor {executor!r}; expected 'serial' or 'process'")

@@ -1,0 +1,116 @@
+"""Atomic file writes and the resolved-config files written beside results.
+
+Every writer goes through a temporary file in the destination directory, ``fsync``, then
+``os.replace``: a reader (or a run killed with ``kill -9``) sees either the old file or the
+new one, never a torn one::
+
+    >>> atomic_write_json("runs/demo/summary.json", {"acc": 0.95})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "write_resolved_config",
+]
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask is process-global and not thread-safe
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Best-effort fsync of a directory so the rename itself is durable."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; create parent directories. Returns the path.
+
+    The file gets the usual permissions (``0o666 & ~umask``), not ``mkstemp``'s 0600.
+    On any error the destination is left untouched and the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (sorted keys, NaN rejected, trailing newline) atomically.
+
+    The object is serialized before the file is touched, so a value without a JSON form
+    raises without changing anything on disk.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def write_resolved_config(
+    out_dir: str | os.PathLike[str], study_name: str, config_dict: Any
+) -> tuple[Path, Path]:
+    """Write the resolved config of a study as ``config.yaml`` and ``config.json``.
+
+    Both files hold ``{"study": study_name, "config": config_dict, "invlab_version": ...,
+    "git_rev": ...}`` with sorted keys; ``config_dict`` may also be a config dataclass
+    (converted with :func:`invlab.sweep.config_to_dict`). Returns ``(yaml_path, json_path)``.
+    """
+    import yaml
+
+    from invlab.sweep.config import _to_plain
+    from invlab.sweep.provenance import git_revision, invlab_version
+
+    plain = _to_plain(config_dict, for_id=False, path="")
+    doc = {
+        "study": study_name,
+        "config": plain,
+        "invlab_version": invlab_version(),
+        "git_rev": git_revision(),
+    }
+    out = Path(out_dir)
+    y = atomic_write_text(
+        out / "config.yaml",
+        yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, allow_unicode=True),
+    )
+    j = atomic_write_json(out / "config.json", doc)
+    return y, j

@@ -1,0 +1,50 @@
+"""Where results came from: invlab version and git revision (both cached per process)."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+__all__ = ["invlab_version", "git_revision"]
+
+
+@functools.lru_cache(maxsize=1)
+def invlab_version() -> str | None:
+    """``invlab.__version__`` if defined, else the installed distribution's version."""
+    try:
+        import invlab
+
+        v = getattr(invlab, "__version__", None)
+        if v:
+            return str(v)
+    except ImportError:
+        pass
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("invlab")
+    except (ImportError, PackageNotFoundError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """``git rev-parse --short HEAD`` of the source tree invlab is imported from.
+
+    None when git is missing, the code is not in a repository, or git fails.
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rev = out.stdout.strip()
+    return rev if out.returncode == 0 and rev else None

@@ -1,0 +1,311 @@
+"""The study runner: run every cell not yet in the store, write each as it finishes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import random
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from invlab.sweep.config import cell_id as _cell_id
+from invlab.sweep.config import config_to_dict
+from invlab.sweep.executors import Executor, SerialExecutor, make_executor
+from invlab.sweep.store import ResultsStore
+
+__all__ = [
+    "CellContext",
+    "CellResult",
+    "StudyError",
+    "StudySummary",
+    "run_study",
+    "describe",
+]
+
+log = logging.getLogger("invlab.sweep")
+
+
+@dataclass
+class CellResult:
+    """What a cell function returns.
+
+    Attributes:
+        rows: metric rows ``{"metric": str, "value": float, "std": float | None,
+            "n": int | None}``.
+        extra: JSON data stored with the cell (e.g. ``{"nu": 0.3}``).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] | None = None
+
+    def add(self, metric: str, value: float, std: float | None = None,
+            n: int | None = None) -> CellResult:
+        """Append one metric row; returns self for chaining."""
+        self.rows.append({"metric": metric, "value": value, "std": std, "n": n})
+        return self
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """What the runner gives a cell function besides its config.
+
+    Attributes:
+        cell_id: the cell's id.
+        study: the study name.
+        root: the study's output root; the cell's artifacts go in ``root/cells/<cell_id>/``.
+        seed: the seed the cell runs with: ``cfg.seed`` if the config has an int ``seed``
+            field, else derived from the cell id. The runner has already seeded ``random``,
+            numpy and (if imported) torch with it; prefer explicit generators
+            (:meth:`torch_generator`).
+    """
+
+    cell_id: str
+    study: str
+    root: Path
+    seed: int
+
+    @property
+    def dir(self) -> Path:
+        """``root/cells/<cell_id>/`` for checkpoints and other artifacts (created)."""
+        d = self.root / "cells" / self.cell_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def torch_generator(self) -> Any:
+        """A ``torch.Generator`` seeded with :attr:`seed`."""
+        import torch
+
+        return torch.Generator().manual_seed(self.seed)
+
+
+class StudyError(RuntimeError):
+    """Some cells of a study failed; nothing was recorded for them.
+
+    Attributes:
+        study: the study name.
+        failures: ``{cell_id: "ExcType: message"}`` of the failed cells.
+        summary: the :class:`StudySummary` of the run.
+    """
+
+    def __init__(self, study: str, failures: Mapping[str, str], summary: StudySummary) -> None:
+        self.study = study
+        self.failures = dict(failures)
+        self.summary = summary
+        lines = "\n".join(f"  {cid}: {msg}" for cid, msg in self.failures.items())
+        super().__init__(
+            f"{len(self.failures)} of {summary.total} cells of study {study!r} failed "
+            f"(nothing recorded for them; {summary.ran} others were written):\n{lines}\n"
+            "Fix the cause and rerun: finished cells are skipped, only these run again."
+        )
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """Outcome of :func:`run_study`."""
+
+    study: str
+    total: int  #: distinct cells in the study
+    skipped: int  #: already done before this run
+    ran: int  #: run and written now
+    failed: tuple[str, ...]  #: ids of cells that raised
+    wall_seconds: float
+
+
+@dataclass(frozen=True)
+class _Task:
+    fn: Callable[[Any, CellContext], Any]
+    cfg: Any
+    ctx: CellContext
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    result: CellResult | None
+    error: str | None  # "ExcType: message"
+    traceback: str | None
+    started_at: datetime
+    wall_seconds: float
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def _coerce_result(res: Any) -> CellResult:
+    if isinstance(res, CellResult):
+        return res
+    if isinstance(res, list):
+        return CellResult(rows=res)
+    raise TypeError(
+        f"a cell function must return a CellResult (or a list of metric rows), "
+        f"got {type(res).__name__}"
+    )
+
+
+def _execute(task: _Task) -> _Outcome:
+    """Run one cell (in whichever process the executor chose); never raises Exceptions."""
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    try:
+        _seed_everything(task.ctx.seed)
+        res = _coerce_result(task.fn(task.cfg, task.ctx))
+        # fail here, in the worker, if the result cannot travel back or be stored
+        pickle.dumps(res)
+        return _Outcome(res, None, None, started, time.perf_counter() - t0)
+    except Exception as e:
+        return _Outcome(None, f"{type(e).__name__}: {e}", traceback.format_exc(), started,
+                        time.perf_counter() - t0)
+
+
+def describe(cfg: Any, width: int = 60) -> str:
+    """Short one-line description of a cell config (its ``describe()`` if it has one)."""
+    d = getattr(cfg, "describe", None)
+    if callable(d):
+        s = str(d())
+    elif dataclasses.is_dataclass(cfg):
+        s = " ".join(f"{f.name}={getattr(cfg, f.name)!s}" for f in dataclasses.fields(cfg))
+    else:
+        s = str(cfg)
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _seed_for(cfg: Any, cid: str) -> int:
+    s = getattr(cfg, "seed", None)
+    if isinstance(s, int) and not isinstance(s, bool):
+        return s
+    return int(cid[:8], 16)
+
+
+def run_study(
+    cells: Sequence[Any],
+    fn: Callable[[Any, CellContext], CellResult],
+    store: ResultsStore,
+    study: str,
+    executor: str | Executor = "serial",
+    workers: int = 1,
+    progress: bool = True,
+    *,
+    root: str | Path | None = None,
+    start_method: str = "spawn",
+) -> StudySummary:
+    """Run ``fn`` on every cell not already done in ``store``; write each as it finishes.
+
+    Args:
+        cells: cell configs (frozen dataclasses); duplicates (same :func:`cell_id`) run once.
+        fn: ``fn(cfg, ctx) -> CellResult``. For the process executor it must be a
+            module-level function (it is pickled by reference).
+        store: where results go; written only by this (parent) process, one transaction
+            per cell, in completion order.
+        study: study name recorded with every row.
+        executor: ``"serial"``, ``"process"`` or an :class:`Executor` instance.
+        workers: process count for ``"process"``.
+        progress: show a tqdm bar on stderr.
+        root: output root for cell artifacts (``root/cells/<cell_id>/``); default: the
+            store's directory.
+        start_method: ``"spawn"`` or ``"forkserver"`` for the process executor.
+
+    Returns:
+        A :class:`StudySummary`.
+
+    Raises:
+        StudyError: after all other cells ran, if any cell raised. Nothing is written for
+            a failed cell, so rerunning retries exactly the failures.
+    """
+    if not isinstance(study, str) or not study:
+        raise ValueError(f"study must be a non-empty name, got {study!r}")
+    ex = make_executor(executor, workers, start_method=start_method)
+    if not isinstance(ex, SerialExecutor):
+        try:
+            pickle.dumps(fn)
+        except Exception as e:
+            raise TypeError(
+                f"{ex!r} needs a picklable cell function (a module-level def, not a lambda "
+                f"or a nested function); got {fn!r}: {e}"
+            ) from e
+    root_path = Path(root) if root is not None else store.path.parent
+    t_start = time.perf_counter()
+
+    # expand: resolve ids and configs up front so bad configs fail before any work
+    by_id: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for cfg in cells:
+        cid = _cell_id(cfg)
+        if cid not in by_id:
+            by_id[cid] = (cfg, config_to_dict(cfg))
+    total = len(by_id)
+    done = store.done_ids()
+    todo = [cid for cid in by_id if cid not in done]
+    skipped = total - len(todo)
+    log.info("study %s: skip %d/%d done, %d to run (%r)", study, skipped, total, len(todo), ex)
+
+    tasks = [
+        _Task(fn, by_id[cid][0],
+              CellContext(cid, study, root_path, _seed_for(by_id[cid][0], cid)))
+        for cid in todo
+    ]
+    failures: dict[str, str] = {}
+    ran = 0
+    bar = None
+    if progress and tasks:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), desc=study, unit="cell", file=sys.stderr,
+                   dynamic_ncols=True)
+    it = ex.map_unordered(_execute, tasks)
+    try:
+        for task, outcome in it:
+            cid = task.ctx.cell_id
+            if isinstance(outcome, BaseException):  # executor-level failure (worker died)
+                err = f"{type(outcome).__name__}: {outcome}"
+                failures[cid] = err
+                log.error("study %s: cell %s (%s) failed: %s", study, cid, describe(task.cfg),
+                          err)
+            elif outcome.error is not None:
+                failures[cid] = outcome.error
+                log.error("study %s: cell %s (%s) failed: %s\n%s", study, cid,
+                          describe(task.cfg), outcome.error, outcome.traceback)
+            else:
+                assert outcome.result is not None
+                try:
+                    store.put_cell(cid, study, by_id[cid][1], outcome.result.rows,
+                                   outcome.wall_seconds, outcome.result.extra,
+                                   started_at=outcome.started_at, seed=task.ctx.seed)
+                except (ValueError, TypeError) as e:  # bad rows/extra: the cell's fault
+                    failures[cid] = f"{type(e).__name__}: {e}"
+                    log.error("study %s: cell %s returned results that cannot be stored: %s",
+                              study, cid, e)
+                else:
+                    ran += 1
+            if bar is not None:
+                bar.set_postfix_str(describe(task.cfg, 40)
+                                    + (f" | {len(failures)} failed" if failures else ""))
+                bar.update(1)
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+        if bar is not None:
+            bar.close()
+
+    summary = StudySummary(study, total, skipped, ran, tuple(failures),
+                           time.perf_counter() - t_start)
+    log.info("study %s: %d ran, %d skipped, %d failed in %.1f s", study, ran, skipped,
+             len(failures), summary.wall_seconds)
+    if failures:
+        raise StudyError(study, failures, summary)
+    return summary
