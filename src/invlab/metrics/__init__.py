@@ -1,0 +1,36 @@
+"""Invariance metrics: a functional core (:mod:`invlab.metrics.functional`), accumulators
+(:mod:`invlab.metrics.accumulators`) and the orbit engine :func:`measure`.
+
+    >>> import torch
+    >>> from invlab.metrics import measure
+    >>> from invlab.models import create_model
+    >>> m = measure(create_model("mlp5"), torch.randn(16, 1, 36, 36), group="r4",
+    ...             metrics=["kl", "LI", "EI"])
+    >>> sorted(m.summary)
+    ['effective_invariance', 'kl', 'logit_l2']
+"""
+
+from __future__ import annotations
+
+from invlab.metrics import accumulators, functional
+from invlab.metrics.engine import (
+    ALIASES,
+    DEFAULT_METRICS,
+    METRICS,
+    Measurement,
+    measure,
+    resolve_metrics,
+)
+from invlab.metrics.errors import MeasureError
+
+__all__ = [
+    "measure",
+    "Measurement",
+    "MeasureError",
+    "METRICS",
+    "ALIASES",
+    "DEFAULT_METRICS",
+    "resolve_metrics",
+    "functional",
+    "accumulators",
+]

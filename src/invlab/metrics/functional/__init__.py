@@ -1,0 +1,40 @@
+"""Functional core: pure metric functions returning per-sample values (torchmetrics-style).
+
+Output-level metrics take logits ``f(x)`` and ``f(g·x)`` (``[..., K]``, broadcastable) and
+return ``[...]``; the saliency and sensitivity metrics take the model. ``kl``, ``js``,
+``logit_l2`` and ``logit_l2_normalized`` are differentiable and double as training
+regularizers.
+"""
+
+from __future__ import annotations
+
+from invlab.attribution import integrated_gradients, saliency_map
+from invlab.metrics.functional.output import (
+    accuracy,
+    agreement,
+    effective_invariance,
+    js,
+    kl,
+    logit_l2,
+    logit_l2_normalized,
+)
+from invlab.metrics.functional.representation import derangement, representation_invariance
+from invlab.metrics.functional.saliency import saliency_cosine, saliency_similarity
+from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
+
+__all__ = [
+    "kl",
+    "js",
+    "logit_l2",
+    "logit_l2_normalized",
+    "effective_invariance",
+    "agreement",
+    "accuracy",
+    "integrated_gradients",
+    "saliency_map",
+    "saliency_similarity",
+    "saliency_cosine",
+    "representation_invariance",
+    "derangement",
+    "jacobian_spectral_norm",
+]
