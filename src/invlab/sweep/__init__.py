@@ -10,7 +10,7 @@ records nothing and is retried by the next run.
 Example::
 
     from dataclasses import dataclass
-    from invlab.sweep import CellResult, ResultsStore, check, run_study
+    from invlab.sweep import CellResult, ResultsStore, check, run_study, validate
 
     @dataclass(frozen=True)
     class Cell:
@@ -18,6 +18,7 @@ Example::
         seed: int = 0
 
         def __post_init__(self) -> None:
+            validate(self)                           # field types, naming the field
             check("group", self.group in ("r4", "t3"), f"expected r4 or t3, got {self.group!r}")
 
     def run_cell(cfg: Cell, ctx) -> CellResult:      # module level: picklable

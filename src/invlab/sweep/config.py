@@ -10,8 +10,9 @@ the id so two config classes with the same fields never share a cell. A field ca
 out of the id with ``field(metadata={"cell_id": False})`` (e.g. a worker count that does not
 change the numbers); it is still stored with the config.
 
-Validation lives in ``__post_init__``; raise :class:`ConfigError` naming the field, most
-easily through :func:`check`::
+Validation lives in ``__post_init__``: first :func:`validate` (field types, so the value
+checks compare like with like), then value checks that raise :class:`ConfigError` naming the
+field, most easily through :func:`check`::
 
     @dataclass(frozen=True)
     class Cell:
@@ -19,6 +20,7 @@ easily through :func:`check`::
         lr: float = 8e-4
 
         def __post_init__(self) -> None:
+            validate(self)
             check("group", self.group in ("r4", "t3"), f"expected 'r4' or 't3', got {self.group!r}")
             check("lr", self.lr > 0, f"expected > 0, got {self.lr}")
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -297,6 +300,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     return value  # unknown annotation form: leave as is
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
@@ -324,8 +328,8 @@ def from_dict(cls: type[T], d: Mapping[str, Any], *, _prefix: str = "") -> T:
     if unknown:
         names = ", ".join(f"{_prefix}.{k}" if _prefix else k for k in unknown)
         raise ConfigError(
-            ", ".join(f"{_prefix}.{k}" if _prefix else k for k in unknown),
-            f"unknown key(s) {names} for {cls.__name__}; valid keys: {sorted(fields)}",
+            names,
+            f"unknown key(s) for {cls.__name__}; valid keys: {sorted(fields)}",
         )
     missing = [
         n for n, f in fields.items()
@@ -349,12 +353,12 @@ def from_dict(cls: type[T], d: Mapping[str, Any], *, _prefix: str = "") -> T:
 
 
 def validate(cfg: T) -> T:
-    """Check a config instance and return it unchanged.
+    """Check a config instance's field types; return it unchanged.
 
-    Checks that every field holds a value of its annotated type (without coercing: an int
-    where a float is annotated is accepted, a str where an int is annotated is not), that
-    nested dataclasses are valid, and that the config has a JSON form (so it has a
-    :func:`cell_id`). Value checks belong in ``__post_init__``, which already ran.
+    Call it first thing in ``__post_init__``. Checks that every field holds a value of its
+    annotated type (without coercing: an int where a float is annotated is accepted, a str
+    where an int is annotated is not), that nested dataclasses are valid, and that the
+    config has a JSON form (so it has a :func:`cell_id`). Value checks (ranges, choices) follow in ``__post_init__``.
     Raises :class:`ConfigError` naming the first bad field.
     """
     _validate(cfg, "")
