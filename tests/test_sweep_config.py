@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 import yaml
@@ -48,7 +48,7 @@ class Cfg:
     seed: int = 0
     nus: tuple[float, ...] = (0.1, 1.0)
     augment: bool = True
-    note: Optional[str] = None
+    note: str | None = None
     model: Inner = field(default_factory=Inner)
     workers: int = field(default=1, metadata={"cell_id": False})
 

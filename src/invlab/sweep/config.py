@@ -41,12 +41,12 @@ from typing import Any, TypeVar, Union
 
 __all__ = [
     "ConfigError",
-    "check",
-    "validate",
-    "config_to_dict",
     "canonical_json",
     "cell_id",
+    "check",
+    "config_to_dict",
     "from_dict",
+    "validate",
 ]
 
 T = TypeVar("T")
@@ -300,11 +300,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     return value  # unknown annotation form: leave as is
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
-    except Exception:  # unresolvable forward refs: fall back to no coercion
+    except Exception:  # noqa: BLE001 - unresolvable forward refs: fall back to no coercion
         return {f.name: Any for f in dataclasses.fields(cls)}
 
 

@@ -28,10 +28,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "Executor",
-    "SerialExecutor",
     "ProcessPoolExecutorBackend",
-    "make_executor",
+    "SerialExecutor",
     "available_cores",
+    "make_executor",
 ]
 
 log = logging.getLogger("invlab.sweep")
@@ -66,7 +66,7 @@ class SerialExecutor:
         for item in items:
             try:
                 result: R | BaseException = fn(item)
-            except Exception as e:  # KeyboardInterrupt / SystemExit propagate
+            except Exception as e:  # noqa: BLE001 - reported as the item's result
                 result = e
             yield item, result
 
@@ -165,7 +165,7 @@ class ProcessPoolExecutorBackend:
                     except BrokenProcessPool as e:
                         broken = True
                         result = e
-                    except Exception as e:
+                    except Exception as e:  # noqa: BLE001 - reported as the result
                         result = e
                     yield item, result
                 if broken:
@@ -173,7 +173,7 @@ class ProcessPoolExecutorBackend:
                     for fut, item in list(pending.items()):
                         try:
                             result = fut.result()
-                        except Exception as e:
+                        except Exception as e:  # noqa: BLE001
                             result = e
                         yield item, result
                     pending.clear()

@@ -18,8 +18,8 @@ from typing import Any
 
 __all__ = [
     "atomic_write_bytes",
-    "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_text",
     "write_resolved_config",
 ]
 

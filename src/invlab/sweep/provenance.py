@@ -6,7 +6,7 @@ import functools
 import subprocess
 from pathlib import Path
 
-__all__ = ["invlab_version", "git_revision"]
+__all__ = ["git_revision", "invlab_version"]
 
 
 @functools.lru_cache(maxsize=1)

@@ -25,8 +25,8 @@ __all__ = [
     "CellResult",
     "StudyError",
     "StudySummary",
-    "run_study",
     "describe",
+    "run_study",
 ]
 
 log = logging.getLogger("invlab.sweep")
@@ -168,7 +168,7 @@ def _execute(task: _Task) -> _Outcome:
         # fail here, in the worker, if the result cannot travel back or be stored
         pickle.dumps(res)
         return _Outcome(res, None, None, started, time.perf_counter() - t0)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a failing cell must not stop the study
         return _Outcome(None, f"{type(e).__name__}: {e}", traceback.format_exc(), started,
                         time.perf_counter() - t0)
 

@@ -38,7 +38,7 @@ from invlab.sweep.provenance import git_revision, invlab_version
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ResultsStore", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "ResultsStore"]
 
 SCHEMA_VERSION = 1
 
@@ -130,7 +130,7 @@ def _float_or_none(x: Any, what: str) -> float | None:
     if x is None:
         return None
     if isinstance(x, bool):
-        raise ValueError(f"{what}: expected a number or None, got bool {x!r}")
+        raise TypeError(f"{what}: expected a number or None, got bool {x!r}")
     item = getattr(x, "item", None)  # numpy / 0-d torch
     if callable(item) and not isinstance(x, (int, float)):
         x = item()
@@ -147,7 +147,7 @@ def _normalize_rows(cell_id: str, rows: Iterable[Mapping[str, Any]]) -> list[tup
     seen: set[str] = set()
     for i, r in enumerate(rows):
         if not isinstance(r, Mapping):
-            raise ValueError(f"cell {cell_id}: row {i} must be a dict with keys metric, value, "
+            raise TypeError(f"cell {cell_id}: row {i} must be a dict with keys metric, value, "
                              f"std, n; got {type(r).__name__}")
         extra = set(r) - _ROW_KEYS
         if extra:
@@ -284,7 +284,7 @@ class ResultsStore:
                 self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> ResultsStore:
+    def __enter__(self) -> ResultsStore:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
