@@ -85,7 +85,7 @@ def test_ig_chunking_does_not_change_result(setup):
 
 def test_ig_linear_model_exact():
     w = torch.randn(16, 3)
-    f = lambda x: x.flatten(1) @ w  # noqa: E731
+    f = lambda x: x.flatten(1) @ w
     x = torch.randn(4, 1, 4, 4)
     attr = integrated_gradients(f, x, target=2, n_steps=5)
     torch.testing.assert_close(attr.flatten(1), x.flatten(1) * w[:, 2], rtol=1e-5, atol=1e-6)

@@ -18,13 +18,13 @@ from invlab.attribution.saliency import (
 )
 
 __all__ = [
+    "BOUNDARIES",
+    "DEFAULT_MEMORY_BUDGET",
+    "SUPPORTED_METHODS",
     "IntegratedGradients",
+    "boundary_for_group",
+    "gaussian_kernel",
     "integrated_gradients",
     "quadrature",
-    "SUPPORTED_METHODS",
-    "DEFAULT_MEMORY_BUDGET",
     "saliency_map",
-    "gaussian_kernel",
-    "boundary_for_group",
-    "BOUNDARIES",
 ]

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "SUPPORTED_METHODS",
     "IntegratedGradients",
     "integrated_gradients",
     "quadrature",
-    "SUPPORTED_METHODS",
-    "DEFAULT_MEMORY_BUDGET",
 ]
 
 SUPPORTED_METHODS = (
@@ -129,7 +129,7 @@ def _bytes_per_row(forward: Forward, x: torch.Tensor) -> int:
     for rows in (1, 2):
         total = [0]
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
+        def pack(t: torch.Tensor, total: list[int] = total) -> torch.Tensor:
             total[0] += t.numel() * t.element_size()
             return t
 

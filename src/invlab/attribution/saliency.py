@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["saliency_map", "gaussian_kernel", "boundary_for_group", "BOUNDARIES"]
+__all__ = ["BOUNDARIES", "boundary_for_group", "gaussian_kernel", "saliency_map"]
 
 BOUNDARIES = ("symmetric", "circular", "reflect", "replicate", "zeros")
 

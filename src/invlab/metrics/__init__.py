@@ -24,13 +24,13 @@ from invlab.metrics.engine import (
 from invlab.metrics.errors import MeasureError
 
 __all__ = [
-    "measure",
-    "Measurement",
-    "MeasureError",
-    "METRICS",
     "ALIASES",
     "DEFAULT_METRICS",
-    "resolve_metrics",
-    "functional",
+    "METRICS",
+    "MeasureError",
+    "Measurement",
     "accumulators",
+    "functional",
+    "measure",
+    "resolve_metrics",
 ]

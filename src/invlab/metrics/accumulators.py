@@ -22,14 +22,14 @@ import torch
 from invlab.metrics.functional import output as F
 
 __all__ = [
-    "PairAccumulator",
-    "KL",
     "JS",
+    "KL",
+    "Accuracy",
+    "Agreement",
+    "EffectiveInvariance",
     "LogitL2",
     "LogitL2Normalized",
-    "EffectiveInvariance",
-    "Agreement",
-    "Accuracy",
+    "PairAccumulator",
 ]
 
 

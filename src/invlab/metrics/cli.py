@@ -15,7 +15,7 @@ from typing import Any
 from invlab.metrics.engine import ALIASES, METRICS, measure, resolve_metrics
 from invlab.metrics.errors import MeasureError
 
-__all__ = ["add_measure_parser", "run_measure", "format_table"]
+__all__ = ["add_measure_parser", "format_table", "run_measure"]
 
 DEFAULT_CLI_METRICS = "kl,logit_l2,effective_invariance,saliency_similarity"
 _PROGRESS_MIN_WORK = 20_000  # images × elements (× IG steps) above which a bar is shown

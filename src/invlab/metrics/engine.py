@@ -28,11 +28,11 @@ from invlab.metrics.functional.saliency import saliency_similarity
 from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
 
 __all__ = [
-    "measure",
-    "Measurement",
-    "METRICS",
     "ALIASES",
     "DEFAULT_METRICS",
+    "METRICS",
+    "Measurement",
+    "measure",
     "resolve_metrics",
 ]
 

@@ -23,18 +23,18 @@ from invlab.metrics.functional.saliency import saliency_cosine, saliency_similar
 from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
 
 __all__ = [
-    "kl",
+    "accuracy",
+    "agreement",
+    "derangement",
+    "effective_invariance",
+    "integrated_gradients",
+    "jacobian_spectral_norm",
     "js",
+    "kl",
     "logit_l2",
     "logit_l2_normalized",
-    "effective_invariance",
-    "agreement",
-    "accuracy",
-    "integrated_gradients",
+    "representation_invariance",
+    "saliency_cosine",
     "saliency_map",
     "saliency_similarity",
-    "saliency_cosine",
-    "representation_invariance",
-    "derangement",
-    "jacobian_spectral_norm",
 ]

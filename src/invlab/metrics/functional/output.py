@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "kl",
+    "accuracy",
+    "agreement",
+    "effective_invariance",
     "js",
+    "kl",
     "logit_l2",
     "logit_l2_normalized",
-    "effective_invariance",
-    "agreement",
-    "accuracy",
 ]
 
 

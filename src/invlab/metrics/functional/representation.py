@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["representation_invariance", "derangement", "DISTANCES"]
+__all__ = ["DISTANCES", "derangement", "representation_invariance"]
 
 DISTANCES = ("cosine", "l2")
 

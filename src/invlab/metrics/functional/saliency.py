@@ -11,7 +11,7 @@ from invlab.attribution import DEFAULT_MEMORY_BUDGET, boundary_for_group, integr
 from invlab.attribution import saliency_map as _saliency_map
 from invlab.groups import Group, create_group
 
-__all__ = ["saliency_similarity", "saliency_cosine"]
+__all__ = ["saliency_cosine", "saliency_similarity"]
 
 
 def saliency_cosine(
