@@ -74,17 +74,21 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **metadata: 
 
 
 def _check_header(p: Path) -> None:
+    """Accept only the safetensors layout: u64-LE header length, then a JSON object."""
     with open(p, "rb") as fh:
         head = fh.read(16)
+    size = p.stat().st_size
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 8 + n <= size:
+            return
     if head[:1] == b"\x80" or head[:2] == b"PK":
         kind = "a pickle" if head[:1] == b"\x80" else "a torch.save zip archive (pickle inside)"
         raise CheckpointError(f"{p}: this is {kind}, not a safetensors checkpoint. {_PICKLE_HINT}")
     if len(head) < 9:
-        raise CheckpointError(f"{p}: too short for a safetensors file ({len(head)} bytes)")
-    (n,) = struct.unpack("<Q", head[:8])
-    if head[8:9] != b"{" or n > p.stat().st_size:
-        raise CheckpointError(f"{p}: not a safetensors file (expected an 8-byte header length "
-                              "followed by a JSON header)")
+        raise CheckpointError(f"{p}: too short for a safetensors file ({size} bytes)")
+    raise CheckpointError(f"{p}: not a safetensors file (expected an 8-byte header length "
+                          "followed by a JSON header), or truncated")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,0 +1,33 @@
+"""Reports: tables (Markdown/CSV/JSON) and figures (PNG/SVG) rebuilt from the results store."""
+
+from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
+
+__all__ = ["aggregate_seeds", "fmt_pm", "write_table", "build_report"]
+
+
+def build_report(out_dir: str) -> list[str]:
+    """Rebuild every report for the studies found in ``out_dir/store.sqlite``."""
+    from pathlib import Path
+
+    from invlab.sweep import ResultsStore
+
+    path = Path(out_dir) / "store.sqlite"
+    if not path.exists():
+        raise FileNotFoundError(f"no results store at {path}; run a study with --out {out_dir}")
+    studies = {r["study"] for r in ResultsStore(path).cells()}
+    written: list[str] = []
+    if "genuine" in studies:
+        from invlab.report.genuine import build_report as genuine
+
+        written += genuine(out_dir)
+    if "drift" in studies:
+        from invlab.report.drift import build_report as drift
+
+        written += drift(out_dir)
+    if "spectral" in studies:
+        from invlab.report.spectral import build_report as spectral
+
+        written += spectral(out_dir)
+    if not written:
+        raise ValueError(f"{path} holds no known study (found: {sorted(studies) or 'none'})")
+    return written

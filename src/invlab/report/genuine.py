@@ -1,0 +1,196 @@
+"""Report of the genuine-invariance study: Table 1 (+ paper numbers), Figures 2 and 3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
+from invlab.sweep import ResultsStore  # noqa: E402
+from invlab.sweep.io import atomic_write_json  # noqa: E402
+
+# M23 Table 1 (Transforming-MNIST): acc %, LI, DI, SI as (mean, std or None).
+PAPER_MNIST: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {
+    ("r4", "wt"): {"accuracy": (94.6, 0.1), "logit_l2": (0.00, None), "kl": (0.0, None),
+                   "saliency_similarity": (1.00, None)},
+    ("r4", "da"): {"accuracy": (94.0, 0.5), "logit_l2": (98.6, 5.4), "kl": (0.3, 0.1),
+                   "saliency_similarity": (0.17, 0.04)},
+    ("r4", "ir"): {"accuracy": (87.9, 0.8), "logit_l2": (0.02, None), "kl": (0.0, None),
+                   "saliency_similarity": (0.95, 0.03)},
+    ("t3", "wt"): {"accuracy": (96.6, 0.1), "logit_l2": (0.0, None), "kl": (0.0, None),
+                   "saliency_similarity": (1.00, None)},
+    ("t3", "da"): {"accuracy": (96.2, 0.2), "logit_l2": (50.8, 6.8), "kl": (0.1, 0.0),
+                   "saliency_similarity": (0.57, 0.08)},
+    ("t3", "ir"): {"accuracy": (93.1, 0.1), "logit_l2": (0.01, None), "kl": (0.0, None),
+                   "saliency_similarity": (0.95, 0.07)},
+}
+METRIC_COLS = [("accuracy", "acc %"), ("logit_l2", "LI ↓"), ("kl", "DI ↓"),
+               ("saliency_similarity", "SI ↑"), ("effective_invariance", "EI ↑"), ("nu", "ν")]
+SUMMARY_METRICS = {"accuracy", "logit_l2", "kl", "effective_invariance", "saliency_similarity",
+                   "nu", "epochs_run", "val_accuracy"}
+METHOD_ORDER = {"wt": 0, "da": 1, "ir": 2}
+
+
+def _paper(group: str, method: str, metric: str) -> str:
+    v = PAPER_MNIST.get((group, method), {}).get(metric)
+    if v is None:
+        return ""
+    return f"{v[0]:.2f}" + (f" ± {v[1]:.2f}" if v[1] is not None else "")
+
+
+def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
+    rows = []
+    for r in store.rows("genuine"):
+        c = r["config"]
+        if r["metric"] in SUMMARY_METRICS:
+            value = r["value"] * (100.0 if r["metric"] == "accuracy" else 1.0)
+            rows.append({"dataset": c["data"]["dataset"], "group": c["train"]["group"],
+                         "method": c["train"]["method"], "metric": r["metric"], "value": value})
+    return aggregate_seeds(rows, ["dataset", "group", "method"])
+
+
+def table_frame(summary: list[dict[str, Any]], dataset: str) -> pd.DataFrame:
+    by = {(s["group"], s["method"], s["metric"]): s for s in summary if s["dataset"] == dataset}
+    keys = sorted({(g, m) for g, m, _ in by}, key=lambda k: (k[0], METHOD_ORDER.get(k[1], 9)))
+    out = []
+    for g, m in keys:
+        row: dict[str, Any] = {"group": g.upper(), "method": m.upper()}
+        for metric, col in METRIC_COLS:
+            s = by.get((g, m, metric))
+            digits = 1 if metric == "accuracy" else (3 if metric in ("kl", "nu") else 2)
+            row[col] = fmt_pm(s["mean"], s["std"], s["n_seeds"], digits) if s else "–"
+            if dataset == "mnist" and metric in ("accuracy", "logit_l2", "kl",
+                                                 "saliency_similarity"):
+                row[f"paper {col}"] = _paper(g, m, metric)
+        s = by.get((g, m, "accuracy"))
+        row["seeds"] = s["n_seeds"] if s else 0
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _fig_cells(store: ResultsStore) -> dict[tuple[str, str, str], dict[str, Any]]:
+    out = {}
+    for c in store.cells("genuine"):
+        fig = (c.get("extra") or {}).get("figures")
+        if fig:
+            cfg = c["config"]
+            out[(cfg["data"]["dataset"], cfg["train"]["group"], cfg["train"]["method"])] = fig
+    return out
+
+
+def _save(fig: plt.Figure, out: Path, stem: str) -> list[str]:
+    paths = []
+    for ext in ("png", "svg"):
+        p = out / f"{stem}.{ext}"
+        tmp = p.with_name(f".{p.name}.tmp")
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format=ext)
+        tmp.replace(p)
+        paths.append(str(p))
+    plt.close(fig)
+    return paths
+
+
+def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, group: str,
+                out: Path) -> list[str]:
+    from sklearn.manifold import TSNE
+
+    methods = [m for m in ("da", "ir", "wt") if (dataset, group, m) in figs]
+    if not methods:
+        return []
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4.2), squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        d = figs[(dataset, group, m)]
+        z = np.asarray(d["features"], dtype=np.float64)
+        z = z + 1e-6 * np.random.default_rng(0).standard_normal(z.shape)  # WT orbits coincide
+        emb = TSNE(n_components=2, perplexity=min(30, len(z) // 4), random_state=0,
+                   init="pca").fit_transform(z)
+        el, sm = np.asarray(d["feature_element"]), np.asarray(d["feature_sample"])
+        for i in np.unique(sm)[:15]:
+            pts = emb[sm == i]
+            ax.plot(pts[:, 0], pts[:, 1], "-", color="0.8", lw=0.6, zorder=1)
+        for e in np.unique(el):
+            ax.scatter(emb[el == e, 0], emb[el == e, 1], s=14, label=f"g{e}", zorder=2)
+        ax.set_title(f"{m.upper()} ({group.upper()}, {dataset})")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(title="group element", fontsize=7, loc="best")
+    fig.suptitle("Fig. 2: t-SNE of penultimate features of each sample's orbit "
+                 "(grey lines join one sample's transformed copies)", fontsize=9)
+    return _save(fig, out, f"fig2_tsne_{dataset}_{group}")
+
+
+def figure_saliency(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, group: str,
+                    out: Path) -> list[str]:
+    methods = [m for m in ("da", "ir") if (dataset, group, m) in figs]
+    if not methods:
+        return []
+    sal = {m: np.asarray(figs[(dataset, group, m)]["saliency"]) for m in methods}  # [k,n,H,W]
+    k, n = sal[methods[0]].shape[:2]
+    fig, axes = plt.subplots(n, k * len(methods), figsize=(1.3 * k * len(methods), 1.4 * n),
+                             squeeze=False)
+    for j, m in enumerate(methods):
+        for i in range(n):
+            for e in range(k):
+                ax = axes[i][j * k + e]
+                ax.imshow(sal[m][e, i], cmap="inferno")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{m.upper()} g{e}", fontsize=8)
+    fig.suptitle(f"Fig. 3: saliency maps over the {group.upper()} orbit, realigned by g⁻¹ "
+                 f"({dataset}; rows = samples)", fontsize=9)
+    return _save(fig, out, f"fig3_saliency_{dataset}_{group}")
+
+
+def figure_nu_search(store: ResultsStore, out: Path) -> list[str]:
+    cells = [c for c in store.cells("genuine-tune") if (c.get("extra") or {}).get("trials")]
+    if not cells:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for c in cells:
+        tr = sorted(c["extra"]["trials"], key=lambda t: t["nu"])
+        lab = f"{c['config']['data']['dataset']}/{c['config']['train']['group']}"
+        nu = [t["nu"] for t in tr]
+        axes[0].plot(nu, [t["si"] for t in tr], "o-", label=lab)
+        axes[1].plot(nu, [100 * t["accuracy"] for t in tr], "o-", label=lab)
+    target = cells[0]["config"]["target"]
+    axes[0].axhline(target, color="k", ls="--", lw=0.8)
+    axes[0].set(xscale="log", xlabel="ν", ylabel="validation SI", title="SI(ν)")
+    axes[1].set(xscale="log", xlabel="ν", ylabel="validation accuracy %", title="accuracy(ν)")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "nu_search")
+
+
+def build_report(out_dir: str | Path) -> list[str]:
+    """Rebuild summary.json, Table 1 (md/csv/json) and the figures from the store alone."""
+    out = Path(out_dir)
+    store = ResultsStore(out / "store.sqlite")
+    summary = summary_rows(store)
+    written = []
+    atomic_write_json(out / "summary.json", summary)
+    written.append(str(out / "summary.json"))
+    datasets = sorted({s["dataset"] for s in summary})
+    md_parts = []
+    for d in datasets:
+        df = table_frame(summary, d)
+        title = f"Transforming-{'MNIST' if d == 'mnist' else d} (mean ± std over seeds)"
+        written += write_table(df, out, f"table1_{d}", title)
+        md_parts.append((out / f"table1_{d}.md").read_text())
+    figs = _fig_cells(store)
+    for d, g in sorted({(k[0], k[1]) for k in figs}):
+        written += figure_tsne(figs, d, g, out)
+        written += figure_saliency(figs, d, g, out)
+    written += figure_nu_search(store, out)
+    return written
+
+
+def print_table(out_dir: str | Path) -> str:
+    out = Path(out_dir)
+    return "\n".join(p.read_text() for p in sorted(out.glob("table1_*.md")))

@@ -1,0 +1,1 @@
+"""Studies: one module per paper experiment (genuine, drift, spectral)."""

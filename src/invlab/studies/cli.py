@@ -1,0 +1,86 @@
+"""``invlab study NAME`` and ``invlab report DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def _csv(s: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in s.split(",") if x.strip()) if s else None
+
+
+def _common(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--quick", action="store_true", help="small preset: minutes on 2 CPU cores")
+    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    p.add_argument("--checkpoints", default=None,
+                   help="shared checkpoint cache (default runs/checkpoints); studies reuse "
+                        "models trained with identical configs")
+    p.add_argument("--workers", type=int, default=1, help="process-pool size (default 1)")
+    p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
+    p.add_argument("--epochs", type=int, default=None, help="override max epochs")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _ckpt(args: argparse.Namespace) -> str:
+    if args.checkpoints:
+        return args.checkpoints
+    return os.path.join("runs", "checkpoints-quick" if args.quick else "checkpoints")
+
+
+def _cmd_genuine(args: argparse.Namespace) -> int:
+    from invlab.report.genuine import print_table
+    from invlab.studies.genuine import preset, run_genuine
+
+    name = "quick" if args.quick else "full"
+    p = preset(name, datasets=_csv(args.datasets), groups=_csv(args.groups),
+               seeds=tuple(range(args.seeds)) if args.seeds else None, epochs=args.epochs)
+    t0 = time.perf_counter()
+    out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
+                      progress=not args.no_progress, preset_name=name)
+    print(print_table(out))
+    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; tables, figures and "
+          f"summary.json in {out}/ (config.yaml holds the resolved config)")
+    return 0
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from invlab.studies.drift import main as drift_main
+
+    return drift_main(args)
+
+
+def _cmd_spectral(args: argparse.Namespace) -> int:
+    from invlab.studies.spectral import main as spectral_main
+
+    return spectral_main(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from invlab.report import build_report
+
+    for p in build_report(args.dir):
+        print(p)
+    return 0
+
+
+def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    study = sub.add_parser("study", help="run a paper's study end to end (resumable)")
+    ssub = study.add_subparsers(dest="study_command", metavar="STUDY")
+    g = ssub.add_parser("genuine", help="M23 Table 1, Figs. 2-3: DA vs WT vs IR")
+    _common(g, "runs/genuine")
+    g.add_argument("--datasets", default=None, help="comma list: mnist,fashion-mnist")
+    g.set_defaults(func=_cmd_genuine)
+    d = ssub.add_parser("drift", help="M23 Fig. 4: invariance under MNIST→FMNIST drift")
+    _common(d, "runs/drift")
+    d.add_argument("--mode", choices=["blend", "mixture"], default=None,
+                   help="drift reading (default: both)")
+    d.set_defaults(func=_cmd_drift)
+    s = ssub.add_parser("spectral", help="M23 Fig. 5: sigma_max of the input Jacobian")
+    _common(s, "runs/spectral")
+    s.set_defaults(func=_cmd_spectral)
+    r = sub.add_parser("report", help="rebuild every table and figure of DIR from its store")
+    r.add_argument("dir")
+    r.set_defaults(func=_cmd_report)

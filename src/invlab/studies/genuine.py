@@ -1,0 +1,255 @@
+"""Genuine invariance (M23 §4.1–4.2): DA vs WT vs IR on Transforming-MNIST/-FMNIST.
+
+Cells: dataset × group × method × seed. Stage 1 tunes IR's ν per (dataset, group) on seed 0
+(:func:`invlab.train.tune_nu`); stage 2 trains/measures every cell with the tuned ν baked
+into the IR cells' configs. Trained models go through the shared checkpoint cache, so the
+tuning run that selected ν *is* the seed-0 IR model, and later studies reuse them all.
+
+Per cell (test split): accuracy, ``logit_l2`` (LI), ``kl`` (DI), ``effective_invariance``
+(EI); ``saliency_similarity`` (SI) on a seeded subset of ``n_si`` test images; ``nu`` for IR.
+Seed-0 cells also store the data of Figures 2 and 3 (orbit features, realigned saliency).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invlab.data import DataConfig
+from invlab.groups import create_group
+from invlab.studies.common import get_data, trained_model
+from invlab.studies.presets import load_preset
+from invlab.sweep import CellContext, CellResult, ResultsStore, run_study, write_resolved_config
+from invlab.train import TrainConfig, evaluate_accuracy, tune_nu
+
+log = logging.getLogger("invlab.studies")
+
+STUDY = "genuine"
+OUTPUT_METRICS = ["logit_l2", "kl", "effective_invariance"]
+N_FIG_SAMPLES = 40
+N_SAL_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class GenuinePreset:
+    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
+    groups: tuple[str, ...] = ("r4", "t3")
+    methods: tuple[str, ...] = ("wt", "da", "ir")
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    epochs: int = 300
+    patience: int | None = 40
+    batch_size: int = 512
+    lr: float = 8e-4
+    n_train: int = 10_000
+    n_val: int = 2_000
+    n_test_max: int = 50_000
+    n_si: int = 2_000
+    ig_steps: int = 50
+    tune_target: float = 0.95
+    tune_n_val_si: int = 500
+    tune_nu_start: float = 1.0
+    tune_max_trials: int = 6
+
+    def __post_init__(self) -> None:
+        from invlab.sweep import check
+
+        for m in self.methods:
+            check("methods", m in ("wt", "da", "ir"), f"unknown method {m!r}; valid: wt, da, ir")
+        for g in self.groups:
+            create_group(g)
+        check("seeds", len(self.seeds) >= 1, "need at least one seed")
+        check("n_si", self.n_si >= 1, f"must be >= 1, found {self.n_si}")
+        check("ig_steps", self.ig_steps >= 1, f"must be >= 1, found {self.ig_steps}")
+        check("tune_target", -1 <= self.tune_target <= 1, f"must be in [-1, 1], found "
+              f"{self.tune_target}")
+
+    def data_config(self, dataset: str) -> DataConfig:
+        return DataConfig(dataset=dataset, exclude_class=9, pad_to=36, n_train=self.n_train,
+                          n_val=self.n_val, n_test_max=self.n_test_max, data_seed=0)
+
+    def train_config(self, method: str, group: str, seed: int, nu: float = 0.0,
+                     regularizer: str = "logit_l2") -> TrainConfig:
+        return TrainConfig(method=method, group=group, model="mlp5", epochs=self.epochs,
+                           batch_size=self.batch_size, lr=self.lr, nu=nu,
+                           regularizer=regularizer, seed=seed, patience=self.patience)
+
+
+@dataclass(frozen=True)
+class TuneCell:
+    data: DataConfig
+    train: TrainConfig
+    target: float
+    n_val_si: int
+    nu_start: float
+    max_trials: int
+    checkpoints: str
+
+
+@dataclass(frozen=True)
+class GenuineCell:
+    data: DataConfig
+    train: TrainConfig
+    n_si: int
+    ig_steps: int
+    figures: bool
+    checkpoints: str
+    tuned: dict[str, float] = field(default_factory=dict)
+
+
+def run_tune_cell(cell: TuneCell, ctx: CellContext) -> CellResult:
+    data = get_data(cell.data, cell.train.group)
+
+    def fit(c: TrainConfig) -> torch.nn.Module:
+        return trained_model(c, cell.data, cell.checkpoints)[0]
+
+    s = tune_nu(cell.train, data, target=cell.target, nu_start=cell.nu_start,
+                n_val_si=cell.n_val_si, max_trials=cell.max_trials, fit=fit, progress=False)
+    res = CellResult(extra={"trials": s.trials, "reached": s.reached})
+    res.add("nu", s.nu).add("val_si", s.si).add("val_accuracy", s.accuracy)
+    res.add("reached", float(s.reached)).add("n_trials", float(len(s.trials)))
+    return res
+
+
+def _si_subset(n_test: int, n_si: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_test, generator=gen)[:n_si].sort().values
+
+
+def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                group: str, ig_steps: int) -> dict[str, Any]:
+    """Fig. 2: penultimate features of the whole orbit of ``N_FIG_SAMPLES`` test images;
+    Fig. 3: saliency maps of ``N_SAL_SAMPLES`` images over the orbit, realigned by g⁻¹."""
+    from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
+
+    grp = create_group(group)
+    k = grp.order
+    x = images[:N_FIG_SAMPLES]
+    orbit = grp.orbit(x)  # [k, n, C, H, W]
+    with torch.no_grad():
+        feats = model.forward_features(orbit.flatten(0, 1))
+    xs, ys = images[:N_SAL_SAMPLES], labels[:N_SAL_SAMPLES]
+    so = grp.orbit(xs).flatten(0, 1)  # [k*n, ...]
+    attr = integrated_gradients(model, so, target=ys.repeat(k), n_steps=ig_steps)
+    maps = saliency_map(attr, boundary=boundary_for_group(grp))  # [k*n, H, W]
+    maps = maps.view(k, N_SAL_SAMPLES, *maps.shape[-2:])
+    realigned = torch.stack([grp.act_inverse(maps[e], e) for e in range(k)])
+    return {
+        "features": [[round(v, 4) for v in row] for row in feats.tolist()],
+        "feature_element": [e for e in range(k) for _ in range(x.shape[0])],
+        "feature_sample": [i for _ in range(k) for i in range(x.shape[0])],
+        "feature_label": labels[:N_FIG_SAMPLES].repeat(k).tolist(),
+        "saliency": [[[[round(v, 4) for v in r] for r in m] for m in el] for el in
+                     realigned.tolist()],  # [k][n][H][W]
+        "saliency_images": xs[:, 0].tolist(),
+    }
+
+
+def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
+    from invlab.metrics import measure
+
+    t0 = time.perf_counter()
+    model, meta, reused = trained_model(cell.train, cell.data, cell.checkpoints)
+    data = get_data(cell.data, cell.train.group)
+    test = data.test
+    res = CellResult()
+    res.add("accuracy", evaluate_accuracy(model, test), n=len(test))
+    m = measure(model, test.images, test.labels, group=cell.train.group, metrics=OUTPUT_METRICS)
+    for name in OUTPUT_METRICS:
+        per = m.per_sample[name].mean(1)
+        res.add(name, float(per.mean()), float(per.std()), len(per))
+    idx = _si_subset(len(test), cell.n_si, seed=cell.data.data_seed + 17)
+    si = measure(model, test.images[idx], test.labels[idx], group=cell.train.group,
+                 metrics=["saliency_similarity"])
+    per = si.per_sample["saliency_similarity"].mean(1)
+    res.add("saliency_similarity", float(per.mean()), float(per.std()), len(per))
+    if cell.train.method == "ir":
+        res.add("nu", cell.train.nu)
+    res.add("val_accuracy", float(meta.get("best_val_accuracy", float("nan"))))
+    res.add("epochs_run", float(meta.get("epochs_run", 0)))
+    res.add("best_epoch", float(meta.get("best_epoch", 0)))
+    res.add("train_seconds", float(meta.get("wall_seconds", 0.0)))
+    extra: dict[str, Any] = {"checkpoint_reused": reused, "val_curve": meta.get("val_curve"),
+                             **cell.tuned, "measure_seconds": round(time.perf_counter() - t0, 2)}
+    if cell.figures:
+        extra["figures"] = figure_data(model, test.images, test.labels, cell.train.group,
+                                       cell.ig_steps)
+    res.extra = extra
+    return res
+
+
+def tune_cells(p: GenuinePreset, checkpoints: str) -> list[TuneCell]:
+    if "ir" not in p.methods:
+        return []
+    return [TuneCell(p.data_config(d), p.train_config("ir", g, p.seeds[0]), p.tune_target,
+                     p.tune_n_val_si, p.tune_nu_start, p.tune_max_trials, checkpoints)
+            for d in p.datasets for g in p.groups]
+
+
+def genuine_cells(p: GenuinePreset, checkpoints: str, tuned: dict[tuple[str, str], dict[str, float]]
+                  ) -> list[GenuineCell]:
+    cells = []
+    for d in p.datasets:
+        for g in p.groups:
+            for method in p.methods:
+                for s in p.seeds:
+                    info = tuned.get((d, g), {}) if method == "ir" else {}
+                    nu = info.get("nu", 0.0) if method == "ir" else 0.0
+                    cells.append(GenuineCell(p.data_config(d), p.train_config(method, g, s, nu),
+                                             p.n_si, p.ig_steps, s == p.seeds[0], checkpoints,
+                                             dict(info)))
+    return cells
+
+
+def tuned_nus(store: ResultsStore, cells: list[TuneCell]) -> dict[tuple[str, str], dict[str, float]]:
+    from invlab.sweep import cell_id
+
+    by_id = {cell_id(c): c for c in cells}
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for r in store.rows(STUDY + "-tune"):
+        c = by_id.get(r["cell_id"])
+        if c is not None:
+            out.setdefault((c.data.dataset, c.train.group), {})[
+                "nu" if r["metric"] == "nu" else f"tune_{r['metric']}"] = r["value"]
+    return out
+
+
+def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path | None = None,
+                workers: int = 1, progress: bool = True, preset_name: str = "custom"
+                ) -> Path:
+    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report."""
+    from invlab.report.genuine import build_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = str(Path(checkpoints) if checkpoints else out / "checkpoints")
+    write_resolved_config(out, STUDY, {"preset": preset_name, **asdict(preset),
+                                       "checkpoints": ckpt, "workers": workers})
+    store = ResultsStore(out / "store.sqlite")
+    executor = "process" if workers > 1 else "serial"
+    t0 = time.perf_counter()
+    tcells = tune_cells(preset, ckpt)
+    if tcells:
+        log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs", len(tcells))
+        run_study(tcells, run_tune_cell, store, STUDY + "-tune", executor=executor,
+                  workers=min(workers, len(tcells)), progress=progress, root=out)
+    cells = genuine_cells(preset, ckpt, tuned_nus(store, tcells))
+    log.info("stage 2/2: %d cells", len(cells))
+    run_study(cells, run_genuine_cell, store, STUDY, executor=executor, workers=workers,
+              progress=progress, root=out)
+    log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
+    build_report(out)
+    return out
+
+
+def preset(name: str, **overrides: Any) -> GenuinePreset:
+    """``quick`` or ``full`` from ``genuine.yaml``, with overrides (e.g. ``datasets=...``)."""
+    return load_preset(GenuinePreset, "genuine", name, overrides)
+
+
+__all__ = ["GenuinePreset", "GenuineCell", "TuneCell", "run_genuine", "preset",
+           "run_genuine_cell", "run_tune_cell", "replace"]
