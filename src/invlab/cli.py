@@ -105,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `invlab` or `invlab data` alone: show the relevant help.
         sub = {"data": "data_command", "models": "models_command", "groups": "groups_command"}
         if args.command in sub:
-            parser.parse_args([args.command, "--help"])
+            try:
+                parser.parse_args([args.command, "--help"])
+            except SystemExit:  # argparse exits 0 after --help; a missing ACTION is a usage error
+                pass
+            return 2
         parser.print_help()
         return 0 if args.command is None else 2
     try:

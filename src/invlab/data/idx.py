@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ def _raw_bytes(path: Path) -> bytes:
     if data[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(data)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise IDXError(f"{path}: gzip stream is corrupt or truncated ({e})") from e
+        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+            raise IDXError(f"{path}: gzip stream is corrupt or truncated: expected a complete "
+                           f"gzip stream, found {type(e).__name__}: {e}") from e
     return data
 
 

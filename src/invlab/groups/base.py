@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
 
 Element = int
+
+
+def _is_scalar(g: object) -> bool:
+    """One element (int, numpy integer, 0-dim tensor, or an invalid scalar such as 1.5)."""
+    if isinstance(g, torch.Tensor):
+        return g.dim() == 0
+    return isinstance(g, (str, bytes)) or not hasattr(g, "__len__")
 
 
 class GroupError(ValueError):
@@ -57,8 +65,11 @@ class Group(ABC):
 
     def check_element(self, g: object) -> Element:
         """Return ``g`` as an int element, or raise :class:`GroupError`."""
-        if isinstance(g, torch.Tensor) and g.numel() == 1:
+        if (isinstance(g, torch.Tensor) and g.numel() == 1 and not g.is_floating_point()
+                and not g.is_complex() and g.dtype != torch.bool):
             g = int(g.item())
+        elif isinstance(g, numbers.Integral) and not isinstance(g, bool):
+            g = int(g)  # numpy integers
         if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < self.order:
             raise GroupError(
                 f"{g!r} is not an element of {self.name} (valid elements: 0..{self.order - 1})"
@@ -96,9 +107,38 @@ class Group(ABC):
             Tensor of the same shape as ``x``.
         """
         self.check_input(x)
-        if isinstance(g, int) or (isinstance(g, torch.Tensor) and g.dim() == 0):
+        if _is_scalar(g):
             return self._apply(x, self.check_element(g))
-        idx = torch.as_tensor(g, dtype=torch.long)
+        idx = self._element_vector(x, g)
+        out = torch.empty_like(x)
+        for e in torch.unique(idx).tolist():
+            mask = idx == e
+            out[mask] = self._apply(x[mask], e)
+        return out
+
+    def act_inverse(self, x: torch.Tensor, g: Element | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """``g⁻¹·x`` (per-sample ``g`` allowed), used to realign saliency maps."""
+        if _is_scalar(g):
+            return self.act(x, self.inverse(g))
+        self.check_input(x)
+        idx = self._element_vector(x, g)
+        table = torch.tensor([self._inverse(e) for e in self.elements])
+        return self.act(x, table[idx])
+
+    def _element_vector(self, x: torch.Tensor, g: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Validate per-sample elements: an integer ``[N]`` vector of valid elements."""
+        try:
+            idx = torch.as_tensor(g)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise GroupError(f"{self.name}: per-sample elements must be integers "
+                             f"0..{self.order - 1}, found {g!r}") from e
+        if idx.numel() and (idx.is_floating_point() or idx.is_complex()
+                            or idx.dtype == torch.bool):
+            raise GroupError(
+                f"{self.name}: per-sample elements must be integers 0..{self.order - 1}, "
+                f"found dtype {idx.dtype}"
+            )
+        idx = idx.long()
         if idx.dim() != 1 or x.dim() < 3 or idx.shape[0] != x.shape[0]:
             raise GroupError(
                 f"{self.name}: per-sample elements must be a [N] vector matching the batch; "
@@ -109,21 +149,7 @@ class Group(ABC):
             raise GroupError(
                 f"{bad!r} is not an element of {self.name} (valid elements: 0..{self.order - 1})"
             )
-        out = torch.empty_like(x)
-        for e in torch.unique(idx).tolist():
-            mask = idx == e
-            out[mask] = self._apply(x[mask], e)
-        return out
-
-    def act_inverse(self, x: torch.Tensor, g: Element | torch.Tensor | Sequence[int]) -> torch.Tensor:
-        """``g⁻¹·x`` (per-sample ``g`` allowed), used to realign saliency maps."""
-        if isinstance(g, int) or (isinstance(g, torch.Tensor) and g.dim() == 0):
-            return self.act(x, self.inverse(int(g)))
-        idx = torch.as_tensor(g, dtype=torch.long)
-        table = torch.tensor([self._inverse(e) for e in self.elements])
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.order):
-            return self.act(x, idx)  # raises the element error
-        return self.act(x, table[idx])
+        return idx
 
     def orbit(self, x: torch.Tensor, elements: Sequence[int] | None = None) -> torch.Tensor:
         """Stack of transformed copies ``[k, N, C, H, W]`` for ``elements`` (default all)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from invlab.groups import GroupError
 from invlab.models.cnn import CNNSmall
 from invlab.models.mlp import MLP5, WeightTiedMLP5
 from invlab.models.pooled import GroupPooled
@@ -46,7 +47,9 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
     try:
         model = _REGISTRY[name][0](**kwargs)
-    except TypeError as e:
+    except GroupError:
+        raise  # already names the group and the offending shape/element
+    except (TypeError, ValueError) as e:
         raise ModelError(f"bad arguments for model {name!r}: {e}") from e
     model.model_name = name  # type: ignore[assignment]
     model.model_kwargs = dict(getattr(model, "model_kwargs", kwargs))  # type: ignore[assignment]
