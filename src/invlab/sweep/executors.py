@@ -126,8 +126,8 @@ class ProcessPoolExecutorBackend:
 
     @staticmethod
     def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
+        procs = dict(getattr(pool, "_processes", None) or {})  # shutdown() forgets them
         pool.shutdown(wait=False, cancel_futures=True)
-        procs = getattr(pool, "_processes", None) or {}
         for p in list(procs.values()):
             if p.is_alive():
                 p.terminate()

@@ -10,6 +10,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,6 +273,10 @@ def run_study(
             cid = task.ctx.cell_id
             if isinstance(outcome, BaseException):  # executor-level failure (worker died)
                 err = f"{type(outcome).__name__}: {outcome}"
+                if isinstance(outcome, BrokenProcessPool):
+                    err = ("BrokenProcessPool: a worker process died while this cell was in "
+                           "flight (this cell or another one running at the same time crashed "
+                           "it: segfault, out-of-memory kill, os._exit)")
                 failures[cid] = err
                 log.error("study %s: cell %s (%s) failed: %s", study, cid, describe(task.cfg),
                           err)
