@@ -38,12 +38,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from invlab.attribution import boundary_for_group, saliency_map  # noqa: E402
-from invlab.groups import create_group  # noqa: E402
-from invlab.metrics import functional as F  # noqa: E402
-from invlab.metrics import measure  # noqa: E402
-from invlab.metrics.functional.saliency import saliency_cosine  # noqa: E402
-from invlab.models import create_model  # noqa: E402
+from invlab.attribution import boundary_for_group, saliency_map
+from invlab.groups import create_group
+from invlab.metrics import functional as F
+from invlab.metrics import measure
+from invlab.metrics.functional.saliency import saliency_cosine
+from invlab.models import create_model
 
 METRICS = ["kl", "logit_l2", "effective_invariance"]
 
@@ -210,8 +210,8 @@ def main() -> int:
     load1 = os.getloadavg()[0]
     rows = [
         ("(a) engine vs per-sample loop (mlp5, R4, kl+LI+EI)",
-         f"{sp['t_engine']:.2f} s vs {sp['t_loop_extrapolated']:.1f} s "
-         f"(loop timed on {sp['loop_n']} imgs: {sp['t_loop_subset']:.2f} s, extrapolated)",
+         (f"{sp['t_engine']:.2f} s vs {sp['t_loop_extrapolated']:.1f} s "
+         f"(loop timed on {sp['loop_n']} imgs: {sp['t_loop_subset']:.2f} s, extrapolated)"),
          f"{sp['speedup']:.1f}x", ">= 20x", f"max |diff| {sp['max_abs_diff']:.1e}"),
         ("(b) FLOP rate engine vs plain matmul chain",
          f"{sp['gflops_engine']:.1f} vs {sp['gflops_chain']:.1f} GFLOP/s",
@@ -230,21 +230,21 @@ def main() -> int:
                       for r in [head, tuple("-" * w for w in widths), *rows])
     print(table)
     md = ["## Metrics engine", "",
-          f"Command: `.venv/bin/python benchmarks/bench_metrics.py --n {args.n} "
-          f"--loop-n {args.loop_n} --si-n {' '.join(map(str, args.si_n))}`  ",
-          f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          (f"Command: `.venv/bin/python benchmarks/bench_metrics.py --n {args.n} "
+          f"--loop-n {args.loop_n} --si-n {' '.join(map(str, args.si_n))}`  "),
+          (f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load average {load0:.1f} → {load1:.1f} "
-          f"(shared machine; best-of-repeats wall clock).", "",
+          f"(shared machine; best-of-repeats wall clock)."), "",
           "| benchmark | measured | ratio | target | check |", "|---|---|---|---|---|"]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", "Notes: (a) the per-sample loop is timed on a subset and extrapolated linearly per "
+    md += ["", ("Notes: (a) the per-sample loop is timed on a subset and extrapolated linearly per "
            "sample. (b) compares the whole `measure` call (orbit construction, forwards, "
            "metrics) with the matmuls alone on a pre-stacked input in 4096-row chunks. "
            "(c) the Captum reference runs `IntegratedGradients.attribute` on x and on each "
            "g·x (full batch, Captum's default), with the same saliency map and cosine. "
            "(d) RSS high-water mark minus RSS before the call, in a fresh child process per "
            "size (glibc `MALLOC_MMAP_THRESHOLD_=65536`); the input images are allocated before "
-           "and are not counted."]
+           "and are not counted.")]
     print(json.dumps({"speed": sp, "si": sis, "memory": mem}, indent=1))
     if not args.no_write:
         write_results("\n".join(md), Path(__file__).with_name("RESULTS.md"))
