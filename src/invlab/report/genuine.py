@@ -49,7 +49,7 @@ def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
     rows = []
     for r in store.rows("genuine"):
         c = r["config"]
-        if r["metric"] in SUMMARY_METRICS:
+        if "n_si" in c and r["metric"] in SUMMARY_METRICS:
             value = r["value"] * (100.0 if r["metric"] == "accuracy" else 1.0)
             rows.append({"dataset": c["data"]["dataset"], "group": c["train"]["group"],
                          "method": c["train"]["method"], "metric": r["metric"], "value": value})
@@ -78,7 +78,7 @@ def table_frame(summary: list[dict[str, Any]], dataset: str) -> pd.DataFrame:
 def _fig_cells(store: ResultsStore) -> dict[tuple[str, str, str], dict[str, Any]]:
     out = {}
     for c in store.cells("genuine"):
-        fig = (c.get("extra") or {}).get("figures")
+        fig = (c.get("extra") or {}).get("figures") if "n_si" in c["config"] else None
         if fig:
             cfg = c["config"]
             out[(cfg["data"]["dataset"], cfg["train"]["group"], cfg["train"]["method"])] = fig
@@ -150,7 +150,7 @@ def figure_saliency(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: s
 
 
 def figure_nu_search(store: ResultsStore, out: Path) -> list[str]:
-    cells = [c for c in store.cells("genuine-tune") if (c.get("extra") or {}).get("trials")]
+    cells = [c for c in store.cells("genuine") if (c.get("extra") or {}).get("trials")]
     if not cells:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))

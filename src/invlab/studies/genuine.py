@@ -205,12 +205,19 @@ def genuine_cells(p: GenuinePreset, checkpoints: str, tuned: dict[tuple[str, str
     return cells
 
 
+def run_stage1_cell(cell: TuneCell | GenuineCell, ctx: CellContext) -> CellResult:
+    """Stage 1 runs ν tuning and the DA/WT cells side by side (they are independent)."""
+    if isinstance(cell, TuneCell):
+        return run_tune_cell(cell, ctx)
+    return run_genuine_cell(cell, ctx)
+
+
 def tuned_nus(store: ResultsStore, cells: list[TuneCell]) -> dict[tuple[str, str], dict[str, float]]:
     from invlab.sweep import cell_id
 
     by_id = {cell_id(c): c for c in cells}
     out: dict[tuple[str, str], dict[str, float]] = {}
-    for r in store.rows(STUDY + "-tune"):
+    for r in store.rows(STUDY):
         c = by_id.get(r["cell_id"])
         if c is not None:
             out.setdefault((c.data.dataset, c.train.group), {})[
@@ -233,14 +240,17 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
     executor = "process" if workers > 1 else "serial"
     t0 = time.perf_counter()
     tcells = tune_cells(preset, ckpt)
-    if tcells:
-        log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs", len(tcells))
-        run_study(tcells, run_tune_cell, store, STUDY + "-tune", executor=executor,
-                  workers=min(workers, len(tcells)), progress=progress, root=out)
-    cells = genuine_cells(preset, ckpt, tuned_nus(store, tcells))
-    log.info("stage 2/2: %d cells", len(cells))
-    run_study(cells, run_genuine_cell, store, STUDY, executor=executor, workers=workers,
-              progress=progress, root=out)
+    base = [c for c in genuine_cells(preset, ckpt, {}) if c.train.method != "ir"]
+    log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs + %d DA/WT cells",
+             len(tcells), len(base))
+    run_study([*tcells, *base], run_stage1_cell, store, STUDY, executor=executor,
+              workers=workers, progress=progress, root=out)
+    ir = [c for c in genuine_cells(preset, ckpt, tuned_nus(store, tcells))
+          if c.train.method == "ir"]
+    log.info("stage 2/2: %d IR cells with the tuned nu", len(ir))
+    if ir:
+        run_study(ir, run_genuine_cell, store, STUDY, executor=executor, workers=workers,
+                  progress=progress, root=out)
     log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
     build_report(out)
     return out
