@@ -15,6 +15,7 @@ def build_report(out_dir: str) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}; run a study with --out {out_dir}")
     studies = {r["study"] for r in ResultsStore(path).cells()}
+    # the genuine study's ν-tuning cells also live in drift/spectral stores ("genuine-tune")
     written: list[str] = []
     if "genuine" in studies:
         from invlab.report.genuine import build_report as genuine

@@ -164,7 +164,7 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
         res.add(name, float(per.mean()), float(per.std()), len(per))
     idx = _si_subset(len(test), cell.n_si, seed=cell.data.data_seed + 17)
     si = measure(model, test.images[idx], test.labels[idx], group=cell.train.group,
-                 metrics=["saliency_similarity"])
+                 metrics=["saliency_similarity"], n_steps=cell.ig_steps)
     per = si.per_sample["saliency_similarity"].mean(1)
     res.add("saliency_similarity", float(per.mean()), float(per.std()), len(per))
     if cell.train.method == "ir":
@@ -217,7 +217,7 @@ def tuned_nus(store: ResultsStore, cells: list[TuneCell]) -> dict[tuple[str, str
 
     by_id = {cell_id(c): c for c in cells}
     out: dict[tuple[str, str], dict[str, float]] = {}
-    for r in store.rows(STUDY):
+    for r in store.rows():
         c = by_id.get(r["cell_id"])
         if c is not None:
             out.setdefault((c.data.dataset, c.train.group), {})[
@@ -254,6 +254,23 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
     log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
     build_report(out)
     return out
+
+
+def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, out: Path,
+                  workers: int = 1, progress: bool = True, datasets: tuple[str, ...] = ("mnist",),
+                  methods: tuple[str, ...] = ("wt", "da", "ir")) -> list[GenuineCell]:
+    """The genuine study's cells for ``datasets`` and ``methods``, with IR's ν tuned.
+
+    Runs the ν-tuning cells into ``store`` (study ``genuine``); with the shared checkpoint
+    cache every trial the genuine study already trained is loaded, not retrained. Used by
+    the drift and spectral studies to get exactly the genuine study's models.
+    """
+    p = replace(preset, datasets=datasets, methods=methods)
+    tcells = tune_cells(p, checkpoints)
+    if tcells:
+        run_study(tcells, run_tune_cell, store, STUDY + "-tune", executor="process" if workers > 1
+                  else "serial", workers=min(workers, len(tcells)), progress=progress, root=out)
+    return genuine_cells(p, checkpoints, tuned_nus(store, tcells))
 
 
 def preset(name: str, **overrides: Any) -> GenuinePreset:

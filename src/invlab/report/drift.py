@@ -1,0 +1,90 @@
+"""Report of the drift study: Figure 4 (DI and accuracy ratio over β) and tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from invlab.report.genuine import _save  # noqa: E402
+from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
+from invlab.sweep import ResultsStore  # noqa: E402
+from invlab.sweep.io import atomic_write_json  # noqa: E402
+
+METRICS = {"kl", "logit_l2", "saliency_similarity", "accuracy", "accuracy_ratio"}
+COLORS = {"wt": "tab:green", "da": "tab:red", "ir": "tab:blue"}
+
+
+def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
+    rows = []
+    for r in store.rows("drift"):
+        c = r["config"]
+        if r["metric"] in METRICS:
+            rows.append({"group": c["train"]["group"], "method": c["train"]["method"],
+                         "mode": c["mode"], "beta": float(c["beta"]), "metric": r["metric"],
+                         "value": r["value"]})
+    return aggregate_seeds(rows, ["group", "method", "mode", "beta"])
+
+
+def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
+    df = pd.DataFrame([s for s in summary if s["mode"] == mode])
+    if df.empty:
+        return []
+    groups = sorted(df["group"].unique())
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        ax2 = ax.twinx()
+        for m in ("wt", "da", "ir"):
+            for metric, axis, ls in (("kl", ax, "-"), ("accuracy_ratio", ax2, "--")):
+                d = df[(df.group == g) & (df.method == m) & (df.metric == metric)].sort_values(
+                    "beta")
+                if d.empty:
+                    continue
+                axis.plot(d.beta, d["mean"], ls, marker="o", ms=3, color=COLORS[m],
+                          label=f"{m.upper()} DI" if metric == "kl" else f"{m.upper()} acc ratio")
+                axis.fill_between(d.beta, d["mean"] - d["std"], d["mean"] + d["std"],
+                                  color=COLORS[m], alpha=0.12)
+        ax.set(title=f"{g.upper()} ({mode})", xlabel="drift β (MNIST → FMNIST)",
+               ylabel="DI = KL (solid)")
+        ax2.set_ylabel("Acc(D(β)) / Acc(D1) (dashed)")
+        ax2.set_ylim(0, 1.05)
+    h1, l1 = axes[0][0].get_legend_handles_labels()
+    fig.legend(h1, l1, loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.08))
+    fig.suptitle("Fig. 4: invariance error and accuracy ratio under drift", y=1.12, fontsize=10)
+    return _save(fig, out, f"fig4_drift_{mode}")
+
+
+def table(summary: list[dict[str, Any]], mode: str, metric: str) -> pd.DataFrame:
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in summary:
+        if s["mode"] != mode or s["metric"] != metric:
+            continue
+        row = rows.setdefault((s["group"], s["method"]), {"group": s["group"].upper(),
+                                                          "method": s["method"].upper()})
+        row[f"β={s['beta']:.1f}"] = fmt_pm(s["mean"], s["std"], s["n_seeds"], 3)
+    return pd.DataFrame([rows[k] for k in sorted(rows)])
+
+
+def build_report(out_dir: str | Path) -> list[str]:
+    out = Path(out_dir)
+    summary = summary_rows(ResultsStore(out / "store.sqlite"))
+    atomic_write_json(out / "summary.json", summary)
+    written = [str(out / "summary.json")]
+    for mode in sorted({s["mode"] for s in summary}):
+        written += figure4(summary, mode, out)
+        for metric, name in (("kl", "DI"), ("accuracy_ratio", "accuracy ratio"),
+                             ("logit_l2", "LI"), ("saliency_similarity", "SI")):
+            written += write_table(table(summary, mode, metric), out, f"drift_{mode}_{metric}",
+                                   f"{name} under drift ({mode}), mean ± std over seeds")
+    return written
+
+
+def print_tables(out_dir: str | Path) -> str:
+    out = Path(out_dir)
+    return "\n".join(p.read_text() for p in sorted(out.glob("drift_*_kl.md")) +
+                     sorted(out.glob("drift_*_accuracy_ratio.md")))

@@ -1,0 +1,170 @@
+"""Reliability under distribution drift (M23 §4.3, Figure 4).
+
+D1 = Transforming-MNIST's test split, D2 = Transforming-FMNIST (9 classes, padded, each
+image with a seeded random group element). Both are taken back to pixel space and, for
+``D(β)``, normalized with D1's training statistics (the models' input normalization):
+
+- ``blend``: pixel interpolation ``(1 − β)·x1 + β·x2`` of seeded (D1, D2) pairs, D1 labels;
+- ``mixture``: a seeded fraction β of the D1 samples is replaced by D2 samples (D2 labels).
+
+The pairing and the replaced positions are fixed across β, so curves are smooth. Per model
+(WT, DA, IR of the genuine study, trained on D1) and β: DI (``kl``), LI (``logit_l2``),
+accuracy and the ratio ``Acc(D(β)) / Acc(D1)`` on all D1 test images; SI on ``n_si`` of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invlab.data import DataConfig
+from invlab.studies.common import get_data, trained_model
+from invlab.studies.presets import load_preset
+from invlab.sweep import CellContext, CellResult, ResultsStore, run_study, write_resolved_config
+from invlab.train import TrainConfig
+
+log = logging.getLogger("invlab.studies")
+STUDY = "drift"
+
+
+@dataclass(frozen=True)
+class DriftPreset:
+    genuine_preset: str = "full"
+    modes: tuple[str, ...] = ("blend", "mixture")
+    betas: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+    n_si: int = 100
+    ig_steps: int = 50
+    pair_seed: int = 0
+
+    def __post_init__(self) -> None:
+        from invlab.sweep import check
+
+        for m in self.modes:
+            check("modes", m in ("blend", "mixture"), f"unknown mode {m!r}; valid: blend, mixture")
+        for b in self.betas:
+            check("betas", 0.0 <= b <= 1.0, f"every beta must be in [0, 1], found {b}")
+        check("n_si", self.n_si >= 1, f"must be >= 1, found {self.n_si}")
+        check("ig_steps", self.ig_steps >= 1, f"must be >= 1, found {self.ig_steps}")
+
+
+@dataclass(frozen=True)
+class DriftCell:
+    data: DataConfig
+    train: TrainConfig
+    d2: DataConfig
+    mode: str
+    beta: float
+    n_si: int
+    ig_steps: int
+    pair_seed: int
+    checkpoints: str
+
+
+def drifted(cell: DriftCell) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_beta, y_beta, x_d1, y_d1)``: D(β) and D1, normalized with D1's statistics."""
+    d1 = get_data(cell.data, cell.train.group)
+    d2 = get_data(cell.d2, cell.train.group)
+    p1 = d1.test.images * d1.std + d1.mean
+    p2 = d2.test.images * d2.std + d2.mean
+    n = len(d1.test)
+    if len(d2.test) < n:
+        raise ValueError(f"D2 test split has {len(d2.test)} images, fewer than D1's {n}")
+    gen = torch.Generator().manual_seed(cell.pair_seed)
+    pair = torch.randperm(len(d2.test), generator=gen)[:n]
+    y1 = d1.test.labels
+    if cell.mode == "blend":
+        xb = (1.0 - cell.beta) * p1 + cell.beta * p2[pair]
+        yb = y1
+    else:
+        order = torch.randperm(n, generator=gen)
+        swap = order[: round(cell.beta * n)]
+        xb, yb = p1.clone(), y1.clone()
+        xb[swap] = p2[pair[swap]]
+        yb[swap] = d2.test.labels[pair[swap]]
+    norm = lambda x: (x - d1.mean) / d1.std  # noqa: E731
+    return norm(xb), yb, d1.test.images, y1
+
+
+def run_drift_cell(cell: DriftCell, ctx: CellContext) -> CellResult:
+    from invlab.metrics import measure
+    from invlab.train import evaluate_accuracy
+    from invlab.data import Split
+
+    model, _, reused = trained_model(cell.train, cell.data, cell.checkpoints)
+    xb, yb, x1, y1 = drifted(cell)
+    zeros = torch.zeros(len(yb), dtype=torch.long)
+    acc = evaluate_accuracy(model, Split(xb, yb, zeros))
+    acc1 = evaluate_accuracy(model, Split(x1, y1, zeros))
+    res = CellResult(extra={"checkpoint_reused": reused})
+    res.add("accuracy", acc, n=len(yb)).add("accuracy_d1", acc1, n=len(y1))
+    res.add("accuracy_ratio", acc / acc1 if acc1 > 0 else float("nan"))
+    m = measure(model, xb, yb, group=cell.train.group, metrics=["kl", "logit_l2"])
+    for name in ("kl", "logit_l2"):
+        per = m.per_sample[name].mean(1)
+        res.add(name, float(per.mean()), float(per.std()), len(per))
+    gen = torch.Generator().manual_seed(cell.pair_seed + 1)
+    idx = torch.randperm(len(yb), generator=gen)[: cell.n_si]
+    si = measure(model, xb[idx], yb[idx], group=cell.train.group,
+                 metrics=["saliency_similarity"], n_steps=cell.ig_steps)
+    per = si.per_sample["saliency_similarity"].mean(1)
+    res.add("saliency_similarity", float(per.mean()), float(per.std()), len(per))
+    return res
+
+
+def preset(name: str, **overrides: Any) -> DriftPreset:
+    return load_preset(DriftPreset, "drift", name, overrides)
+
+
+def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 1,
+              progress: bool = True, preset_name: str = "custom",
+              genuine_overrides: dict[str, Any] | None = None) -> Path:
+    from invlab.report.drift import build_report
+    from invlab.studies import genuine
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gp = genuine.preset(p.genuine_preset, **(genuine_overrides or {}))
+    write_resolved_config(out, STUDY, {"preset": preset_name, **asdict(p),
+                                       "genuine": asdict(gp), "checkpoints": checkpoints})
+    store = ResultsStore(out / "store.sqlite")
+    t0 = time.perf_counter()
+    models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress)
+    d2 = replace(models[0].data, dataset="fashion-mnist")
+    cells = [DriftCell(mc.data, mc.train, d2, mode, float(beta), p.n_si, p.ig_steps,
+                       p.pair_seed, checkpoints)
+             for mc in models for mode in p.modes for beta in p.betas]
+    log.info("drift: %d models x %d modes x %d betas = %d cells", len(models), len(p.modes),
+             len(p.betas), len(cells))
+    run_study(cells, run_drift_cell, store, STUDY, executor="process" if workers > 1 else
+              "serial", workers=workers, progress=progress, root=out)
+    log.info("drift finished in %.1f min", (time.perf_counter() - t0) / 60)
+    build_report(out)
+    return out
+
+
+def main(args: Any) -> int:
+    """CLI entry: ``invlab study drift``."""
+    import os
+
+    name = "quick" if args.quick else "full"
+    over: dict[str, Any] = {}
+    if args.mode:
+        over["modes"] = (args.mode,)
+    p = preset(name, **over)
+    gover = {"groups": tuple(args.groups.split(",")) if args.groups else None,
+             "seeds": tuple(range(args.seeds)) if args.seeds else None, "epochs": args.epochs}
+    ck = args.checkpoints or os.path.join("runs", "checkpoints-quick" if args.quick
+                                          else "checkpoints")
+    t0 = time.perf_counter()
+    out = run_drift(p, args.out, ck, args.workers, not args.no_progress, name, gover)
+    from invlab.report.drift import print_tables
+
+    print(print_tables(out))
+    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; figures, tables and "
+          f"summary.json in {out}/")
+    return 0
