@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +58,23 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
     from invlab.checkpoint import read_metadata
 
     return res.model, read_metadata(path), False
+
+
+@dataclass(frozen=True)
+class TrainCell:
+    """Train (or load) one model into the shared cache: a study stage that runs before
+    cells that share models, so parallel workers never train the same model twice."""
+
+    data: DataConfig
+    train: TrainConfig
+    checkpoints: str
+
+
+def run_train_cell(cell: TrainCell, ctx: Any) -> Any:
+    from invlab.sweep import CellResult
+
+    _, meta, reused = trained_model(cell.train, cell.data, cell.checkpoints)
+    res = CellResult(extra={"checkpoint_reused": reused})
+    res.add("val_accuracy", float(meta.get("best_val_accuracy", float("nan"))))
+    res.add("epochs_run", float(meta.get("epochs_run", 0)))
+    return res

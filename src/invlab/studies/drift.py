@@ -134,6 +134,11 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
     store = ResultsStore(out / "store.sqlite")
     t0 = time.perf_counter()
     models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress)
+    from invlab.studies.common import TrainCell, run_train_cell
+
+    executor = "process" if workers > 1 else "serial"
+    run_study([TrainCell(m.data, m.train, checkpoints) for m in models], run_train_cell, store,
+              "drift-models", executor=executor, workers=workers, progress=progress, root=out)
     d2 = replace(models[0].data, dataset="fashion-mnist")
     cells = [DriftCell(mc.data, mc.train, d2, mode, float(beta), p.n_si, p.ig_steps,
                        p.pair_seed, checkpoints)
