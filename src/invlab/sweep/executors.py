@@ -74,8 +74,24 @@ class SerialExecutor:
         return "SerialExecutor()"
 
 
+def _exit_with_parent(parent: int, period: float = 2.0) -> None:
+    """Daemon thread: end this worker when the parent process is gone (e.g. SIGTERM/SIGKILL
+    of the study), so no orphaned worker keeps training and writing."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(period)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="invlab-parent-watch", daemon=True).start()
+
+
 def _init_worker(threads: int) -> None:
-    """Process-pool initializer: share the cores between workers."""
+    """Process-pool initializer: share the cores between workers; die with the parent."""
+    _exit_with_parent(os.getppid())
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     try:
