@@ -36,7 +36,8 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
     if df.empty:
         return []
     groups = sorted(df["group"].unique())
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.0), squeeze=False)
+    fig.subplots_adjust(wspace=0.55)
     for ax, g in zip(axes[0], groups):
         ax2 = ax.twinx()
         for m in ("wt", "da", "ir"):
@@ -53,8 +54,13 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
                ylabel="DI = KL (solid)")
         ax2.set_ylabel("Acc(D(β)) / Acc(D1) (dashed)")
         ax2.set_ylim(0, 1.05)
-    h1, l1 = axes[0][0].get_legend_handles_labels()
-    fig.legend(h1, l1, loc="upper center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, 1.08))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=COLORS[m], label=m.upper()) for m in ("wt", "da", "ir")]
+    handles += [Line2D([], [], color="k", ls="-", label="DI (left axis)"),
+                Line2D([], [], color="k", ls="--", label="accuracy ratio (right axis)")]
+    fig.legend(handles=handles, loc="upper center", ncol=5, fontsize=8,
+               bbox_to_anchor=(0.5, 1.08))
     fig.suptitle("Fig. 4: invariance error and accuracy ratio under drift", y=1.12, fontsize=10)
     return _save(fig, out, f"fig4_drift_{mode}")
 
