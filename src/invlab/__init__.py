@@ -33,12 +33,7 @@ from invlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from invlab.groups import create_group, list_groups  # noqa: E402
 from invlab.models import GroupPooled, create_model, list_models  # noqa: E402
 
+from invlab.metrics import Measurement, measure  # noqa: E402
+
 __all__ = ["__version__", "create_group", "list_groups", "create_model", "list_models",
-           "GroupPooled", "save_checkpoint", "load_checkpoint"]
-
-try:  # the measurement engine (invlab.metrics) is optional at import time while it is built
-    from invlab.metrics import Measurement, measure  # noqa: E402
-
-    __all__ += ["measure", "Measurement"]
-except ImportError:  # pragma: no cover
-    pass
+           "GroupPooled", "save_checkpoint", "load_checkpoint", "measure", "Measurement"]

@@ -41,7 +41,9 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="SOURCE[:split]",
                    help="data source and split, e.g. mnist:test (preprocessed like the "
                         "checkpoint's training data)")
-    p.add_argument("--group", default="r4", help="r4, t<n> (e.g. t3), flip, d4 (default r4)")
+    p.add_argument("--group", default=None,
+                   help="r4, t<n> (e.g. t3), flip, d4 (default: the checkpoint's training "
+                        "group, else r4)")
     p.add_argument("--metrics", default=DEFAULT_CLI_METRICS,
                    help=f"comma-separated metric names or aliases (default {DEFAULT_CLI_METRICS})")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -97,7 +99,7 @@ def run_measure(args: argparse.Namespace) -> int:
         images, labels = load_for_checkpoint(args.data, meta, args.limit)
         from invlab.groups import create_group
 
-        g = create_group(args.group)
+        g = create_group(args.group or meta.get("group") or "r4")
         k = g.order if args.include_identity else g.order - 1
         work = images.shape[0] * max(k, 1) * (args.n_steps if "saliency_similarity" in names
                                               else 1)
