@@ -8,13 +8,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
-from invlab.sweep import ResultsStore  # noqa: E402
-from invlab.sweep.io import atomic_write_json  # noqa: E402
+from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
+from invlab.sweep import ResultsStore
+from invlab.sweep.io import atomic_write_json
 
 # M23 Table 1 (Transforming-MNIST): acc %, LI, DI, SI as (mean, std or None).
 PAPER_MNIST: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {
@@ -100,6 +100,7 @@ def _save(fig: plt.Figure, out: Path, stem: str) -> list[str]:
 def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, group: str,
                 out: Path) -> list[str]:
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     methods = [m for m in ("da", "ir", "wt") if (dataset, group, m) in figs]
     if not methods:
@@ -109,8 +110,11 @@ def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, 
         d = figs[(dataset, group, m)]
         z = np.asarray(d["features"], dtype=np.float64)
         z = z + 1e-6 * np.random.default_rng(0).standard_normal(z.shape)  # WT orbits coincide
-        emb = TSNE(n_components=2, perplexity=min(30, len(z) // 4), random_state=0,
-                   init="pca").fit_transform(z)
+        # one thread: a few hundred points need no parallelism, and OpenMP barriers on a
+        # busy machine (e.g. beside a running study) made this 50-100x slower
+        with threadpool_limits(limits=1):
+            emb = TSNE(n_components=2, perplexity=min(30, len(z) // 4), random_state=0,
+                       init="pca").fit_transform(z)
         el, sm = np.asarray(d["feature_element"]), np.asarray(d["feature_sample"])
         for i in np.unique(sm)[:15]:
             pts = emb[sm == i]
