@@ -188,10 +188,6 @@ def test_presets_load_and_override() -> None:
     assert preset("full").seeds == (0, 1, 2, 3)
 
 
-@pytest.mark.xfail(raises=TypeError, strict=True,
-                   reason="bug in studies/presets.py (outside this suite's files): "
-                          "ConfigError(msg) is called without its `field` argument, so an "
-                          "unknown preset name raises TypeError")
 def test_unknown_preset_name_is_rejected() -> None:
     with pytest.raises(ConfigError, match="nope"):
         preset("nope")

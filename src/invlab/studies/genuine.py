@@ -63,6 +63,7 @@ class GenuinePreset:
         for g in self.groups:
             create_group(g)
         check("seeds", len(self.seeds) >= 1, "need at least one seed")
+        check("epochs", self.epochs >= 1, f"must be >= 1, found {self.epochs}")
         check("n_si", self.n_si >= 1, f"must be >= 1, found {self.n_si}")
         check("ig_steps", self.ig_steps >= 1, f"must be >= 1, found {self.ig_steps}")
         check("tune_target", -1 <= self.tune_target <= 1, f"must be in [-1, 1], found "

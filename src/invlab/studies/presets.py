@@ -20,7 +20,7 @@ def load_preset(cls: type[T], study: str, name: str, overrides: dict[str, Any] |
     text = resources.files("invlab.studies").joinpath(f"{study}.yaml").read_text()
     presets = yaml.safe_load(text)
     if name not in presets:
-        raise ConfigError(f"unknown preset {name!r} for study {study!r}; valid: "
+        raise ConfigError("preset", f"unknown preset {name!r} for study {study!r}; valid: "
                           + ", ".join(presets))
     values = dict(presets[name])
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
