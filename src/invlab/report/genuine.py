@@ -172,6 +172,39 @@ def figure_nu_search(store: ResultsStore, out: Path) -> list[str]:
     return _save(fig, out, "nu_search")
 
 
+def claims(summary: list[dict[str, Any]]) -> str:
+    """Check M23's three Table-1 claims per dataset and group, with explicit criteria."""
+    by = {(s["dataset"], s["group"], s["method"], s["metric"]): s["mean"] for s in summary}
+    lines = ["Claims of M23 Table 1 (criteria on means over seeds):"]
+    for d, g in sorted({(s["dataset"], s["group"]) for s in summary}):
+        v = lambda m, k: by.get((d, g, m, k), float("nan"))  # noqa: E731
+        tag = f"{d}/{g.upper()}"
+        if all((d, g, m, "accuracy") in by for m in ("wt", "da", "ir")):
+            acc = {m: v(m, "accuracy") for m in ("wt", "da", "ir")}
+            wt_exact = v("wt", "logit_l2") < 1e-3 and v("wt", "kl") < 1e-4 and \
+                v("wt", "saliency_similarity") > 0.999
+            wt_top = acc["wt"] >= max(acc["da"], acc["ir"])
+            lines.append(f"- {tag} WT exactly invariant (LI<1e-3, DI<1e-4, SI>0.999): "
+                         f"{'yes' if wt_exact else 'NO'}; top accuracy ({acc['wt']:.1f} vs DA "
+                         f"{acc['da']:.1f}, IR {acc['ir']:.1f}): {'yes' if wt_top else 'NO'}")
+            da_ok = v("da", "logit_l2") > 10 * max(v("ir", "logit_l2"), 1e-9) and \
+                v("da", "saliency_similarity") < v("ir", "saliency_similarity") and \
+                v("da", "kl") < 0.5
+            lines.append(f"- {tag} DA: low DI ({v('da', 'kl'):.3f} < 0.5) yet large LI "
+                         f"({v('da', 'logit_l2'):.2f} > 10x IR's {v('ir', 'logit_l2'):.3f}) and "
+                         f"lower SI ({v('da', 'saliency_similarity'):.2f} < IR's "
+                         f"{v('ir', 'saliency_similarity'):.2f}): {'yes' if da_ok else 'NO'}")
+            ir_inv = v("ir", "logit_l2") < 0.1 and v("ir", "kl") < 0.01
+            ir_si = v("ir", "saliency_similarity") >= 0.95
+            ir_cost = acc["ir"] < acc["da"]
+            lines.append(f"- {tag} IR: LI, DI ≈ 0 (LI {v('ir', 'logit_l2'):.3f} < 0.1, DI "
+                         f"{v('ir', 'kl'):.4f} < 0.01): {'yes' if ir_inv else 'NO'}; test SI "
+                         f"{v('ir', 'saliency_similarity'):.3f} ≥ 0.95: "
+                         f"{'yes' if ir_si else 'NO'}; accuracy cost ({acc['ir']:.1f} < DA "
+                         f"{acc['da']:.1f}): {'yes' if ir_cost else 'NO'}")
+    return "\n".join(lines) + "\n"
+
+
 def build_report(out_dir: str | Path) -> list[str]:
     """Rebuild summary.json, Table 1 (md/csv/json) and the figures from the store alone."""
     out = Path(out_dir)
@@ -187,6 +220,10 @@ def build_report(out_dir: str | Path) -> list[str]:
         title = f"Transforming-{'MNIST' if d == 'mnist' else d} (mean ± std over seeds)"
         written += write_table(df, out, f"table1_{d}", title)
         md_parts.append((out / f"table1_{d}.md").read_text())
+    from invlab.sweep.io import atomic_write_text
+
+    atomic_write_text(out / "claims.md", claims(summary))
+    written.append(str(out / "claims.md"))
     figs = _fig_cells(store)
     for d, g in sorted({(k[0], k[1]) for k in figs}):
         written += figure_tsne(figs, d, g, out)
@@ -197,4 +234,7 @@ def build_report(out_dir: str | Path) -> list[str]:
 
 def print_table(out_dir: str | Path) -> str:
     out = Path(out_dir)
-    return "\n".join(p.read_text() for p in sorted(out.glob("table1_*.md")))
+    parts = [p.read_text() for p in sorted(out.glob("table1_*.md"))]
+    if (out / "claims.md").exists():
+        parts.append((out / "claims.md").read_text())
+    return "\n".join(parts)
