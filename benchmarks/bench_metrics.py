@@ -7,18 +7,24 @@ All ratios are measured in this process (memory: in two child processes), on ran
 elements):
 
 (a) orbit engine ``measure(metrics=[kl, logit_l2, effective_invariance])`` on N images vs a
-    straightforward per-sample loop (for each image, for each element: forward one image,
-    compute the three metrics). The loop is timed on a subset and extrapolated per sample.
+    straightforward per-sample research loop: for each image, forward x once, then for each
+    non-identity element forward g·x and compute the three metrics of that pair with the
+    functional core (one image per forward, ``.item()`` per value, under ``no_grad``). The
+    loop is timed on a subset and extrapolated per sample.
 (b) achieved FLOP rate of the engine (whole ``measure`` call: orbit construction, forwards,
-    metrics) vs a plain chain of matmuls of the same shapes on a pre-stacked input.
+    metrics) vs a plain chain of matmuls (+ bias, no activations) of the same shapes and the
+    same chunking (rows per forward = (k+1)·batch_size of the engine) on a pre-stacked input.
+    FLOPs are counted explicitly for both: 2·in·out per row per Linear layer.
 (c) saliency similarity (SI, IG gausslegendre, 50 steps) vs a Captum-based computation with
-    the same settings (Captum ``IntegratedGradients`` on x and on each g·x, same saliency
+    the same settings (Captum ``IntegratedGradients.attribute(..., n_steps=50,
+    method="gausslegendre", internal_batch_size=None)`` on x and on each g·x, same saliency
     map and cosine), with the max abs difference of the values.
 (d) peak memory (RSS high-water mark minus RSS before the call, child process) of
     ``measure`` on 10k vs 50k images (images themselves excluded).
 
-Timings are best-of-repeats wall clock, the compared variants interleaved; the machine may be shared, so the load average is
-printed with the results.
+Timings are the median of ``--repeats`` wall-clock repeats, the compared variants interleaved
+within each repeat; the machine may be shared, so the load average is printed with the
+results. ``--threads`` sets ``torch.set_num_threads`` (default: torch's default).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -47,13 +54,19 @@ from invlab.models import create_model
 METRICS = ["kl", "logit_l2", "effective_invariance"]
 
 
-def best(fn, repeats: int) -> float:
-    out = float("inf")
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Median wall clock of each function; every repeat runs all of them in turn."""
+    times: dict = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t)
-    return out
+        for k, fn in fns.items():
+            times[k].append(timed(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def reference_loop(model, x, group):
@@ -76,41 +89,43 @@ def mlp_flops_per_row(model) -> int:
                if isinstance(m, torch.nn.Linear))
 
 
-def bench_speed(n: int, loop_n: int) -> dict:
+def bench_speed(n: int, loop_n: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = create_model("mlp5").eval()
     x = torch.randn(n, 1, 36, 36)
     measure(model, x[:512], metrics=METRICS)  # warm-up
     reference_loop(model, x[:20], "r4")  # warm-up
-    # interleaved repeats, so that engine and loop see the same machine load
-    t_engine = t_loop_sub = float("inf")
-    for _ in range(3):
-        t_engine = min(t_engine, best(lambda: measure(model, x, metrics=METRICS), 1))
-        t_loop_sub = min(t_loop_sub, best(lambda: reference_loop(model, x[:loop_n], "r4"), 1))
+    # (b) the same forward shapes as a plain matmul chain on a pre-stacked input
+    k = 3
+    rows = n * (k + 1)
+    chunk = (k + 1) * measure(model, x[:4], metrics=METRICS).settings["batch_size"]
+    if chunk < 4 * (k + 1):
+        raise RuntimeError("unexpected engine batch size")
+    lin = [mm for mm in model.modules() if isinstance(mm, torch.nn.Linear)]
+    ws = [mm.weight.detach().T.contiguous() for mm in lin]
+    bs = [mm.bias.detach() for mm in lin]
+    xs = torch.randn(rows, lin[0].in_features)
+    flops = mlp_flops_per_row(model) * rows
+
+    def chain():
+        for a in range(0, rows, chunk):
+            h = xs[a:a + chunk]
+            for w, b in zip(ws, bs):
+                h = torch.addmm(b, h, w)
+
+    chain()
+    # interleaved repeats, so that engine, loop and chain see the same machine load
+    t = interleaved({"engine": lambda: measure(model, x, metrics=METRICS),
+                     "loop": lambda: reference_loop(model, x[:loop_n], "r4"),
+                     "chain": chain}, repeats)
+    t_engine, t_loop_sub, t_chain = t["engine"], t["loop"], t["chain"]
     t_loop = t_loop_sub / loop_n * n
     # equal values
     m = measure(model, x[:loop_n], metrics=METRICS)
     ref = torch.tensor(reference_loop(model, x[:loop_n], "r4")).view(loop_n, 3, 3)
     diff = max(float((m.per_sample[k] - ref[:, :, j]).abs().max())
                for j, k in enumerate(METRICS))
-
-    # (b) FLOP rate: the same forward shapes as a plain matmul chain on a pre-stacked input
-    rows = n * 4
-    flops = mlp_flops_per_row(model) * rows
-    ws = [mm.weight.detach().T.contiguous() for mm in model.modules()
-          if isinstance(mm, torch.nn.Linear)]
-    xs = torch.randn(rows, 1296)
-    chunk = 4096
-
-    def chain():
-        for a in range(0, rows, chunk):
-            h = xs[a:a + chunk]
-            for w in ws:
-                h = h @ w
-
-    chain()
-    t_chain = best(chain, 3)
-    return {"n": n, "t_engine": t_engine, "t_loop_extrapolated": t_loop, "loop_n": loop_n,
+    return {"chain_rows_per_forward": chunk, "repeats": repeats, "n": n, "t_engine": t_engine, "t_loop_extrapolated": t_loop, "loop_n": loop_n,
             "t_loop_subset": t_loop_sub, "speedup": t_loop / t_engine, "max_abs_diff": diff,
             "gflops_engine": flops / t_engine / 1e9, "gflops_chain": flops / t_chain / 1e9,
             "flop_fraction": t_chain / t_engine}
@@ -124,25 +139,22 @@ def captum_si(model, x, group, n_steps):
     with torch.no_grad():
         target = model(x).argmax(-1)
     b = boundary_for_group(g)
-    m0 = saliency_map(ig.attribute(x, target=target, n_steps=n_steps,
-                                   method="gausslegendre"), boundary=b)
-    mts = [saliency_map(ig.attribute(g.act(x, e), target=target, n_steps=n_steps,
-                                     method="gausslegendre"), boundary=b)
-           for e in g.non_identity]
+    kw = {"target": target, "n_steps": n_steps, "method": "gausslegendre",
+          "internal_batch_size": None}
+    m0 = saliency_map(ig.attribute(x, **kw), boundary=b)
+    mts = [saliency_map(ig.attribute(g.act(x, e), **kw), boundary=b) for e in g.non_identity]
     return saliency_cosine(m0, torch.stack(mts), g, g.non_identity)
 
 
-def bench_si(n: int, n_steps: int = 50) -> dict:
+def bench_si(n: int, repeats: int, n_steps: int = 50) -> dict:
     torch.manual_seed(0)
     model = create_model("mlp5").eval()
     x = torch.randn(n, 1, 36, 36)
     ours = F.saliency_similarity(model, x[:8], "r4", n_steps=n_steps)  # warm-up
     captum_si(model, x[:8], "r4", n_steps)
-    t_ours = t_captum = float("inf")
-    for _ in range(2):  # interleaved repeats
-        t_ours = min(t_ours, best(lambda: F.saliency_similarity(model, x, "r4",
-                                                                 n_steps=n_steps), 1))
-        t_captum = min(t_captum, best(lambda: captum_si(model, x, "r4", n_steps), 1))
+    t = interleaved({"ours": lambda: F.saliency_similarity(model, x, "r4", n_steps=n_steps),
+                     "captum": lambda: captum_si(model, x, "r4", n_steps)}, repeats)
+    t_ours, t_captum = t["ours"], t["captum"]
     ours = F.saliency_similarity(model, x, "r4", n_steps=n_steps)
     ref = captum_si(model, x, "r4", n_steps)
     return {"n": n, "n_steps": n_steps, "t_ours": t_ours, "t_captum": t_captum,
@@ -208,15 +220,19 @@ def main() -> int:
     p.add_argument("--loop-n", type=int, default=300, help="loop subset for (a)")
     p.add_argument("--si-n", type=int, nargs="+", default=[200, 1000],
                    help="image counts for (c)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child is not None:
         memory_child(args.memory_child)
         return 0
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     load0 = os.getloadavg()[0]
-    sp = bench_speed(args.n, args.loop_n)
-    sis = [bench_si(n) for n in args.si_n]
+    sp = bench_speed(args.n, args.loop_n, args.repeats)
+    sis = [bench_si(n, args.repeats) for n in args.si_n]
     mem = bench_memory()
     load1 = os.getloadavg()[0]
     rows = [
@@ -242,16 +258,22 @@ def main() -> int:
     print(table)
     md = ["## Metrics engine", "",
           (f"Command: `.venv/bin/python benchmarks/bench_metrics.py --n {args.n} "
-          f"--loop-n {args.loop_n} --si-n {' '.join(map(str, args.si_n))}`  "),
+          f"--loop-n {args.loop_n} --si-n {' '.join(map(str, args.si_n))} "
+          f"--repeats {args.repeats}"
+          + (f" --threads {args.threads}" if args.threads is not None else "") + "`  "),
           (f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load average {load0:.1f} → {load1:.1f} "
-          f"(shared machine; best-of-repeats wall clock)."), "",
+          f"(shared machine; median of {args.repeats} interleaved repeats, wall clock)."), "",
           "| benchmark | measured | ratio | target | check |", "|---|---|---|---|---|"]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", ("Notes: (a) the per-sample loop is timed on a subset and extrapolated linearly per "
-           "sample. (b) compares the whole `measure` call (orbit construction, forwards, "
-           "metrics) with the matmuls alone on a pre-stacked input in 4096-row chunks. "
-           "(c) the Captum reference runs `IntegratedGradients.attribute` on x and on each "
+    md += ["", ("Notes: (a) the per-sample loop (for each image: forward x; for each g: forward "
+           "g·x and the three metrics of the pair, `.item()` per value) is timed on a subset "
+           "and extrapolated linearly per sample. (b) compares the whole `measure` call "
+           "(orbit construction, forwards, metrics) with the bias+matmul chain alone on a "
+           f"pre-stacked input in chunks of {sp['chain_rows_per_forward']} rows (the "
+           "engine's rows per forward); FLOPs = 2·in·out per row per Linear for both. "
+           "(c) the Captum reference runs `IntegratedGradients.attribute(n_steps=50, "
+           "method='gausslegendre', internal_batch_size=None)` on x and on each "
            "g·x (full batch, Captum's default), with the same saliency map and cosine. "
            "(d) RSS high-water mark (VmHWM, reset before the call) minus RSS before the call, in a fresh child process per "
            "size (glibc `MALLOC_MMAP_THRESHOLD_=65536`); the input images are allocated before "

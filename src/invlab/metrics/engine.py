@@ -2,8 +2,12 @@
 
 ``measure`` streams the images in chunks (memory independent of ``N``); per chunk it builds
 the orbit ``[x, g₁·x, …, g_k·x]`` as one batch of ``(k+1)·n`` images, runs one forward pass
-under ``torch.no_grad`` and evaluates every requested output-level metric on the
-``[n, K]`` / ``[k, n, K]`` logits with the functional core. Saliency similarity (integrated
+under ``torch.inference_mode`` and evaluates every requested output-level metric on the
+``[n, K]`` / ``[k, n, K]`` logits (one ``log_softmax``/``softmax`` of the stacked logits
+shared by all metrics; same definitions as the functional core). The orbit is written by
+``group.act`` into one preallocated buffer reused by every chunk, and the chunk size comes
+from a memory budget (large matmuls, ~10⁴ rows), with fixed-size chunks so that peak memory
+does not depend on ``N``. Saliency similarity (integrated
 gradients over steps × images) and sensitivity (Jacobians) are the only parts that need
 gradients. The result is a :class:`Measurement` holding the per-sample, per-element values.
 """
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as tF
 from torch import nn
 
 from invlab.attribution import DEFAULT_MEMORY_BUDGET, SUPPORTED_METHODS
@@ -72,7 +77,11 @@ ALIASES: dict[str, str] = {
 DEFAULT_METRICS = ("accuracy", "kl", "logit_l2", "effective_invariance")
 """Used when ``metrics`` is None (``accuracy`` only when labels are given)."""
 
-_TARGET_ROWS = 4096  # images per forward pass when batch_size is None
+_TARGET_ROWS = 16384  # rows (images × orbit) per forward pass when batch_size is None;
+# the memory budget (a quarter of ``memory_budget_bytes`` for the orbit buffer) usually
+# binds first: ≈12.9k rows of 1×36×36 float32 images with the 256 MiB default.
+_RI_TARGET_ROWS = 4096  # with representation_invariance: the previous default and chunking,
+# so that its per-chunk derangements (hence its values) are unchanged
 
 
 def resolve_metrics(metrics: str | Iterable[str]) -> list[str]:
@@ -291,8 +300,12 @@ def _param(model: Any) -> torch.Tensor | None:
     return None
 
 
-def _chunks(n: int, size: int) -> list[tuple[int, int]]:
-    """Near-equal contiguous chunks of at most ``size`` (each ≥ 2 when ``n ≥ 2``)."""
+def _near_equal_chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """Near-equal contiguous chunks of at most ``size`` (each ≥ 2 when ``n ≥ 2``).
+
+    Used with ``representation_invariance``, whose derangement is drawn per chunk: this
+    keeps its values (for a given ``batch_size`` and ``generator``) as before.
+    """
     m = max(1, math.ceil(n / size))
     base, extra = divmod(n, m)
     out, a = [], 0
@@ -300,6 +313,50 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
         b = a + base + (1 if i < extra else 0)
         out.append((a, b))
         a = b
+    return out
+
+
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """Contiguous chunks of ``size`` (the last one shorter), each ≥ 2 when ``n ≥ 2``.
+
+    Fixed-size chunks keep the peak memory of one chunk independent of ``n``.
+    """
+    size = max(1, size)
+    out = [(a, min(a + size, n)) for a in range(0, n, size)]
+    if len(out) >= 2 and out[-1][1] - out[-1][0] < 2:
+        (a0, _), (_, b1) = out[-2], out[-1]
+        mid = b1 - (b1 - a0) // 2
+        out[-2:] = [(a0, mid), (mid, b1)]
+    return out
+
+
+_FUSED = {"kl", "logit_l2", "effective_invariance", "agreement"}
+
+
+def _pair_metrics(logits: torch.Tensor, pair: list[str]) -> dict[str, torch.Tensor]:
+    """Pair metrics ``[k, n]`` from the stacked logits ``[k+1, n, K]`` (row 0 is ``f(x)``).
+
+    Same formulas as :mod:`invlab.metrics.functional.output`, sharing one ``log_softmax``
+    (KL) and one ``softmax`` (EI) over all ``(k+1)·n`` rows instead of one per metric.
+    """
+    lx, lt = logits[0], logits[1:]
+    out: dict[str, torch.Tensor] = {}
+    if "kl" in pair:
+        logp = tF.log_softmax(logits, dim=-1)
+        out["kl"] = (logp[0].exp() * (logp[0] - logp[1:])).sum(-1)
+    if "logit_l2" in pair:
+        out["logit_l2"] = 0.5 * (lx - lt).pow(2).sum(-1)
+    if "effective_invariance" in pair:
+        conf, pred = tF.softmax(logits, dim=-1).max(-1)
+        ei = torch.sqrt(conf[0] * conf[1:])
+        out["effective_invariance"] = torch.where(pred[0] == pred[1:], ei,
+                                                  torch.zeros_like(ei))
+    if "agreement" in pair:
+        am = logits.argmax(-1)
+        out["agreement"] = (am[0] == am[1:]).to(logits.dtype)
+    for m in pair:
+        if m not in _FUSED:
+            out[m] = _PAIR[m](lx, lt)
     return out
 
 
@@ -354,7 +411,9 @@ def measure(
         elements: explicit elements; default non-identity (all with ``include_identity``).
         include_identity: also measure ``g = e``.
         batch_size: images per chunk (each chunk runs ``(k+1)·batch_size`` images at once);
-            default ``≈ 4096 / (k+1)``, bounded by the memory budget.
+            default ``16384 / (k+1)``, bounded by a quarter of ``memory_budget_bytes``
+            for the orbit buffer (``4096 / (k+1)`` and near-equal chunks with
+            ``representation_invariance``, whose derangements are drawn per chunk).
         generator: seeds the derangement (representation invariance) and power iteration.
         progress: show a tqdm bar on stderr.
         n_steps, ig_method, baseline: integrated-gradient settings for SI.
@@ -396,11 +455,13 @@ def measure(
     p = _param(model)
     device = p.device if p is not None else images.device
     dtype = p.dtype if p is not None and p.is_floating_point() else images.dtype
+    with_ri = "representation_invariance" in names
     if batch_size is None:
         row_bytes = images[:1].numel() * torch.finfo(dtype).bits // 8
-        rows = min(_TARGET_ROWS, max(1, (memory_budget_bytes // 4) // max(row_bytes, 1)))
+        target = _RI_TARGET_ROWS if with_ri else _TARGET_ROWS
+        rows = min(target, max(1, (memory_budget_bytes // 4) // max(row_bytes, 1)))
         batch_size = max(2, rows // (k + 1))
-    if "representation_invariance" in names:
+    if with_ri:
         batch_size = max(batch_size, 2)
         if n < 2:
             raise MeasureError("representation_invariance needs at least 2 images")
@@ -423,15 +484,27 @@ def measure(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, unit="img", file=sys.stderr, desc=f"measure {g.name}")
+    chunks = (_near_equal_chunks if with_ri else _chunks)(n, batch_size)
+    use_orbit = need_logits or "representation_invariance" in names
+    buf = None
+    if use_orbit:
+        # one orbit buffer [(k+1)·bs, C, H, W] for all chunks: x, then g·x for each element
+        bs = max(bb - aa for aa, bb in chunks)
+        buf = torch.empty(((k + 1) * bs, *images.shape[1:]), dtype=dtype, device=device)
     try:
-        for ci, (a, b) in enumerate(_chunks(n, batch_size)):
+        for ci, (a, b) in enumerate(chunks):
             xb = images[a:b].to(device=device, dtype=dtype)
             nb = b - a
-            lx = lt = None
-            if need_logits or "representation_invariance" in names:
-                orbit = g.orbit(xb, [g.identity, *els]).flatten(0, 1)  # [(k+1)·nb, C, H, W]
+            lx = None
+            if use_orbit:
+                orbit = buf[:(k + 1) * nb]  # type: ignore[index]
+                ov = orbit.view(k + 1, nb, *images.shape[1:])
+                with torch.inference_mode():
+                    ov[0].copy_(xb)
+                    for j, e in enumerate(els):
+                        ov[j + 1].copy_(g.act(xb, e))
             if need_logits:
-                with torch.no_grad():
+                with torch.inference_mode():
                     try:
                         logits = model(orbit)
                     except RuntimeError as e:
@@ -457,13 +530,17 @@ def measure(
                             f"{logits.shape[-1]} classes")
                     if ci == 0 and lab is not None and int(lab.min()) < 0:
                         raise MeasureError(f"labels must be >= 0, found {int(lab.min())}")
-                    lx, lt = logits[0], logits[1:]
-                    for m in pair:
-                        per[m][a:b] = _PAIR[m](lx, lt).T.float().cpu()
+                    for m, v in _pair_metrics(logits, pair).items():
+                        per[m][a:b].copy_(v.T)
                     if "accuracy" in names:
                         yb = lab[a:b].to(device)
-                        per["accuracy"][a:b] = out_fn.accuracy(lt, yb).T.float().cpu()
-                        per["clean_accuracy"][a:b, 0] = out_fn.accuracy(lx, yb).float().cpu()
+                        am = logits.argmax(-1)
+                        per["accuracy"][a:b].copy_((am[1:] == yb).T)
+                        per["clean_accuracy"][a:b, 0].copy_(am[0] == yb)
+                    if "saliency_similarity" in names and lab is None:
+                        pred = logits[0].argmax(-1)
+                if "saliency_similarity" in names and lab is None:
+                    lx = pred.clone()  # a normal tensor (the SI target), outside inference mode
             if "representation_invariance" in names:
                 with torch.no_grad():
                     z = model.forward_features(orbit)  # type: ignore[union-attr]
@@ -473,7 +550,7 @@ def measure(
                         z[0].expand_as(z[1:]), z[1:], perm=perm,
                         distance=representation_distance).T.float().cpu()
             if "saliency_similarity" in names:
-                target = lab[a:b].to(device) if lab is not None else lx.argmax(-1)  # type: ignore[union-attr]
+                target = lab[a:b].to(device) if lab is not None else lx
                 per["saliency_similarity"][a:b] = saliency_similarity(
                     model, xb, g, els, labels=target, n_steps=n_steps, method=ig_method,
                     baselines=baseline, ratio=saliency_ratio, kernel_size=kernel_size,
