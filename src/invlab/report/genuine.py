@@ -153,14 +153,18 @@ def figure_saliency(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: s
     return _save(fig, out, f"fig3_saliency_{dataset}_{group}")
 
 
-def figure_nu_search(store: ResultsStore, out: Path) -> list[str]:
-    cells = [c for c in store.cells("genuine") if (c.get("extra") or {}).get("trials")]
+def figure_nu_search(store: ResultsStore, out: Path, study: str = "genuine",
+                     stem: str = "nu_search") -> list[str]:
+    """SI(ν) and accuracy(ν) of every ν search stored under ``study``."""
+    cells = [c for c in store.cells(study) if (c.get("extra") or {}).get("trials")]
     if not cells:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for c in cells:
         tr = sorted(c["extra"]["trials"], key=lambda t: t["nu"])
         lab = f"{c['config']['data']['dataset']}/{c['config']['train']['group']}"
+        if study != "genuine":
+            lab += f"/{c['config']['train']['regularizer']}"
         nu = [t["nu"] for t in tr]
         axes[0].plot(nu, [t["si"] for t in tr], "o-", label=lab)
         axes[1].plot(nu, [100 * t["accuracy"] for t in tr], "o-", label=lab)
@@ -169,7 +173,7 @@ def figure_nu_search(store: ResultsStore, out: Path) -> list[str]:
     axes[0].set(xscale="log", xlabel="ν", ylabel="validation SI", title="SI(ν)")
     axes[1].set(xscale="log", xlabel="ν", ylabel="validation accuracy %", title="accuracy(ν)")
     axes[0].legend(fontsize=7)
-    return _save(fig, out, "nu_search")
+    return _save(fig, out, stem)
 
 
 def claims(summary: list[dict[str, Any]]) -> str:

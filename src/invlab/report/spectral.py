@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from invlab.report.genuine import _save  # noqa: E402
+from invlab.report.genuine import _save, figure_nu_search  # noqa: E402
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
 from invlab.sweep.io import atomic_write_json  # noqa: E402
@@ -75,6 +75,8 @@ def build_report(out_dir: str | Path) -> list[str]:
     atomic_write_json(out / "summary.json", summary)
     written = [str(out / "summary.json")]
     written += figure5(summary, out)
+    written += figure_nu_search(ResultsStore(out / "store.sqlite"), out, "spectral-tune",
+                                "nu_search_spectral")
     written += write_table(table(summary), out, "table_spectral",
                            "σ_max of the input Jacobian, accuracy and tuned ν (mean ± std)")
     return written
