@@ -13,7 +13,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from invlab.models import GroupPooled, create_model

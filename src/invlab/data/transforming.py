@@ -44,7 +44,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, n: int | None) -> "Split":
+    def subset(self, n: int | None) -> Split:
         if n is None or n >= len(self):
             return self
         return Split(self.images[:n], self.labels[:n], self.elements[:n])

@@ -91,9 +91,9 @@ def drifted(cell: DriftCell) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
 
 
 def run_drift_cell(cell: DriftCell, ctx: CellContext) -> CellResult:
+    from invlab.data import Split
     from invlab.metrics import measure
     from invlab.train import evaluate_accuracy
-    from invlab.data import Split
 
     model, _, reused = trained_model(cell.train, cell.data, cell.checkpoints)
     xb, yb, x1, y1 = drifted(cell)
