@@ -27,7 +27,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_train.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
