@@ -30,13 +30,18 @@ def _ckpt(args: argparse.Namespace) -> str:
     return os.path.join("runs", "checkpoints-quick" if args.quick else "checkpoints")
 
 
+def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Flags that override the genuine preset (also the models of drift/spectral)."""
+    return {"groups": _csv(args.groups), "epochs": args.epochs,
+            "seeds": tuple(range(args.seeds)) if args.seeds else None}
+
+
 def _cmd_genuine(args: argparse.Namespace) -> int:
     from invlab.report.genuine import print_table
     from invlab.studies.genuine import preset, run_genuine
 
     name = "quick" if args.quick else "full"
-    p = preset(name, datasets=_csv(args.datasets), groups=_csv(args.groups),
-               seeds=tuple(range(args.seeds)) if args.seeds else None, epochs=args.epochs)
+    p = preset(name, datasets=_csv(args.datasets), **_genuine_overrides(args))
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
                       progress=not args.no_progress, preset_name=name)
@@ -47,15 +52,32 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
-    from invlab.studies.drift import main as drift_main
+    from invlab.report.drift import print_tables
+    from invlab.studies.drift import preset, run_drift
 
-    return drift_main(args)
+    name = "quick" if args.quick else "full"
+    p = preset(name, modes=(args.mode,) if args.mode else None)
+    t0 = time.perf_counter()
+    out = run_drift(p, args.out, _ckpt(args), args.workers, not args.no_progress, name,
+                    _genuine_overrides(args))
+    print(print_tables(out))
+    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; figures, tables and "
+          f"summary.json in {out}/")
+    return 0
 
 
 def _cmd_spectral(args: argparse.Namespace) -> int:
-    from invlab.studies.spectral import main as spectral_main
+    from invlab.report.spectral import print_table
+    from invlab.studies.spectral import preset, run_spectral
 
-    return spectral_main(args)
+    name = "quick" if args.quick else "full"
+    t0 = time.perf_counter()
+    out = run_spectral(preset(name), args.out, _ckpt(args), args.workers,
+                       not args.no_progress, name, _genuine_overrides(args))
+    print(print_table(out))
+    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; figure, table and "
+          f"summary.json in {out}/")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

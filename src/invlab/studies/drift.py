@@ -151,25 +151,3 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
     build_report(out)
     return out
 
-
-def main(args: Any) -> int:
-    """CLI entry: ``invlab study drift``."""
-    import os
-
-    name = "quick" if args.quick else "full"
-    over: dict[str, Any] = {}
-    if args.mode:
-        over["modes"] = (args.mode,)
-    p = preset(name, **over)
-    gover = {"groups": tuple(args.groups.split(",")) if args.groups else None,
-             "seeds": tuple(range(args.seeds)) if args.seeds else None, "epochs": args.epochs}
-    ck = args.checkpoints or os.path.join("runs", "checkpoints-quick" if args.quick
-                                          else "checkpoints")
-    t0 = time.perf_counter()
-    out = run_drift(p, args.out, ck, args.workers, not args.no_progress, name, gover)
-    from invlab.report.drift import print_tables
-
-    print(print_tables(out))
-    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; figures, tables and "
-          f"summary.json in {out}/")
-    return 0

@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from invlab.data import DataConfig
 from invlab.studies.common import get_data, trained_model
 from invlab.studies.presets import load_preset
@@ -120,24 +118,4 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
     return out
 
 
-def main(args: Any) -> int:
-    """CLI entry: ``invlab study spectral``."""
-    import os
-
-    name = "quick" if args.quick else "full"
-    p = preset(name)
-    gover = {"groups": tuple(args.groups.split(",")) if args.groups else None,
-             "seeds": tuple(range(args.seeds)) if args.seeds else None, "epochs": args.epochs}
-    ck = args.checkpoints or os.path.join("runs", "checkpoints-quick" if args.quick
-                                          else "checkpoints")
-    t0 = time.perf_counter()
-    out = run_spectral(p, args.out, ck, args.workers, not args.no_progress, name, gover)
-    from invlab.report.spectral import print_table
-
-    print(print_table(out))
-    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; figure, table and "
-          f"summary.json in {out}/")
-    return 0
-
-
-__all__ = ["SpectralPreset", "SpectralCell", "run_spectral", "preset", "torch"]
+__all__ = ["SpectralPreset", "SpectralCell", "run_spectral", "preset"]
