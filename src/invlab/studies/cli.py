@@ -36,6 +36,14 @@ def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
             "seeds": tuple(range(args.seeds)) if args.seeds else None}
 
 
+def _done(text: str, out: object, t0: float) -> int:
+    """Print a study's tables and where its outputs are."""
+    print(text)
+    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; tables, figures and "
+          f"summary.json in {out}/ (config.yaml holds the resolved config)")
+    return 0
+
+
 def _cmd_genuine(args: argparse.Namespace) -> int:
     from invlab.report.genuine import print_table
     from invlab.studies.genuine import preset, run_genuine
@@ -45,10 +53,7 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
                       progress=not args.no_progress, preset_name=name)
-    print(print_table(out))
-    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; tables, figures and "
-          f"summary.json in {out}/ (config.yaml holds the resolved config)")
-    return 0
+    return _done(print_table(out), out, t0)
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
@@ -60,10 +65,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = run_drift(p, args.out, _ckpt(args), args.workers, not args.no_progress, name,
                     _genuine_overrides(args))
-    print(print_tables(out))
-    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; figures, tables and "
-          f"summary.json in {out}/")
-    return 0
+    return _done(print_tables(out), out, t0)
 
 
 def _cmd_spectral(args: argparse.Namespace) -> int:
@@ -74,10 +76,7 @@ def _cmd_spectral(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = run_spectral(preset(name), args.out, _ckpt(args), args.workers,
                        not args.no_progress, name, _genuine_overrides(args))
-    print(print_table(out))
-    print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; figure, table and "
-          f"summary.json in {out}/")
-    return 0
+    return _done(print_table(out), out, t0)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -78,3 +78,22 @@ def run_train_cell(cell: TrainCell, ctx: Any) -> Any:
     res.add("val_accuracy", float(meta.get("best_val_accuracy", float("nan"))))
     res.add("epochs_run", float(meta.get("epochs_run", 0)))
     return res
+
+
+def add_sample_means(res: Any, measurement: Any, *names: str) -> Any:
+    """Add one row per metric: mean and std over samples of the per-sample value (averaged
+    over group elements), with n = number of samples."""
+    for name in names:
+        per = measurement.per_sample[name].mean(1)
+        res.add(name, float(per.mean()), float(per.std()), len(per))
+    return res
+
+
+def open_study(out: str | Path, study: str, config: dict[str, Any]) -> tuple[Path, Any]:
+    """Create ``out``, write the resolved config beside the results, open the store."""
+    from invlab.sweep import ResultsStore, write_resolved_config
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(out, study, config)
+    return out, ResultsStore(out / "store.sqlite")

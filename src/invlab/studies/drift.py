@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from invlab.data import DataConfig
-from invlab.studies.common import get_data, trained_model
+from invlab.studies.common import add_sample_means, get_data, open_study, trained_model
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, ResultsStore, run_study, write_resolved_config
+from invlab.sweep import CellContext, CellResult, run_study
 from invlab.train import TrainConfig
 
 log = logging.getLogger("invlab.studies")
@@ -104,16 +104,12 @@ def run_drift_cell(cell: DriftCell, ctx: CellContext) -> CellResult:
     res.add("accuracy", acc, n=len(yb)).add("accuracy_d1", acc1, n=len(y1))
     res.add("accuracy_ratio", acc / acc1 if acc1 > 0 else float("nan"))
     m = measure(model, xb, yb, group=cell.train.group, metrics=["kl", "logit_l2"])
-    for name in ("kl", "logit_l2"):
-        per = m.per_sample[name].mean(1)
-        res.add(name, float(per.mean()), float(per.std()), len(per))
+    add_sample_means(res, m, "kl", "logit_l2")
     gen = torch.Generator().manual_seed(cell.pair_seed + 1)
     idx = torch.randperm(len(yb), generator=gen)[: cell.n_si]
     si = measure(model, xb[idx], yb[idx], group=cell.train.group,
                  metrics=["saliency_similarity"], n_steps=cell.ig_steps)
-    per = si.per_sample["saliency_similarity"].mean(1)
-    res.add("saliency_similarity", float(per.mean()), float(per.std()), len(per))
-    return res
+    return add_sample_means(res, si, "saliency_similarity")
 
 
 def preset(name: str, **overrides: Any) -> DriftPreset:
@@ -126,12 +122,9 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
     from invlab.report.drift import build_report
     from invlab.studies import genuine
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     gp = genuine.preset(p.genuine_preset, **(genuine_overrides or {}))
-    write_resolved_config(out, STUDY, {"preset": preset_name, **asdict(p),
-                                       "genuine": asdict(gp), "checkpoints": checkpoints})
-    store = ResultsStore(out / "store.sqlite")
+    out, store = open_study(out, STUDY, {"preset": preset_name, **asdict(p),
+                                         "genuine": asdict(gp), "checkpoints": checkpoints})
     t0 = time.perf_counter()
     models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress)
     from invlab.studies.common import TrainCell, run_train_cell

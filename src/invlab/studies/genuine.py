@@ -22,9 +22,9 @@ import torch
 
 from invlab.data import DataConfig
 from invlab.groups import create_group
-from invlab.studies.common import get_data, trained_model
+from invlab.studies.common import add_sample_means, get_data, open_study, trained_model
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, ResultsStore, run_study, write_resolved_config
+from invlab.sweep import CellContext, CellResult, ResultsStore, run_study
 from invlab.train import TrainConfig, evaluate_accuracy, tune_nu
 
 log = logging.getLogger("invlab.studies")
@@ -160,14 +160,11 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
     res = CellResult()
     res.add("accuracy", evaluate_accuracy(model, test), n=len(test))
     m = measure(model, test.images, test.labels, group=cell.train.group, metrics=OUTPUT_METRICS)
-    for name in OUTPUT_METRICS:
-        per = m.per_sample[name].mean(1)
-        res.add(name, float(per.mean()), float(per.std()), len(per))
+    add_sample_means(res, m, *OUTPUT_METRICS)
     idx = _si_subset(len(test), cell.n_si, seed=cell.data.data_seed + 17)
     si = measure(model, test.images[idx], test.labels[idx], group=cell.train.group,
                  metrics=["saliency_similarity"], n_steps=cell.ig_steps)
-    per = si.per_sample["saliency_similarity"].mean(1)
-    res.add("saliency_similarity", float(per.mean()), float(per.std()), len(per))
+    add_sample_means(res, si, "saliency_similarity")
     if cell.train.method == "ir":
         res.add("nu", cell.train.nu)
     res.add("val_accuracy", float(meta.get("best_val_accuracy", float("nan"))))
@@ -232,12 +229,9 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
     """Run the study into ``out`` (store ``out/store.sqlite``) and build its report."""
     from invlab.report.genuine import build_report
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = str(Path(checkpoints) if checkpoints else out / "checkpoints")
-    write_resolved_config(out, STUDY, {"preset": preset_name, **asdict(preset),
-                                       "checkpoints": ckpt, "workers": workers})
-    store = ResultsStore(out / "store.sqlite")
+    ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
+    out, store = open_study(out, STUDY, {"preset": preset_name, **asdict(preset),
+                                         "checkpoints": ckpt, "workers": workers})
     executor = "process" if workers > 1 else "serial"
     t0 = time.perf_counter()
     tcells = tune_cells(preset, ckpt)

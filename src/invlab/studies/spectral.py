@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from invlab.data import DataConfig
-from invlab.studies.common import get_data, trained_model
+from invlab.studies.common import get_data, open_study, trained_model
 from invlab.studies.presets import load_preset
 from invlab.sweep import (
     CellContext,
     CellResult,
-    ResultsStore,
     cell_id,
     run_study,
-    write_resolved_config,
 )
 from invlab.train import TrainConfig, evaluate_accuracy
 
@@ -82,13 +80,10 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
     from invlab.report.spectral import build_report
     from invlab.studies import genuine
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     gp = replace(genuine.preset(p.genuine_preset, **(genuine_overrides or {})),
                  datasets=("mnist",))
-    write_resolved_config(out, STUDY, {"preset": preset_name, **asdict(p),
-                                       "genuine": asdict(gp), "checkpoints": checkpoints})
-    store = ResultsStore(out / "store.sqlite")
+    out, store = open_study(out, STUDY, {"preset": preset_name, **asdict(p),
+                                         "genuine": asdict(gp), "checkpoints": checkpoints})
     executor = "process" if workers > 1 else "serial"
     t0 = time.perf_counter()
     tcells = {(g, r): genuine.TuneCell(gp.data_config("mnist"),
