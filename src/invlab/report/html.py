@@ -130,19 +130,20 @@ def _table_title(md: Path, stem: str) -> str:
 
 
 def read_tables(out: Path) -> list[TableFile]:
-    """Every ``STEM.csv`` in ``out`` (title from ``STEM.md``), table1 first, then by name."""
-    def order(p: Path) -> tuple[int, str]:
-        rank = next((i for i, pre in enumerate(TABLE_ORDER) if p.stem.startswith(pre)), 9)
-        return rank, p.stem
-
+    """Every ``STEM.csv`` in ``out`` (title from ``STEM.md``): tables holding the paper's
+    numbers first, then by kind (``table1_``, ``table_``, ``drift_``, others) and name."""
     tables = []
-    for p in sorted(out.glob("*.csv"), key=order):
+    for p in sorted(out.glob("*.csv")):
         rows = list(csv.reader(io.StringIO(p.read_text(encoding="utf-8"))))
-        if not rows:
-            continue
-        tables.append(TableFile(p.stem, _table_title(out / f"{p.stem}.md", p.stem), rows[0],
-                                rows[1:]))
-    return tables
+        if rows:
+            tables.append(TableFile(p.stem, _table_title(out / f"{p.stem}.md", p.stem), rows[0],
+                                    rows[1:]))
+
+    def order(t: TableFile) -> tuple[bool, int, str]:
+        rank = next((i for i, pre in enumerate(TABLE_ORDER) if t.stem.startswith(pre)), 9)
+        return not any(c.lower().startswith("paper ") for c in t.columns), rank, t.stem
+
+    return sorted(tables, key=order)
 
 
 def read_figures(out: Path) -> list[FigureFile]:
