@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 
@@ -80,10 +81,21 @@ def _cmd_spectral(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from invlab.report import build_report
 
-    for p in build_report(args.dir):
-        print(p)
+    if args.html and Path(args.dir).is_dir() and not (Path(args.dir) / "store.sqlite").exists():
+        # e.g. committed results: the page renders from the tables and figures already there
+        print(f"note: no results store in {args.dir}; rendering the page from its files only",
+              file=sys.stderr)
+    else:
+        for p in build_report(args.dir):
+            print(p)
+    if args.html:
+        from invlab.report.html import write_html_report
+
+        print(write_html_report(args.dir))
     return 0
 
 
@@ -104,4 +116,7 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     s.set_defaults(func=_cmd_spectral)
     r = sub.add_parser("report", help="rebuild every table and figure of DIR from its store")
     r.add_argument("dir")
+    r.add_argument("--html", action="store_true",
+                   help="also write DIR/report.html: one self-contained page (tables beside the "
+                        "paper's numbers, figures, claims, config, provenance)")
     r.set_defaults(func=_cmd_report)

@@ -142,5 +142,8 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
               "serial", workers=workers, progress=progress, root=out)
     log.info("drift finished in %.1f min", (time.perf_counter() - t0) / 60)
     build_report(out)
+    from invlab.report.html import write_html_report
+
+    write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 

@@ -248,6 +248,9 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
                   progress=progress, root=out)
     log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
     build_report(out)
+    from invlab.report.html import write_html_report
+
+    write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 
 

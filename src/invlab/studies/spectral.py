@@ -110,6 +110,9 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
               progress=progress, root=out)
     log.info("spectral finished in %.1f min", (time.perf_counter() - t0) / 60)
     build_report(out)
+    from invlab.report.html import write_html_report
+
+    write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 
 

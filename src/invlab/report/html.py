@@ -1,0 +1,474 @@
+"""One self-contained HTML page per study directory: ``DIR/report.html``.
+
+The page is rendered from the files a study's report step wrote — ``config.json`` (resolved
+config, invlab version, git revision), every table (``STEM.csv`` with its title from
+``STEM.md``), ``claims.md``, every figure (``STEM.png``, embedded as a base64 data URI) —
+plus, when present, ``provenance.json`` (recorded at the end of a study run: wall time, data
+sources) and the results store ``store.sqlite`` (per-cell wall times, the invlab version and
+git revision of every stored row). Nothing is recomputed, so any study directory renders,
+including ones without a store (e.g. committed results) and future studies.
+
+The page needs no server, no network and no JavaScript, prints with figures and tables kept
+whole (``@media print``), and HTML-escapes every value taken from the files.
+
+    >>> write_html_report("runs/genuine")                     # doctest: +SKIP
+    PosixPath('runs/genuine/report.html')
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from string import Template
+from typing import Any
+
+__all__ = ["REPORT_NAME", "PROVENANCE_NAME", "render_html", "write_html_report",
+           "record_provenance"]
+
+REPORT_NAME = "report.html"
+PROVENANCE_NAME = "provenance.json"
+TEMPLATE = Path(__file__).with_name("templates") / "report.html"
+
+STUDY_TITLES = {
+    "genuine": "Genuine invariance: WT vs DA vs IR (Moskalev et al. 2023, Table 1, Figs. 2–3)",
+    "drift": "Invariance under data drift MNIST → Fashion-MNIST (Moskalev et al. 2023, Fig. 4)",
+    "spectral": "Invariance-induced spectral decay of the input Jacobian "
+                "(Moskalev et al. 2023, Fig. 5)",
+}
+# (pattern on the file stem, caption from the match); unknown stems get the stem as caption.
+FIGURE_CAPTIONS: list[tuple[str, Any]] = [
+    (r"fig2_tsne_(.+)_(\w+)", lambda m: "Fig. 2 — t-SNE of the penultimate features of each "
+     f"sample's {m[2].upper()} orbit ({m[1]}); grey lines join one sample's transformed copies. "
+     "A genuinely invariant model collapses each orbit to one point."),
+    (r"fig3_saliency_(.+)_(\w+)", lambda m: "Fig. 3 — integrated-gradient saliency over the "
+     f"{m[2].upper()} orbit ({m[1]}; rows are samples), realigned by g⁻¹: identical maps "
+     "across a row mean saliency invariance (SI = 1)."),
+    (r"fig4_drift_(\w+)", lambda m: "Fig. 4 — DI (KL, solid, left axis) and accuracy ratio "
+     "Acc(D(β))/Acc(D1) (dashed, right axis) as the test data drifts from MNIST (β = 0) to "
+     f"Fashion-MNIST (β = 1), {m[1]} reading; bands are ± std over seeds."),
+    (r"fig5_spectral", lambda m: "Fig. 5 — σ_max of the input–logit Jacobian for DA and for IR "
+     "with each regularizer (mean ± std over seeds)."),
+    (r"nu_search_?(.*)", lambda m: "ν search" + (f" ({m[1]} study)" if m[1] else "") +
+     ": validation SI(ν) and accuracy(ν) of every trial of the search for IR's regularization "
+     "weight; the dashed line is the SI target."),
+]
+TABLE_ORDER = ("table1_", "table_", "drift_")
+# Figures are saved at 130 dpi; shown at ~100 css px per inch (still capped at the page width),
+# so a high-density screen or a printer gets the extra pixels.
+DISPLAY_SCALE = 0.77
+# a table cell that is a number: "15,000", "-0.000 ± 0.000", "112.5 s" (not "0.1.0", "3c022bb")
+NUMBER = re.compile(r"^[-−+]?[\d,]*\.?\d+(e[-+]?\d+)?( ± \S+)?( (s|min|h|%))?$")
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """One table: ``rows`` of cells (strings), ``columns`` in file order."""
+
+    stem: str
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """One PNG figure, its caption and pixel size (read from the PNG header)."""
+
+    stem: str
+    caption: str
+    data: bytes
+    width: int
+    height: int
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-") or "section"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _png_size(data: bytes, path: Path) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk: bytes 16..24 of a PNG."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        raise ValueError(f"{path} is not a PNG file (bad signature); rebuild the figures with "
+                         "`invlab report DIR`")
+    return struct.unpack(">II", data[16:24])
+
+
+def _caption(stem: str) -> str:
+    for pattern, text in FIGURE_CAPTIONS:
+        m = re.fullmatch(pattern, stem)
+        if m:
+            return str(text(m))
+    return stem.replace("_", " ")
+
+
+def _table_title(md: Path, stem: str) -> str:
+    if md.exists():
+        for line in md.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#"):
+                return line.lstrip("#").strip()
+    return stem.replace("_", " ")
+
+
+def read_tables(out: Path) -> list[TableFile]:
+    """Every ``STEM.csv`` in ``out`` (title from ``STEM.md``): tables holding the paper's
+    numbers first, then by kind (``table1_``, ``table_``, ``drift_``, others) and name."""
+    tables = []
+    for p in sorted(out.glob("*.csv")):
+        rows = list(csv.reader(io.StringIO(p.read_text(encoding="utf-8"))))
+        if rows:
+            tables.append(TableFile(p.stem, _table_title(out / f"{p.stem}.md", p.stem), rows[0],
+                                    rows[1:]))
+
+    def order(t: TableFile) -> tuple[bool, int, str]:
+        rank = next((i for i, pre in enumerate(TABLE_ORDER) if t.stem.startswith(pre)), 9)
+        return not any(c.lower().startswith("paper ") for c in t.columns), rank, t.stem
+
+    return sorted(tables, key=order)
+
+
+def read_figures(out: Path) -> list[FigureFile]:
+    """Every ``STEM.png`` in ``out``, sorted by name, with its caption."""
+    figs = []
+    for p in sorted(out.glob("*.png")):
+        data = p.read_bytes()
+        w, h = _png_size(data, p)
+        figs.append(FigureFile(p.stem, _caption(p.stem), data, w, h))
+    return figs
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _find_values(obj: Any, keys: set[str]) -> Iterable[str]:
+    """Every string value (or list item) stored under one of ``keys``, at any depth."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in keys:
+                yield from ([v] if isinstance(v, str) else
+                            [x for x in v if isinstance(x, str)] if isinstance(v, list) else [])
+            else:
+                yield from _find_values(v, keys)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _find_values(v, keys)
+
+
+def store_summary(out: Path) -> dict[str, Any] | None:
+    """Wall times per stage and the code versions of the stored rows, or None without a store.
+
+    Returns ``{"stages": [{"study", "cells", "wall_seconds", "first_start", "last_finish"}],
+    "writers": [{"invlab_version", "git_rev", "rows"}], "datasets": [...]}``.
+    """
+    path = out / "store.sqlite"
+    if not path.exists():
+        return None
+    from invlab.sweep import ResultsStore
+
+    store = ResultsStore(path)
+    cells, rows = store.cells(), store.rows()
+    stages: dict[str, dict[str, Any]] = {}
+    for c in cells:
+        s = stages.setdefault(c["study"], {"study": c["study"], "cells": 0, "wall_seconds": 0.0,
+                                           "first_start": None, "last_finish": None})
+        s["cells"] += 1
+        s["wall_seconds"] += float(c["wall_seconds"] or 0.0)
+        if c["started_at"] and (s["first_start"] is None or c["started_at"] < s["first_start"]):
+            s["first_start"] = c["started_at"]
+        if c["finished_at"] and (s["last_finish"] is None or c["finished_at"] > s["last_finish"]):
+            s["last_finish"] = c["finished_at"]
+    writers: dict[tuple[Any, Any], int] = {}
+    for r in rows:
+        key = (r["invlab_version"], r["git_rev"])
+        writers[key] = writers.get(key, 0) + 1
+    store.close()
+    return {"stages": sorted(stages.values(), key=lambda s: s["first_start"] or ""),
+            "writers": [{"invlab_version": v, "git_rev": g, "rows": n}
+                        for (v, g), n in sorted(writers.items(), key=str)],
+            "datasets": sorted(set(_find_values([c["config"] for c in cells], {"dataset"})))}
+
+
+def _datasets(out: Path) -> list[str]:
+    names = set(_find_values(_read_json(out / "config.json") or {}, {"dataset", "datasets"}))
+    summary = store_summary(out)
+    return sorted(names | set(summary["datasets"] if summary else []))
+
+
+def record_provenance(out_dir: str | Path, wall_seconds: float | None = None) -> Path:
+    """Write ``provenance.json``: what the store and config do not record.
+
+    Call at the end of a study run, on the machine that ran it: the study's wall time (this
+    invocation, ``wall_seconds``), and each data source the study names, resolved now
+    (number of images and where they were found), with the time of recording.
+    """
+    from invlab.data import DataError, load_source
+    from invlab.sweep.io import atomic_write_json
+    from invlab.sweep.provenance import git_revision, invlab_version
+
+    out = Path(out_dir)
+    sources = []
+    for name in _datasets(out):
+        try:
+            ds = load_source(name)
+            sources.append({"name": name, "images": len(ds), "where": list(ds.provenance)})
+        except DataError as e:
+            sources.append({"name": name, "images": None, "where": [f"not found: {e}"]})
+    doc = {"recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "wall_seconds": None if wall_seconds is None else round(float(wall_seconds), 1),
+           "invlab_version": invlab_version(), "git_rev": git_revision(),
+           "data_sources": sources}
+    return atomic_write_json(out / PROVENANCE_NAME, doc)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _size(n: int) -> str:
+    return f"{n:,} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 2**20 else \
+        f"{n / 2**20:.2f} MiB"
+
+
+def _kv(rows: list[tuple[str, str]]) -> str:
+    """A two-column key/value table; values are already HTML."""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def _is_text(values: list[str]) -> bool:
+    vals = [v for v in values if v not in ("", "–", "-")]
+    return bool(vals) and not all(NUMBER.match(v) for v in vals)
+
+
+def _grid(columns: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of escaped cells, text columns left-aligned. A column ``paper X`` is
+    shown inside column ``X``, under this run's value (the paper's number beside ours)."""
+    index = {c: j for j, c in enumerate(columns)}
+    paper = {index[c[6:]]: j for j, c in enumerate(columns)
+             if c.lower().startswith("paper ") and c[6:] in index}
+    shown = [j for j in range(len(columns)) if j not in paper.values()]
+    text = {j: _is_text([r[j] for r in rows if j < len(r)]) for j in shown}
+    stack = len(shown) > 9  # wide tables: "± std" on a second line, so the table fits a page
+
+    def cell(r: list[str], j: int) -> str:
+        v = _e(r[j]) if j < len(r) else ""
+        if stack and " ± " in v:
+            mean, std = v.split(" ± ", 1)
+            v = f'{mean}<span class="sd">± {std}</span>'
+        if j in paper:
+            p = r[paper[j]] if paper[j] < len(r) else ""
+            v += f'<span class="paper">{_e(p) if p else "–"}</span>'
+        return f'<td class="label">{v}</td>' if text[j] else f"<td>{v}</td>"
+
+    lab = ' class="label"'
+    head = "".join(f'<th scope="col"{lab if text[j] else ""}>{_e(columns[j])}'
+                   + ('<span class="paper">paper</span>' if j in paper else "") + "</th>"
+                   for j in shown)
+    body = "".join("<tr>" + "".join(cell(r, j) for j in shown) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>' \
+           "</table></div>"
+
+
+def _claims_section(out: Path) -> tuple[str, str]:
+    path = out / "claims.md"
+    if not path.exists():
+        return "Claims check", ('<p class="note">This study directory has no claims check '
+                                "(<code>claims.md</code>); its claims are read from the figures "
+                                "and tables below.</p>")
+    intro, items = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("- "):
+            items.append(line[2:])
+        elif line.strip():
+            intro.append(line.strip())
+    mark = re.compile(r"(?<=: )(yes|NO)(?=;|$)")
+    n_yes = sum(len(re.findall(r"(?<=: )yes(?=;|$)", i)) for i in items)
+    n_no = sum(len(re.findall(r"(?<=: )NO(?=;|$)", i)) for i in items)
+    lis = []
+    for item in items:
+        cls = "fail" if re.search(r"(?<=: )NO(?=;|$)", item) else "pass"
+        text = mark.sub(lambda m: f'<span class="{m[1].lower()}">{m[1]}</span>', _e(item))
+        lis.append(f'<li class="{cls}">{text}</li>')
+    badge = "fail" if n_no else "pass"
+    head = (f'<p>{_e(" ".join(intro))} <span class="badge {badge}">{n_yes} of {n_yes + n_no} '
+            f"checks hold</span></p>")
+    return "Claims check", head + f'<ul class="claims">{"".join(lis)}</ul>'
+
+
+def _tables_section(tables: list[TableFile]) -> str:
+    if not tables:
+        return '<p class="note">No tables (<code>*.csv</code>) in this directory.</p>'
+    parts = []
+    if any(c.lower().startswith("paper") for t in tables for c in t.columns):
+        parts.append('<p class="note">Where the paper reports a number, it is shown under '
+                     'this run\'s value, <span class="paper inline">shaded and in italics</span>'
+                     ".</p>")
+    for t in tables:
+        parts.append(f'<h3 id="table-{_slug(t.stem)}">{_e(t.title)}</h3>'
+                     f'<p class="note">Source: <code>{_e(t.stem)}.csv</code></p>'
+                     + _grid(t.columns, t.rows))
+    return "".join(parts)
+
+
+def _figures_section(figs: list[FigureFile]) -> str:
+    if not figs:
+        return '<p class="note">No figures (<code>*.png</code>) in this directory.</p>'
+    parts = []
+    for f in figs:
+        uri = "data:image/png;base64," + base64.b64encode(f.data).decode("ascii")
+        parts.append(f'<figure id="fig-{_slug(f.stem)}"><img src="{uri}" alt="{_e(f.caption)}" '
+                     f'width="{round(f.width * DISPLAY_SCALE)}" '
+                     f'height="{round(f.height * DISPLAY_SCALE)}"><figcaption>{_e(f.caption)} '
+                     f"<code>{_e(f.stem)}.png</code></figcaption></figure>")
+    return "".join(parts)
+
+
+def _provenance_section(out: Path, cfg: dict[str, Any], rendered_at: str) -> str:
+    from invlab.sweep.provenance import git_revision, invlab_version
+
+    prov = _read_json(out / PROVENANCE_NAME) or {}
+    gap = '<span class="gap">not recorded</span>'
+    rows = [("study", _e(cfg.get("study", "–"))),
+            ("run with", f"invlab {_e(cfg.get('invlab_version') or '?')}, git "
+                         f"<code>{_e(cfg.get('git_rev') or '?')}</code> (config.json)"),
+            ("study wall time", _e(_duration(prov["wall_seconds"])) + " (last invocation, "
+             f"recorded {_e(prov.get('recorded_at'))})" if prov.get("wall_seconds") is not None
+             else gap + " (no provenance.json: written at the end of a study run)"),
+            ("page rendered", f"{_e(rendered_at)} by invlab {_e(invlab_version())}, git "
+                              f"<code>{_e(git_revision() or '?')}</code>")]
+    parts = [_kv(rows), "<h3>Data sources</h3>"]
+    if prov.get("data_sources"):
+        parts.append(f'<p class="note">Resolved on the machine that ran the study, '
+                     f"{_e(prov.get('recorded_at'))}.</p>")
+        parts.append(_grid(["source", "images", "where"],
+                           [[s["name"], "–" if s["images"] is None else f"{s['images']:,}",
+                             "; ".join(s["where"])] for s in prov["data_sources"]]))
+    else:
+        names = ", ".join(_datasets(out)) or "none named"
+        parts.append(f'<p class="note"><span class="gap">Sizes and locations not recorded</span> '
+                     f"(no provenance.json). Datasets named in the config: {_e(names)}.</p>")
+    parts.append(_store_provenance(out))
+    parts.append("<h3>Files in this directory</h3>" + _grid(["file", "formats and sizes"],
+                                                            _file_rows(out)))
+    return "".join(parts)
+
+
+def _file_rows(out: Path) -> list[list[str]]:
+    """One row per file stem: ``[stem, "png 64.5 KiB · svg 97.6 KiB"]`` (this page excluded)."""
+    stems: dict[str, list[str]] = {}
+    for p in sorted(out.iterdir()):
+        if p.is_file() and p.name != REPORT_NAME and not p.name.startswith("."):
+            stem, _, ext = p.name.partition(".")
+            stems.setdefault(stem, []).append(f"{ext or 'file'} {_size(p.stat().st_size)}")
+    return [[stem, " · ".join(v)] for stem, v in stems.items()]
+
+
+def _store_provenance(out: Path) -> str:
+    summary = store_summary(out)
+    if summary is None:
+        return ('<h3>Cells</h3><p class="note"><span class="gap">No results store</span> '
+                "(<code>store.sqlite</code>) in this directory: per-cell wall times and the "
+                "code version of each stored row are not available.</p>")
+    stages = [[s["study"], str(s["cells"]), _duration(s["wall_seconds"]),
+               (s["first_start"] or "–")[:19], (s["last_finish"] or "–")[:19]]
+              for s in summary["stages"]]
+    total = sum(s["wall_seconds"] for s in summary["stages"])
+    stages.append(["all", str(sum(s["cells"] for s in summary["stages"])), _duration(total),
+                   "", ""])
+    writers = [[w["invlab_version"] or "?", w["git_rev"] or "?", str(w["rows"])]
+               for w in summary["writers"]]
+    return ("<h3>Cells (from store.sqlite)</h3>"
+            + _grid(["stage", "cells", "sum of cell wall times", "first start (UTC)",
+                     "last finish (UTC)"], stages)
+            + "<h4>Code that wrote the stored rows</h4>"
+            + _grid(["invlab version", "git revision", "rows"], writers))
+
+
+def _config_section(out: Path, cfg: dict[str, Any]) -> str:
+    y = out / "config.yaml"
+    if y.exists():
+        return f'<p class="note">Source: <code>config.yaml</code></p><pre><code>' \
+               f"{_e(y.read_text(encoding='utf-8'))}</code></pre>"
+    if cfg:
+        return f'<p class="note">Source: <code>config.json</code></p><pre><code>' \
+               f"{_e(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False))}</code></pre>"
+    return '<p class="note gap">No resolved config (config.yaml / config.json) in this ' \
+           "directory.</p>"
+
+
+def render_html(out_dir: str | Path, rendered_at: str | None = None) -> str:
+    """The report page of the study in ``out_dir`` as one HTML string (see module doc)."""
+    from invlab.sweep.provenance import invlab_version
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"no study directory at {out}; run a study with --out {out}")
+    cfg = _read_json(out / "config.json") or {}
+    tables, figs = read_tables(out), read_figures(out)
+    if not (cfg or tables or figs):
+        raise FileNotFoundError(f"{out} holds no study outputs (config.json, *.csv tables, "
+                                f"*.png figures); run `invlab report {out}` or a study first")
+    rendered_at = rendered_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    study = str(cfg.get("study") or out.name)
+    preset = (cfg.get("config") or {}).get("preset")
+    claims_title, claims = _claims_section(out)
+    sections = [(claims_title, claims), ("Tables", _tables_section(tables)),
+                ("Figures", _figures_section(figs)),
+                ("Provenance", _provenance_section(out, cfg, rendered_at)),
+                ("Resolved configuration", _config_section(out, cfg))]
+    toc = "".join(f'<li><a href="#{_slug(t)}">{_e(t)}</a></li>' for t, _ in sections)
+    subtitle = (f"<p>{_e(STUDY_TITLES.get(study, f'Study {study}'))}</p>"
+                f"<p>study <code>{_e(study)}</code>" + (f", preset <code>{_e(preset)}</code>"
+                                                       if preset else "")
+                + f" · {_plural(len(tables), 'table')} · {_plural(len(figs), 'figure')} · directory "
+                  f"<code>{_e(out.name)}</code></p>")
+    page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+        title=_e(f"invlab report — {study}"), version=_e(invlab_version()), subtitle=subtitle,
+        toc=f'<nav class="toc"><strong>Contents</strong><ol>{toc}</ol></nav>',
+        sections="".join(f'<section id="{_slug(t)}"><h2>{_e(t)}</h2>{body}</section>'
+                         for t, body in sections),
+        footer=f"Rendered {_e(rendered_at)} from the files in this directory; rebuild with "
+               "<code>invlab report DIR --html</code>. Self-contained: figures are embedded, "
+               "no network or scripts needed.")
+    return page
+
+
+def write_html_report(out_dir: str | Path, wall_seconds: float | None = None) -> Path:
+    """Write ``out_dir/report.html``; with ``wall_seconds`` (end of a study run) first record
+    ``provenance.json`` (wall time, data sources). Returns the page's path."""
+    from invlab.sweep.io import atomic_write_text
+
+    out = Path(out_dir)
+    if wall_seconds is not None:
+        record_provenance(out, wall_seconds)
+    return Path(atomic_write_text(out / REPORT_NAME, render_html(out)))
