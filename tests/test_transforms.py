@@ -343,3 +343,18 @@ def test_models_accept_a_group_transform_set() -> None:
     assert model.group.name == "flip" and model.model_kwargs["group"] == "flip"
     pooled = invlab.GroupPooled(invlab.create_model("mlp5"), create_transform("r4"))
     assert pooled.group.order == 4
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_transforms_list(capsys: pytest.CaptureFixture[str]) -> None:
+    from invlab.cli import main
+
+    assert main(["transforms", "list", "--size", "36"]) == 0
+    out = capsys.readouterr().out
+    assert "rotate" in out and "0, 4, 8, 12, 16, 20, 24, 28, 32, 36 px on 36x36" in out
+    assert "grayscale" in out and "r4" in out
+    assert main(["transforms", "list", "--size", "bad"]) == 2
+    assert "--size must be" in capsys.readouterr().err
+    assert main(["groups", "list"]) == 0

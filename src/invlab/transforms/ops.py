@@ -137,11 +137,16 @@ class Op:
 
     def _keep_identity(self, x: torch.Tensor, out: torch.Tensor,
                        m: torch.Tensor | None) -> torch.Tensor:
-        """Identity magnitudes return the input exactly (no interpolation round-off)."""
+        """Identity magnitudes return the input exactly (no interpolation round-off):
+        ``out[j] = x[j]`` (broadcast) for every ``j`` with ``m[j] == identity``."""
         if self.identity is None or m is None:
             return out
-        ident = (m == self.identity).view(-1, *([1] * (out.dim() - 1))).to(out.device)
-        return torch.where(ident, x, out) if bool(ident.any()) else out
+        ident = (m == self.identity).nonzero().flatten().tolist()
+        if ident and out.shape[0] != len(m):  # broadcast photometric output
+            out = out.expand(len(m), *out.shape[1:]).clone()
+        for j in ident:
+            out[j] = x[j] if x.shape[0] == len(m) else x[0]
+        return out
 
 
 def _seed_suffix(op: Op) -> str:

@@ -215,30 +215,27 @@ def transform_rows(height: int = 28, width: int = 28) -> list[dict[str, Any]]:
         g = create_group("t3" if gname == "t<n>" else gname)
         mags = f"elements 0..{g.order - 1}" if gname != "t<n>" else "elements 0..n-1"
         rows.append(dict(name=gname, kind="group", unit="element", magnitudes=mags,
-                         **g.flags()))
+                         description=list_groups()[gname], **g.flags()))
     for key, op in _OPS.items():
         t = OpFamily(op) if op.grid else OpTransform(op)
         if op.grid:
             px = t.magnitudes_for(height, width)
             mags = ", ".join(fmt(round(m, 4)) for m in px)
             if op.axis:
-                mags += f" px (= {fmt(t.magnitudes[1])}·{op.axis.upper()} steps)"
+                mags += f" px on {height}x{width} (= linspace(0, 1, 10)·{op.axis.upper()})"
         else:
             mags = "-"
         rows.append(dict(name=key, kind=t.kind, unit=op.unit or "-", magnitudes=mags,
-                         **t.flags()))
+                         description=op.description, **t.flags()))
     return rows
 
 
 def list_transforms() -> dict[str, str]:
-    """Registered transform names -> one-line description with magnitudes and flags."""
+    """Registered transform names -> one line: description, kind, magnitude grid (pixels on a
+    224×224 canvas for translate, B21's reference size) and flags."""
     out = {}
     for r in transform_rows(224, 224):
         flags = ", ".join(k for k in ("exact", "invertible", "group") if r[k]) or "none"
-        desc = _OPS[r["name"]].description if r["name"] in _OPS else r["kind"]
-        if r["kind"] == "group":
-            from invlab.groups import list_groups
-            desc = list_groups()[r["name"]]
-        out[r["name"]] = (f"{desc}; {r['kind']}, magnitudes ({r['unit']}, 224 px): "
+        out[r["name"]] = (f"{r['description']}; {r['kind']}; magnitudes ({r['unit']}): "
                           f"{r['magnitudes']}; flags: {flags}")
     return out
