@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from invlab.transforms import sampling
-from invlab.transforms.base import Family, Transform, TransformError, TransformSet
+from invlab.transforms.base import Family, Transform, TransformError
 
 
 def fmt(m: float | None) -> str:
@@ -254,11 +254,7 @@ class OpTransform(_OpSetMixin, Transform):
 
     def invert_all(self, y: torch.Tensor, members: Sequence[Any] | None = None) -> torch.Tensor:
         self.require(invertible=True, purpose="invert_all")
-        ms = self._members(members)
-        if y.dim() == 5 and y.shape[0] == len(ms) and len(ms) == 1:
-            inv = self.inverse()
-            return inv(y[0]).unsqueeze(0)
-        return self._invert_all(y, ms)
+        return self._invert_all(y, self._members(members))
 
     def validity_masks(self, members: Sequence[Any] | None, height: int, width: int,
                        device: torch.device | str | None = None) -> torch.Tensor:
@@ -354,6 +350,3 @@ class OpFamily(_OpSetMixin, Family):
             self.check_member(v)
         return self.op.apply_per_sample(x, m, self.relative, generator)
 
-
-def is_transform_set(obj: object) -> bool:
-    return isinstance(obj, TransformSet)
