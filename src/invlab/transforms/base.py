@@ -48,6 +48,12 @@ class TransformSet(ABC):
     def identity(self) -> Any:
         return None
 
+    @property
+    def non_identity(self) -> list[Any]:
+        """``members`` without the identity (all members when there is none)."""
+        ident = self.identity
+        return [m for m in self.members if ident is None or m != ident]
+
     def __len__(self) -> int:
         return len(self.members)
 

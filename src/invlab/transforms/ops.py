@@ -233,6 +233,12 @@ class OpTransform(_OpSetMixin, Transform):
     def check_input(self, x: torch.Tensor) -> None:
         self.op.check_input(self.name, x)
 
+    def magnitudes_for(self, height: int, width: int) -> list[float | None]:
+        """``[magnitude]`` in the op's unit for a canvas (pixels for ``translate_x:0.5W``)."""
+        if self.magnitude is None or not self.relative:
+            return [self.magnitude]
+        return self.op.pixels(torch.tensor([self.magnitude]), True, height, width).tolist()
+
     def check_member(self, member: Any) -> Any:
         if member != self.magnitude:
             raise TransformError(f"{member!r} is not a member of {self.name}; "
