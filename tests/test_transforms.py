@@ -292,6 +292,9 @@ def test_spec_parsing_good() -> None:
     assert create_transform("t3").name == "t3" and create_transform("d4").order == 8
     fam = create_transform("rotate", magnitudes=[0, 15, 30])
     assert fam.members == [0.0, 15.0, 30.0] and fam.at(30).name == "rotate:30"
+    assert create_transform(fam.name).members == fam.members  # names round-trip
+    noisy = create_transform("noise@seed=2")
+    assert noisy.name == "noise@seed=2" and noisy.kind == "family"
     t = create_transform("rotate:45")
     assert create_transform(t) is t
     assert isinstance(invlab.list_transforms(), dict) and "rotate" in invlab.list_transforms()
@@ -312,6 +315,9 @@ def test_spec_parsing_good() -> None:
     ("r4:7", "not an element"),
     ("rotate:nan", "invalid magnitude"),
     ("rot-ate", "cannot parse"),
+    ("r4@seed=2", "apply to families"),
+    ("grayscale:[1,2]", "takes no magnitude"),
+    ("zoom_in:[1,0.5]", "factor >= 1"),
 ])
 def test_spec_parsing_bad(spec: str, match: str) -> None:
     with pytest.raises(TransformError, match=match):

@@ -1,6 +1,7 @@
 """The transform registry and the one string spec: :func:`create_transform`.
 
-Grammar: ``name[:magnitude][@seed=S]``.
+Grammar: ``name[:magnitude][@seed=S]``; a family with a custom grid is
+``name:[m0,m1,...]`` (the ``name`` of such a family).
 
 - exact groups ``r4``, ``t<n>``, ``flip``, ``d4`` (and one element: ``r4:1``);
 - a family name alone is the whole family over its grid: ``rotate``;
@@ -146,12 +147,20 @@ def create_transform(spec: str | TransformSet, *, magnitudes: Sequence[float] | 
                              "name[:magnitude][@seed=S], e.g. 'rotate:30' or 'noise:0.1@seed=3'")
     name, mag, seed_text = match["name"], match["mag"], match["seed"]
     if name not in _OPS:
+        if seed_text is not None or seed is not None or magnitudes is not None:
+            raise TransformError(f"{spec!r}: seed / magnitudes apply to families, not to "
+                                 "exact groups")
         return _create_group(name, mag, spec)
     op = _OPS[name]
     if seed_text is not None or seed is not None:
         if not op.seeded:
             raise TransformError(f"{name} is deterministic and takes no seed (found {spec!r})")
         op = dataclasses.replace(op, extra={"seed": int(seed if seed is not None else seed_text)})
+    if mag is not None and mag.startswith("[") and mag.endswith("]") and op.grid:
+        if magnitudes is not None:
+            raise TransformError(f"{spec!r} already lists magnitudes; drop magnitudes=")
+        magnitudes = [_number(op, v) for v in mag[1:-1].split(",") if v]
+        mag = None
     if mag is None and op.grid:
         return OpFamily(op, magnitudes)
     if magnitudes is not None:
@@ -164,6 +173,8 @@ def create_transform(spec: str | TransformSet, *, magnitudes: Sequence[float] | 
 
 
 def _fixed(op: Op, mag: str) -> OpTransform:
+    if not op.takes_magnitude:
+        raise TransformError(f"{op.key} takes no magnitude, found {mag!r}")
     relative = False
     if op.axis is not None and mag.endswith(op.axis):
         relative, mag = True, mag[:-1]
