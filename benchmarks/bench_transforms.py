@@ -171,7 +171,24 @@ def report(rows: list, args: argparse.Namespace, load: tuple[float, float]) -> s
                   f"{t['loop'] / t['invlab']:.1f}x | {t['tv_loop'] / t['invlab']:.1f}x | {kr} | "
                   f"{d['loop']:.0e} / {d['tv_loop']:.0e} / {kd} |")
     md += ["", "Targets (issue 8): batched ≥ 20x a per-image loop, and no slower than kornia "
-           "(ratio ≥ 1x). Ratios are time(reference) / time(invlab).", "",
+           "(ratio ≥ 1x). Ratios are time(reference) / time(invlab).", ""]
+    loop_ratios = [r["times"]["loop"] / r["times"]["invlab"] for _, _, r in rows]
+    tv_ratios = [r["times"]["tv_loop"] / r["times"]["invlab"] for _, _, r in rows]
+    k_ratios = [r["times"]["kornia"] / r["times"]["invlab"] for _, _, r in rows
+                if "kornia" in r["times"]]
+    per = []
+    for fam, shape, r in rows:
+        outs = 10 * args.n * shape[0] * shape[1] * shape[2]
+        per.append(f"{fam} {'×'.join(map(str, shape))}: invlab "
+                   f"{1e9 * r['times']['invlab'] / outs:.1f} ns per output value, lean loop "
+                   f"{1e6 * r['times']['loop'] / (10 * args.n):.0f} µs per (image, magnitude)")
+    md += [f"Met: ≥ 20x the lean loop in {sum(v >= 20 for v in loop_ratios)} of {len(rows)} "
+           f"rows, ≥ 20x the torchvision-style loop in {sum(v >= 20 for v in tv_ratios)} of "
+           f"{len(rows)}, ≥ 1x kornia in {sum(v >= 1 for v in k_ratios)} of {len(k_ratios)}. "
+           "Where the 20x target is missed, the batched side is bound by `grid_sample`'s "
+           "bilinear gathers (cost per output value below) while a per-image call on a "
+           "1–3k-pixel image is mostly fixed overhead, so the ratio is at most the per-call "
+           "overhead over the per-image compute: " + "; ".join(per) + ".", "",
            "Notes: every variant produces all 10 magnitudes (B21's grid; translate "
            "`linspace(0, W, 10)` px) for all N images, `[10, N, C, H, W]`, bilinear, zero fill, "
            "`align_corners=False`. invlab: `create_transform(family).apply_all(x)`, one "
