@@ -421,3 +421,13 @@ def test_dtype_members_subset_and_device() -> None:
     assert create_transform("blur:1")(x).dtype == torch.float64
     with pytest.raises(TransformError, match=r"\[N, C, H, W\]"):
         create_transform("rotate:3")(torch.zeros(10, 10))
+
+
+def test_sampling_helpers_match_torch() -> None:
+    from invlab.transforms.sampling import _inv2, affine_grid
+
+    theta = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(0))
+    ref = F.affine_grid(theta, [6, 1, 9, 14], align_corners=False)
+    assert torch.allclose(affine_grid(theta, 9, 14, torch.float32), ref, atol=1e-6)
+    a = torch.randn(5, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(_inv2(a), torch.linalg.inv(a), atol=1e-12)
