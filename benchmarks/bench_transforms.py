@@ -197,9 +197,9 @@ def report(rows: list, args: argparse.Namespace, load: tuple[float, float]) -> s
            "overhead over the per-image compute: " + "; ".join(per) + ". The memory floor "
            "column is one elementwise multiply producing a tensor of the output's size "
            "`[10, N, C, H, W]` on the same machine at the same time: the batched transform "
-           f"takes {min(fl):.1f}–{max(fl):.1f}x that floor, i.e. it is close to bound by "
-           "writing its output, so no batching scheme can gain much more here; the loops' "
-           "cost is per-call overhead.", "",
+           f"takes {min(fl):.1f}–{max(fl):.1f}x that floor (the cost of only writing its "
+           "output), so its time goes into producing output values, not into overhead; the "
+           "loops' time is mostly per-call overhead.", "",
            "Notes: every variant produces all 10 magnitudes (B21's grid; translate "
            "`linspace(0, W, 10)` px) for all N images, `[10, N, C, H, W]`, bilinear, zero fill, "
            "`align_corners=False`. invlab: `create_transform(family).apply_all(x)`, one "

@@ -297,7 +297,11 @@ def test_spec_parsing_good() -> None:
     assert noisy.name == "noise@seed=2" and noisy.kind == "family"
     t = create_transform("rotate:45")
     assert create_transform(t) is t
-    assert isinstance(invlab.list_transforms(), dict) and "rotate" in invlab.list_transforms()
+    listed = invlab.list_transforms()
+    assert set(FAMILIES) | {"r4", "t<n>", "flip", "d4", "grayscale", "invert"} == set(listed)
+    assert listed["r4"].endswith("flags: exact, invertible, group")
+    assert listed["rotate"].endswith("flags: invertible") and "-27, 45" in listed["rotate"]
+    assert "24.8889" in listed["translate_x"] and listed["posterize"].endswith("flags: none")
 
 
 @pytest.mark.parametrize("spec,match", [
