@@ -52,6 +52,7 @@ def data_mismatch_allowed(allow: bool = True) -> Iterator[None]:
     """Within the block, :func:`load_for_checkpoint` measures on mismatching data (and
     reports it) instead of refusing; the CLI's ``--allow-data-mismatch``."""
     token = _ALLOW_MISMATCH.set(allow)
+    _LAST_CHECK.set(None)
     try:
         yield
     finally:

@@ -53,7 +53,8 @@ def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
         if "n_si" in c and r["metric"] in SUMMARY_METRICS:
             value = r["value"] * (100.0 if r["metric"] == "accuracy" else 1.0)
             rows.append({"dataset": c["data"]["dataset"], "group": c["train"]["group"],
-                         "method": c["train"]["method"], "metric": r["metric"], "value": value})
+                         "method": c["train"]["method"], "seed": c["train"]["seed"],
+                         "metric": r["metric"], "value": value})
     return aggregate_seeds(rows, ["dataset", "group", "method"])
 
 
