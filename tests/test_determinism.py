@@ -97,8 +97,8 @@ def test_quick_genuine_preset_serial_equals_pool(mnist_test_dir: Path, tmp_path:
     from invlab.cli import main
 
     for name, workers in (("serial", "1"), ("pool", "2")):
-        with chdir(tmp_path):
-            (tmp_path / name).mkdir()
-            assert main(["study", "genuine", "--quick", "--out", f"{name}/out", "--checkpoints",
-                         f"{name}/ck", "--workers", workers, "--no-progress"]) == 0
+        (tmp_path / name).mkdir()
+        with chdir(tmp_path / name):  # same relative paths: the stored configs are equal too
+            assert main(["study", "genuine", "--quick", "--out", "out", "--checkpoints", "ck",
+                         "--workers", workers, "--no-progress"]) == 0
     assert_same_results(tmp_path / "serial", tmp_path / "pool")

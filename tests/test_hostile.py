@@ -302,10 +302,11 @@ def test_stale_temporary_checkpoint_of_a_killed_writer_is_removed(tmp_path: Path
     dead.wait()
     stale = tmp_path / f".m.safetensors.{dead.pid}.abc123.tmp"
     live = tmp_path / f".m.safetensors.{os.getpid()}.def456.tmp"  # a live writer's: kept
-    stale.write_bytes(b"half a checkpoint")
-    live.write_bytes(b"being written")
+    legacy = tmp_path / f".m.safetensors.tmp{dead.pid}"  # the naming of invlab <= 0.1.0
+    for p in (stale, live, legacy):
+        p.write_bytes(b"half a checkpoint")
     save_checkpoint(create_model("mlp5", hidden=8, depth=1), tmp_path / "m.safetensors")
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and not legacy.exists() and live.exists()
     stale.write_bytes(b"again")
     load_checkpoint(tmp_path / "m.safetensors")  # loading cleans up too
     assert not stale.exists()
