@@ -29,6 +29,10 @@ def build_report(out_dir: str) -> list[str]:
         from invlab.report.spectral import build_report as spectral
 
         written += spectral(out_dir)
+    if "generalization" in studies:
+        from invlab.report.generalization import build_report as generalization
+
+        written += generalization(out_dir)
     if not written:
         raise ValueError(f"{path} holds no known study (found: {sorted(studies) or 'none'})")
     return written
