@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from invlab.data import DataError
-from invlab.data import shifts
+from invlab.data import DataError, shifts
 
 
 @pytest.fixture(scope="module")
