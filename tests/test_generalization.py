@@ -47,7 +47,9 @@ def test_vit_rejects_bad_patch() -> None:
     from invlab.models import ModelError, create_model
 
     with pytest.raises(ModelError, match="multiples of patch"):
-        create_model("vit_tiny", in_shape=[1, 30, 30], num_classes=10)
+        create_model("vit_tiny", in_shape=[1, 30, 30], num_classes=10, patch=7)
+    assert create_model("vit_tiny", in_shape=[1, 28, 28]).patch == 7
+    assert create_model("vit_tiny").patch == 6  # default 36x36
 
 
 def test_zoo_spec_expansion_and_errors() -> None:
