@@ -23,6 +23,7 @@ from invlab.metrics.engine import (
     resolve_metrics,
 )
 from invlab.metrics.errors import MeasureError
+from invlab.metrics.lie import lie_derivative
 from invlab.metrics.registry import REGISTRY, MetricSpec, regularizer
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "MetricSpec",
     "accumulators",
     "functional",
+    "lie_derivative",
     "measure",
     "regularizer",
     "resolve_metrics",

@@ -163,6 +163,11 @@ def _finish(run: Run, n: int) -> None:
             f"the model returned NaN/inf logits for {n_bad} of {n} samples (on x or on some "
             f"T·x; first sample indices: {first}); metrics affected: "
             f"{', '.join(run.plan.names)}; check the inputs' preprocessing and the checkpoint")
+    for layer, bad in run.bad_features.items():
+        raise MeasureError(
+            f"representation_invariance: NaN/inf features at layer {layer!r} for "
+            f"{int(bad.sum())} of {n} samples (on x or on some T·x; first sample indices: "
+            f"{bad.nonzero().flatten()[:5].tolist()}); check the model and the inputs")
     checks.check_finite_results(run.per, n)
 
 

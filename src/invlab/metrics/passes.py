@@ -40,6 +40,7 @@ class Run:
     opts: dict[str, Any]
     image_shape: tuple[int, ...]
     bad_logits: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    bad_features: dict[str, torch.Tensor] = field(default_factory=dict)
     progress: Any = None
 
     @property
@@ -113,6 +114,11 @@ def features_pass(run: Run, orbit: torch.Tensor, a: int, b: int) -> None:
     only_default = run.plan.layers == ["penultimate"]
     for layer in run.plan.layers:
         z = feats[layer].reshape(k + 1, nb, -1)
+        bad = ~torch.isfinite(z).all(-1).all(0)
+        if bool(bad.any()):
+            mask = run.bad_features.setdefault(layer, torch.zeros(len(run.bad_logits),
+                                                                  dtype=torch.bool))
+            mask[a:b] |= bad.cpu()
         d_same, d_other, score = ri_distances(z[0].expand_as(z[1:]), z[1:], perm,
                                               run.opts["representation_distance"])
         for key, v in zip(ri_keys(layer, only_default), (score, d_same, d_other)):

@@ -69,6 +69,8 @@ def resolve_transform(transform: Any = None, group: Any = None) -> Any:
     if transform is not None and group is not None:
         raise MeasureError("pass either transform= or group= (group= is an alias), not both")
     spec = transform if transform is not None else (group if group is not None else "r4")
+    if hasattr(spec, "apply_all") and hasattr(spec, "kind"):
+        return spec  # already a TransformSet (or an object with its interface)
     try:
         from invlab.transforms import create_transform  # type: ignore[import-not-found]
     except ImportError:
@@ -76,8 +78,6 @@ def resolve_transform(transform: Any = None, group: Any = None) -> Any:
     try:
         if create_transform is not None:
             return create_transform(spec)
-        if hasattr(spec, "apply_all") and hasattr(spec, "kind"):
-            return spec
         return GroupTransform(create_group(spec))
     except (GroupError, ValueError, TypeError) as e:
         raise MeasureError(str(e)) from e
