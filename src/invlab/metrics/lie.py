@@ -46,6 +46,7 @@ def lie_derivative(
     layer: str | None = None,
     normalization: dict[str, Any] | None = None,
     batch_size: int = 1024,
+    at: float | None = None,
 ) -> torch.Tensor:
     r"""Per-sample norm of the derivative of ``f(T_m x)`` in the magnitude, ``[N]``.
 
@@ -59,6 +60,8 @@ def lie_derivative(
         layer: a submodule name (``"penultimate"`` for the default features); None: logits.
         normalization: per-channel ``mean``/``std`` applied after the transform.
         batch_size: images per forward (each runs ``2·batch_size`` rows).
+        at: the magnitude ``m₀`` to differentiate at (default the identity); e.g.
+            ``brightness_up`` only has factors ≥ 1, so differentiate it at 1.5.
 
     Returns:
         ``[N]`` non-negative.
@@ -68,7 +71,7 @@ def lie_derivative(
             outputs (naming the number of samples).
     """
     t = resolve_transform(family)
-    m0 = getattr(t, "identity", None)
+    m0 = getattr(t, "identity", None) if at is None else at
     if isinstance(m0, bool) or not isinstance(m0, (int, float)) or getattr(t, "kind", "") == "group":
         raise MeasureError(f"lie_derivative needs a continuous family with a numeric identity "
                            f"magnitude; {t.name} ({getattr(t, 'kind', '?')}) has identity {m0!r}")
@@ -89,7 +92,11 @@ def lie_derivative(
     out = images.new_empty(images.shape[0])
     try:
         for a, b in chunks(images.shape[0], batch_size):
-            y = t.apply_all(images[a:b], [m0 + eps, m0 - eps]).flatten(0, 1)
+            try:
+                y = t.apply_all(images[a:b], [m0 + eps, m0 - eps]).flatten(0, 1)
+            except ValueError as e:
+                raise MeasureError(f"lie_derivative of {t.name} at {m0} ± {eps}: {e}; pass "
+                                   f"at= a magnitude with valid neighbours") from e
             z = _forward(net, cap, layer, y).reshape(2, b - a, -1)
             out[a:b] = (z[0] - z[1]).norm(dim=-1) / (2 * eps)
     finally:

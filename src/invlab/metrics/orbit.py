@@ -112,10 +112,9 @@ def build_orbit(buf: torch.Tensor, t: Any, xb: torch.Tensor, members: Sequence[A
     ov[0].copy_(xb)
     if not k:
         return orbit
-    group = getattr(t, "group", None)
-    if isinstance(group, Group):
+    if isinstance(t, Group):  # exact: element by element straight into the buffer
         for j, e in enumerate(members):
-            ov[j + 1].copy_(group.act(xb, e))
+            ov[j + 1].copy_(t.act(xb, e))
     else:
         y = t.apply_all(xb, list(members))
         if tuple(y.shape) != (k, *xb.shape):
