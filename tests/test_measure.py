@@ -259,3 +259,43 @@ def test_cli_measure_json_and_table(tmp_path, monkeypatch, capsys, model):
                               "--metrics", "kl,nope"])
     assert run_measure(args) == 2
     assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_cli_measure_transform_family_and_layers(tmp_path, monkeypatch, capsys, model):
+    import argparse
+
+    ck = pytest.importorskip("invlab.checkpoint")
+    data = pytest.importorskip("invlab.data")
+    from invlab.metrics.cli import add_measure_parser
+
+    path = tmp_path / "m.safetensors"
+    ck.save_checkpoint(model, path, group="r4", normalization={"mean": 0.1, "std": 0.5})
+    pix = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 4, (8,), generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(data, "load_for_checkpoint",
+                        lambda spec, metadata, limit=None: ((pix - 0.1) / 0.5, y))
+    parser = argparse.ArgumentParser()
+    add_measure_parser(parser.add_subparsers(dest="cmd"))
+    layer = [n for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)][0]
+    args = parser.parse_args(["measure", "--checkpoint", str(path), "--data", "fake:test",
+                              "--transform", "rotate", "--metrics", "kl,RI",
+                              "--layers", layer, "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "family" and out["group"] == "rotate" and len(out["elements"]) == 9
+    assert len(out["by_member"]["kl"]) == 9
+    assert f"representation_invariance@{layer}" in out["by_member"]
+    # the CLI measures in pixel space with the checkpoint's normalization
+    ref = measure(model, pix, transform="rotate", normalization={"mean": 0.1, "std": 0.5},
+                  metrics=["kl"])
+    assert out["by_member"]["kl"] == pytest.approx(list(ref.by_member("kl").values()),
+                                                   rel=1e-4, abs=1e-7)
+    args = parser.parse_args(["measure", "--checkpoint", str(path), "--data", "fake:test",
+                              "--transform", "rotate:30", "--metrics", "kl"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "transform: rotate:30" in text and "mean per magnitude" in text
+    args = parser.parse_args(["measure", "--checkpoint", str(path), "--data", "fake:test",
+                              "--transform", "brightness_up", "--metrics", "SI"])
+    assert args.func(args) == 2
+    assert "needs an invertible transform" in capsys.readouterr().err
