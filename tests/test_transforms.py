@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import invlab
 from invlab.groups import GroupError, create_group
@@ -290,6 +292,9 @@ def test_spec_parsing_good() -> None:
     assert create_transform("t3").name == "t3" and create_transform("d4").order == 8
     fam = create_transform("rotate", magnitudes=[0, 15, 30])
     assert fam.members == [0.0, 15.0, 30.0] and fam.at(30).name == "rotate:30"
+    assert create_transform(fam.name).members == fam.members  # names round-trip
+    noisy = create_transform("noise@seed=2")
+    assert noisy.name == "noise@seed=2" and noisy.kind == "family"
     t = create_transform("rotate:45")
     assert create_transform(t) is t
     assert isinstance(invlab.list_transforms(), dict) and "rotate" in invlab.list_transforms()
@@ -310,6 +315,9 @@ def test_spec_parsing_good() -> None:
     ("r4:7", "not an element"),
     ("rotate:nan", "invalid magnitude"),
     ("rot-ate", "cannot parse"),
+    ("r4@seed=2", "apply to families"),
+    ("grayscale:[1,2]", "takes no magnitude"),
+    ("zoom_in:[1,0.5]", "factor >= 1"),
 ])
 def test_spec_parsing_bad(spec: str, match: str) -> None:
     with pytest.raises(TransformError, match=match):
@@ -343,3 +351,73 @@ def test_models_accept_a_group_transform_set() -> None:
     assert model.group.name == "flip" and model.model_kwargs["group"] == "flip"
     pooled = invlab.GroupPooled(invlab.create_model("mlp5"), create_transform("r4"))
     assert pooled.group.order == 4
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_transforms_list(capsys: pytest.CaptureFixture[str]) -> None:
+    from invlab.cli import main
+
+    assert main(["transforms", "list", "--size", "36"]) == 0
+    out = capsys.readouterr().out
+    assert "rotate" in out and "0, 4, 8, 12, 16, 20, 24, 28, 32, 36 px on 36x36" in out
+    assert "grayscale" in out and "r4" in out
+    assert main(["transforms", "list", "--size", "bad"]) == 2
+    assert "--size must be" in capsys.readouterr().err
+    assert main(["groups", "list"]) == 0
+
+
+# ---------------------------------------------------------------- properties (hypothesis)
+
+@settings(max_examples=25, deadline=None)
+@given(a=st.floats(-180, 180), b=st.floats(-180, 180))
+def test_rotation_composition_property(a: float, b: float) -> None:
+    x = _smooth(1, 40, 40)
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    disc = ((yy - 19.5) ** 2 + (xx - 19.5) ** 2) < 15**2
+    two = create_transform(f"rotate:{b}")(create_transform(f"rotate:{a}")(x))
+    one = create_transform(f"rotate:{a + b}")(x)
+    assert float((two - one)[..., disc].abs().max()) < 0.03
+
+
+@settings(max_examples=25, deadline=None)
+@given(dx=st.integers(-12, 12), dy=st.integers(-12, 12))
+def test_translation_inverse_mask_property(dx: int, dy: int) -> None:
+    x = _images(2, 1, 12, 12, seed=4)
+    tx = create_transform(f"translate_x:{dx}")
+    ty = create_transform(f"translate_y:{dy}")
+    for t, d in ((tx, dx), (ty, dy)):
+        back = t.inverse()(t(x))
+        mask = t.validity_mask(12, 12)
+        assert torch.allclose(back * mask, x * mask, atol=1e-5)
+        assert int(mask.sum()) == 12 * (12 - abs(d))  # exactly the pixels kept by the shift
+
+
+@settings(max_examples=30, deadline=None)
+@given(f=st.floats(0, 3), c=st.sampled_from([1, 3]))
+def test_brightness_contrast_property(f: float, c: int) -> None:
+    x = _images(2, c, 5, 5, seed=6)
+    up, down = ("up", f) if f >= 1 else ("down", f)
+    y = create_transform(f"brightness_{up}:{down}")(x)
+    assert torch.allclose(y, (x * f).clamp(0, 1), atol=1e-6)
+    z = create_transform(f"contrast_{up}:{down}")(x)
+    assert float(z.min()) >= 0 and float(z.max()) <= 1
+    if f <= 1:  # contrast towards the mean keeps the mean gray level
+        g = torch.tensor([0.299, 0.587, 0.114][:c] if c == 3 else [1.0]).view(1, c, 1, 1)
+        assert torch.allclose((z * g).sum(1).mean((1, 2)), (x * g).sum(1).mean((1, 2)),
+                              atol=1e-5)
+
+
+def test_dtype_members_subset_and_device() -> None:
+    x = _images(3, 1, 10, 10).double()
+    fam = create_transform("shear_y")
+    y = fam.apply_all(x, members=torch.tensor([0.0, 22.75]))
+    assert y.dtype == torch.float64 and y.shape == (2, 3, 1, 10, 10)
+    assert torch.equal(y[0], x)
+    assert torch.allclose(y[1], fam.at(22.75)(x), atol=1e-12)
+    assert fam.validity_masks([0.0, 22.75], 10, 10, device="cpu").shape == (2, 1, 10, 10)
+    assert create_transform("posterize:3")(x).dtype == torch.float64
+    assert create_transform("blur:1")(x).dtype == torch.float64
+    with pytest.raises(TransformError, match=r"\[N, C, H, W\]"):
+        create_transform("rotate:3")(torch.zeros(10, 10))

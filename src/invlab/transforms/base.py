@@ -48,6 +48,12 @@ class TransformSet(ABC):
     def identity(self) -> Any:
         return None
 
+    @property
+    def non_identity(self) -> list[Any]:
+        """``members`` without the identity (all members when there is none)."""
+        ident = self.identity
+        return [m for m in self.members if ident is None or m != ident]
+
     def __len__(self) -> int:
         return len(self.members)
 
@@ -101,11 +107,6 @@ class TransformSet(ABC):
     @abstractmethod
     def at(self, member: Any) -> Transform:
         """The fixed transform for one member."""
-
-    def _check_pair(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if y.dim() != 5:
-            raise TransformError(f"{self.name}: expected [k, N, C, H, W], found {tuple(y.shape)}")
-        del x
 
     def lacks(self, *, exact: bool = False, invertible: bool = False,
               group: bool = False) -> list[str]:
@@ -179,9 +180,10 @@ class Transform(TransformSet):
 
     def invert_all(self, y: torch.Tensor, members: Sequence[Any] | None = None) -> torch.Tensor:
         self.require(invertible=True, purpose="inverting")
-        self._check_pair(y, y)
-        inv = self.inverse()
-        return torch.stack([inv(yj) for yj in y])
+        if not isinstance(y, torch.Tensor) or y.dim() != 5:
+            raise TransformError(f"{self.name}: invert_all expects [k, N, C, H, W], found "
+                                 f"{tuple(getattr(y, 'shape', ()))}")
+        return self.inverse()(y.flatten(0, 1)).view_as(y)
 
     def at(self, member: Any) -> Transform:
         self.check_member(member)

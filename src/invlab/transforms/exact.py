@@ -41,10 +41,6 @@ class GroupElement(Transform):
     def inverse(self) -> GroupElement:
         return GroupElement(self.group, self.group.inverse(self.element))
 
-    def invert_all(self, y: torch.Tensor, members: Any = None) -> torch.Tensor:
-        self._members(members)
-        return torch.stack([self.inverse()(yj) for yj in y])
-
     def validity_masks(self, members: Any, height: int, width: int,
                        device: torch.device | str | None = None) -> torch.Tensor:
         return torch.ones(len(self._members(members)), 1, height, width, device=device)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from invlab.transforms import sampling
-from invlab.transforms.base import Family, Transform, TransformError, TransformSet
+from invlab.transforms.base import Family, Transform, TransformError
 
 
 def fmt(m: float | None) -> str:
@@ -137,11 +137,16 @@ class Op:
 
     def _keep_identity(self, x: torch.Tensor, out: torch.Tensor,
                        m: torch.Tensor | None) -> torch.Tensor:
-        """Identity magnitudes return the input exactly (no interpolation round-off)."""
+        """Identity magnitudes return the input exactly (no interpolation round-off):
+        ``out[j] = x[j]`` (broadcast) for every ``j`` with ``m[j] == identity``."""
         if self.identity is None or m is None:
             return out
-        ident = (m == self.identity).view(-1, *([1] * (out.dim() - 1))).to(out.device)
-        return torch.where(ident, x, out) if bool(ident.any()) else out
+        ident = (m == self.identity).nonzero().flatten().tolist()
+        if ident and out.shape[0] != len(m):  # broadcast photometric output
+            out = out.expand(len(m), *out.shape[1:]).clone()
+        for j in ident:
+            out[j] = x[j] if x.shape[0] == len(m) else x[0]
+        return out
 
 
 def _seed_suffix(op: Op) -> str:
@@ -228,6 +233,12 @@ class OpTransform(_OpSetMixin, Transform):
     def check_input(self, x: torch.Tensor) -> None:
         self.op.check_input(self.name, x)
 
+    def magnitudes_for(self, height: int, width: int) -> list[float | None]:
+        """``[magnitude]`` in the op's unit for a canvas (pixels for ``translate_x:0.5W``)."""
+        if self.magnitude is None or not self.relative:
+            return [self.magnitude]
+        return self.op.pixels(torch.tensor([self.magnitude]), True, height, width).tolist()
+
     def check_member(self, member: Any) -> Any:
         if member != self.magnitude:
             raise TransformError(f"{member!r} is not a member of {self.name}; "
@@ -249,11 +260,7 @@ class OpTransform(_OpSetMixin, Transform):
 
     def invert_all(self, y: torch.Tensor, members: Sequence[Any] | None = None) -> torch.Tensor:
         self.require(invertible=True, purpose="invert_all")
-        ms = self._members(members)
-        if y.dim() == 5 and y.shape[0] == len(ms) and len(ms) == 1:
-            inv = self.inverse()
-            return inv(y[0]).unsqueeze(0)
-        return self._invert_all(y, ms)
+        return self._invert_all(y, self._members(members))
 
     def validity_masks(self, members: Sequence[Any] | None, height: int, width: int,
                        device: torch.device | str | None = None) -> torch.Tensor:
@@ -349,6 +356,3 @@ class OpFamily(_OpSetMixin, Family):
             self.check_member(v)
         return self.op.apply_per_sample(x, m, self.relative, generator)
 
-
-def is_transform_set(obj: object) -> bool:
-    return isinstance(obj, TransformSet)

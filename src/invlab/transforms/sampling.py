@@ -49,16 +49,18 @@ def _grid(theta: torch.Tensor, height: int, width: int, device: torch.device) ->
 def warp_all(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     """Every affine applied to every image in one ``grid_sample``: ``[N,C,H,W] -> [k,N,C,H,W]``.
 
-    The batch is folded into channels (``[k, N·C, H, W]``), so each of the ``k`` sampling
-    grids and its bilinear weights are computed once and shared by all images.
+    The batch is folded into channels (``[k, N·C, H, W]``, channels-last and expanded without
+    a copy), so each of the ``k`` sampling grids and its bilinear weights are computed once
+    and shared by all images, and the four neighbours of a grid point are contiguous rows.
+    Returns a contiguous tensor.
     """
     n, c, h, w = x.shape
     k = forward.shape[0]
     grid = _grid(sampling_theta(forward, h, w, x.dtype), h, w, x.device)
-    inp = x.reshape(1, n * c, h, w).expand(k, n * c, h, w)
-    out = F.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=ALIGN_CORNERS)
-    return out.view(k, n, c, h, w)
+    inp = x.reshape(1, n * c, h, w).contiguous(memory_format=torch.channels_last)
+    out = F.grid_sample(inp.expand(k, n * c, h, w), grid, mode="bilinear",
+                        padding_mode="zeros", align_corners=ALIGN_CORNERS)
+    return out.view(k, n, c, h, w).contiguous()
 
 
 def warp_paired(y: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:

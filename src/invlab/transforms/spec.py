@@ -1,6 +1,7 @@
 """The transform registry and the one string spec: :func:`create_transform`.
 
-Grammar: ``name[:magnitude][@seed=S]``.
+Grammar: ``name[:magnitude][@seed=S]``; a family with a custom grid is
+``name:[m0,m1,...]`` (the ``name`` of such a family).
 
 - exact groups ``r4``, ``t<n>``, ``flip``, ``d4`` (and one element: ``r4:1``);
 - a family name alone is the whole family over its grid: ``rotate``;
@@ -146,12 +147,20 @@ def create_transform(spec: str | TransformSet, *, magnitudes: Sequence[float] | 
                              "name[:magnitude][@seed=S], e.g. 'rotate:30' or 'noise:0.1@seed=3'")
     name, mag, seed_text = match["name"], match["mag"], match["seed"]
     if name not in _OPS:
+        if seed_text is not None or seed is not None or magnitudes is not None:
+            raise TransformError(f"{spec!r}: seed / magnitudes apply to families, not to "
+                                 "exact groups")
         return _create_group(name, mag, spec)
     op = _OPS[name]
     if seed_text is not None or seed is not None:
         if not op.seeded:
             raise TransformError(f"{name} is deterministic and takes no seed (found {spec!r})")
         op = dataclasses.replace(op, extra={"seed": int(seed if seed is not None else seed_text)})
+    if mag is not None and mag.startswith("[") and mag.endswith("]") and op.grid:
+        if magnitudes is not None:
+            raise TransformError(f"{spec!r} already lists magnitudes; drop magnitudes=")
+        magnitudes = [_number(op, v) for v in mag[1:-1].split(",") if v]
+        mag = None
     if mag is None and op.grid:
         return OpFamily(op, magnitudes)
     if magnitudes is not None:
@@ -164,6 +173,8 @@ def create_transform(spec: str | TransformSet, *, magnitudes: Sequence[float] | 
 
 
 def _fixed(op: Op, mag: str) -> OpTransform:
+    if not op.takes_magnitude:
+        raise TransformError(f"{op.key} takes no magnitude, found {mag!r}")
     relative = False
     if op.axis is not None and mag.endswith(op.axis):
         relative, mag = True, mag[:-1]
@@ -215,30 +226,27 @@ def transform_rows(height: int = 28, width: int = 28) -> list[dict[str, Any]]:
         g = create_group("t3" if gname == "t<n>" else gname)
         mags = f"elements 0..{g.order - 1}" if gname != "t<n>" else "elements 0..n-1"
         rows.append(dict(name=gname, kind="group", unit="element", magnitudes=mags,
-                         **g.flags()))
+                         description=list_groups()[gname], **g.flags()))
     for key, op in _OPS.items():
         t = OpFamily(op) if op.grid else OpTransform(op)
         if op.grid:
             px = t.magnitudes_for(height, width)
             mags = ", ".join(fmt(round(m, 4)) for m in px)
             if op.axis:
-                mags += f" px (= {fmt(t.magnitudes[1])}·{op.axis.upper()} steps)"
+                mags += f" px on {height}x{width} (= linspace(0, 1, 10)·{op.axis.upper()})"
         else:
             mags = "-"
         rows.append(dict(name=key, kind=t.kind, unit=op.unit or "-", magnitudes=mags,
-                         **t.flags()))
+                         description=op.description, **t.flags()))
     return rows
 
 
 def list_transforms() -> dict[str, str]:
-    """Registered transform names -> one-line description with magnitudes and flags."""
+    """Registered transform names -> one line: description, kind, magnitude grid (pixels on a
+    224×224 canvas for translate, B21's reference size) and flags."""
     out = {}
     for r in transform_rows(224, 224):
         flags = ", ".join(k for k in ("exact", "invertible", "group") if r[k]) or "none"
-        desc = _OPS[r["name"]].description if r["name"] in _OPS else r["kind"]
-        if r["kind"] == "group":
-            from invlab.groups import list_groups
-            desc = list_groups()[r["name"]]
-        out[r["name"]] = (f"{desc}; {r['kind']}, magnitudes ({r['unit']}, 224 px): "
+        out[r["name"]] = (f"{r['description']}; {r['kind']}; magnitudes ({r['unit']}): "
                           f"{r['magnitudes']}; flags: {flags}")
     return out
