@@ -149,3 +149,10 @@ def test_progress_bar_counts_every_image(capsys):
     assert "10/10" in err and "measure r4" in err
     measure(_model(), x, labels=y, metrics=["kl"], progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_huge_finite_pixels_are_not_called_nan():
+    x, y = _x()
+    x[2] = 3e37  # the image's sum overflows to inf; its pixels are finite
+    m = measure(_model(), x, labels=y, metrics=["agreement"])
+    assert m.per_sample["agreement"].shape == (10, 3)
