@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from invlab.io import atomic_write
 from invlab.sweep.io import atomic_write_json, atomic_write_text
 
 STUDY = "generalization"
@@ -271,9 +272,8 @@ def _save(fig: Any, out: Path, stem: str) -> list[str]:
     paths = []
     for ext in ("png", "svg"):
         p = out / f"{stem}.{ext}"
-        tmp = p.with_name(f".{p.name}.tmp")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=ext)
-        tmp.replace(p)
+        atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=110, bbox_inches="tight",
+                                                          format=ext))
         paths.append(str(p))
     plt.close(fig)
     return paths
