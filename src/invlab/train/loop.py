@@ -33,7 +33,7 @@ from invlab.groups import Group, create_group
 from invlab.models import create_model
 
 METHODS = ("da", "wt", "ir")
-REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized")
+REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized", "logit_l2_normalized_detached")
 
 
 class TrainConfigError(ValueError):
