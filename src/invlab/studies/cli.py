@@ -65,6 +65,10 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
                       progress=not args.no_progress, preset_name=name)
+    if name != "full":
+        print(f"(preset {name!r}: a reduced run. The paper's full study is "
+              "`invlab study genuine --out results/genuine`: 2 datasets x 2 groups x 4 seeds, "
+              "300 epochs, nu tuned per dataset and group.)")
     return _done(print_table(out), out, t0)
 
 
