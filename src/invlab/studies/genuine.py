@@ -162,6 +162,10 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     maps = saliency_map(attr, boundary=boundary_for_group(grp))  # [k*n, H, W]
     maps = maps.view(k, N_SAL_SAMPLES, *maps.shape[-2:])
     realigned = torch.stack([grp.act_inverse(maps[e], e) for e in range(k)])
+    from invlab.metrics import measure
+
+    si = measure(model, xs, labels=ys, group=group, metrics=["saliency_similarity"],
+                 n_steps=ig_steps).per_sample["saliency_similarity"].mean(1)
     return {
         "features": [[round(v, 4) for v in row] for row in feats.tolist()],
         "feature_element": [e for e in range(k) for _ in range(x.shape[0])],
@@ -170,6 +174,7 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
         "saliency": [[[[round(v, 4) for v in r] for r in m] for m in el] for el in
                      realigned.tolist()],  # [k][n][H][W]
         "saliency_images": xs[:, 0].tolist(),
+        "saliency_si": [round(float(v), 4) for v in si],  # per-sample SI of the rows of Fig. 3
     }
 
 
