@@ -283,3 +283,11 @@ def test_demo_claims_all_hold(tmp_path: Path, mnist_test_dir, capsys: pytest.Cap
     assert checks == ["yes"] * 6, out
     assert "What each check means" in out and "weight tying makes the model invariant" in out
     assert "invlab study genuine --out results/genuine" in out
+
+
+def test_one_config_error_type() -> None:
+    with pytest.raises(ConfigError, match="invalid epochs") as e:
+        TrainConfig(epochs=0)
+    assert e.value.field == "epochs"
+    with pytest.raises(ConfigError, match="n_eval"):
+        spectral.preset("quick", n_eval=0)
