@@ -164,12 +164,22 @@ def validate_metadata(meta: Any, path: str | os.PathLike[str] = "<checkpoint>") 
         if meta.get(key) is not None and not isinstance(meta[key], tp):
             raise _bad(p, f"{key!r} must be a {tp.__name__}, found {type(meta[key]).__name__}")
     norm = meta.get("normalization")
-    if norm is not None:
-        ok = all(isinstance(norm.get(k), (int, float)) and not isinstance(norm.get(k), bool)
-                 and math.isfinite(norm[k]) for k in ("mean", "std")) and norm["std"] > 0
-        if not ok:
-            raise _bad(p, f"'normalization' must be {{'mean': finite, 'std': finite > 0}}, "
-                          f"found {norm!r}")
+    if norm is not None and not _valid_normalization(norm):
+        raise _bad(p, "'normalization' must be {'mean': m, 'std': s} with finite numbers (or "
+                      f"equal-length per-channel lists) and s > 0, found {norm!r}")
+
+
+def _valid_normalization(norm: dict[str, Any]) -> bool:
+    """``{"mean": m, "std": s}``: finite scalars, or equal-length per-channel lists; ``s > 0``."""
+    def values(v: Any) -> list[float] | None:
+        vs = v if isinstance(v, list) else [v]
+        ok = bool(vs) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                              and math.isfinite(x) for x in vs)
+        return [float(x) for x in vs] if ok else None
+
+    mean, std = values(norm.get("mean")), values(norm.get("std"))
+    return (mean is not None and std is not None and len(mean) == len(std)
+            and all(s > 0 for s in std))
 
 
 def _header_shapes(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
