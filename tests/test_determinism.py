@@ -58,7 +58,7 @@ def test_process_pool_with_two_workers_equals_serial(mnist_test_dir: Path, tmp_p
             run_genuine(TINIER, "out", checkpoints="ck", workers=workers, progress=False)
     assert_same_results(tmp_path / "serial", tmp_path / "pool")
     cells = ResultsStore(tmp_path / "pool" / "out" / "store.sqlite").cells()
-    assert len(cells) == 3 and {c["threads"] for c in cells} == {1}
+    assert len(cells) == 4 and {c["threads"] for c in cells} == {1}  # tune, 1 ν trial, DA, IR
 
 
 @pytest.mark.slow

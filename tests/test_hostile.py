@@ -99,8 +99,12 @@ def test_checkpoint_path_spelling_is_not_part_of_cell_identity(
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished cell ran again")
 
-    for name in ("run_stage1_cell", "run_genuine_cell", "run_tune_cell"):
+    from invlab.studies import tuning
+
+    for name in ("run_genuine_cell", "run_tune_cell"):
         monkeypatch.setattr(genuine, name, no_work)
+    for name in ("run_trial_cell", "run_tune_cell"):
+        monkeypatch.setattr(tuning, name, no_work)
     monkeypatch.setattr(common, "train", no_work)
     with chdir(tiny_study):
         genuine.run_genuine(PRESET, "out", checkpoints=str((tiny_study / "ck").resolve()),

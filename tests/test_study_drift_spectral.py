@@ -25,10 +25,10 @@ def fashion_available() -> None:
 
 @pytest.fixture(scope="module")
 def drift_dir(tmp_path_factory, mnist_test_dir, fashion_available) -> Path:  # type: ignore[no-untyped-def]
-    from invlab.studies.drift import DriftPreset, run_drift
+    from invlab.studies.drift import preset, run_drift
 
     out = tmp_path_factory.mktemp("drift")
-    p = DriftPreset(genuine_preset="quick", betas=(0.0, 0.5, 1.0), n_si=5, ig_steps=4)
+    p = preset("quick", betas=(0.0, 0.5, 1.0), n_si=5, ig_steps=4)
     run_drift(p, out / "res", str(out / "ck"), progress=False, genuine_overrides=TINY)
     return out / "res"
 
@@ -90,10 +90,9 @@ def test_drift_bad_preset_values_name_the_field() -> None:
 
 
 def test_spectral_tiny(tmp_path: Path, mnist_test_dir) -> None:  # type: ignore[no-untyped-def]
-    from invlab.studies.spectral import SpectralPreset, run_spectral
+    from invlab.studies.spectral import preset, run_spectral
 
-    p = SpectralPreset(genuine_preset="quick", regularizers=("kl", "logit_l2_normalized"),
-                       n_eval=16)
+    p = preset("quick", regularizers=("kl", "logit_l2_normalized"), n_eval=16)
     out = run_spectral(p, tmp_path / "res", str(tmp_path / "ck"), progress=False,
                        genuine_overrides=TINY)
     rows = json.loads((out / "summary.json").read_text())

@@ -23,13 +23,14 @@ from typing import Any
 
 import pytest
 
-from invlab.studies.genuine import GenuinePreset, preset, run_genuine
+from invlab.studies.genuine import preset, run_genuine
 from invlab.sweep import ConfigError, ResultsStore
 
-PRESET = GenuinePreset(datasets=("mnist",), groups=("r4",), methods=("wt", "da", "ir"),
-                       seeds=(0,), epochs=2, patience=None, n_train=600, n_val=200,
-                       n_test_max=200, n_si=20, ig_steps=8, tune_n_val_si=20, tune_max_trials=2)
-N_CELLS = 4  # one ν-tuning cell + WT, DA, IR
+PRESET = preset("quick", datasets=("mnist",), groups=("r4",), methods=("wt", "da", "ir"),
+                seeds=(0,), epochs=2, patience=None, n_train=600, n_val=200,
+                n_test_max=200, n_si=20, ig_steps=8, tune_n_val_si=20, tune_max_trials=2)
+N_CELLS = 4  # study `genuine`: one ν-tuning cell + WT, DA, IR
+N_TRIALS = 2  # study `genuine-nu-trials`: one cell per ν trial (tune_max_trials=2)
 SUMMARY_KEYS = {"dataset", "group", "method", "metric", "mean", "std", "n_seeds"}
 SUMMARY_METRICS = {"accuracy", "logit_l2", "kl", "effective_invariance", "saliency_similarity",
                    "nu", "epochs_run", "val_accuracy"}
@@ -127,6 +128,16 @@ def test_store_cells_and_ir_uses_the_tuned_nu(study: Path) -> None:
     trials = tune[0]["extra"]["trials"]
     assert 1 <= len(trials) <= PRESET.tune_max_trials
     assert tuned_nu in [t["nu"] for t in trials]
+    # every trial is its own cell in the store: ν, validation SI, validation accuracy, stage
+    tcells = store.cells("genuine-nu-trials")
+    assert len(tcells) == len(trials) == N_TRIALS
+    rows = store.rows("genuine-nu-trials")
+    for c in tcells:
+        got = {r["metric"]: r["value"] for r in rows if r["cell_id"] == c["cell_id"]}
+        assert set(got) == {"nu", "val_si", "val_accuracy"}
+        assert c["extra"]["stage"] == "bracket"
+        t = next(t for t in trials if t["nu"] == got["nu"])
+        assert (t["si"], t["accuracy"]) == (got["val_si"], got["val_accuracy"])
     ir = [c for c in cells if c["config"].get("train", {}).get("method") == "ir"
           and "n_si" in c["config"]]
     assert len(ir) == 1
@@ -167,8 +178,12 @@ def test_rerun_is_a_no_op(study: Path, tmp_path: Path, monkeypatch: pytest.Monke
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished cell ran again")
 
-    for name in ("run_stage1_cell", "run_genuine_cell", "run_tune_cell"):
+    from invlab.studies import tuning
+
+    for name in ("run_genuine_cell", "run_tune_cell"):
         monkeypatch.setattr(genuine, name, no_work)
+    for name in ("run_trial_cell", "run_tune_cell"):
+        monkeypatch.setattr(tuning, name, no_work)
     monkeypatch.setattr(common, "train", no_work)
     with chdir(root):
         run_genuine(PRESET, "out", checkpoints="ck", workers=1, progress=False)
@@ -260,7 +275,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(study: Path, tmp_path: Pat
             proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     partial = ResultsStore(db).done_ids("genuine")
-    assert 1 <= len(partial) < N_CELLS, "the kill did not interrupt the study"
+    assert 1 <= len(partial) < N_CELLS + N_TRIALS, "the kill did not interrupt the study"
 
     resumed = _start(cwd)
     _, err = resumed.communicate(timeout=600)
@@ -270,7 +285,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(study: Path, tmp_path: Pat
     got = ResultsStore(db).dump()
     ref = ResultsStore(study / "out" / "store.sqlite").dump()
     ids = [c["cell_id"] for c in got["cells"]]
-    assert len(ids) == len(set(ids)) == N_CELLS
+    assert len(ids) == len(set(ids)) == N_CELLS + N_TRIALS
     keys = [(r["cell_id"], r["metric"]) for r in got["results"]]
     assert len(keys) == len(set(keys))
     # training is deterministic, so every value matches exactly (timing values excluded)

@@ -252,8 +252,16 @@ def fetch(name: str, dest: Path | None = None, timeout: float = 30.0) -> Path:
             target = out / f"{stem}.gz"
             if target.exists():
                 continue
-            with urllib.request.urlopen(MIRRORS[name] + f"{stem}.gz", timeout=timeout) as r:
-                data = r.read()
+            url = MIRRORS[name] + f"{stem}.gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as r:
+                    data = r.read()
+            except OSError as e:  # URLError, timeouts, resets: offline or mirror down
+                reason = getattr(e, "reason", None) or e
+                alt = (" or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist"
+                       else "")
+                raise DataError(f"cannot download {url} ({reason}); check the network, or put "
+                                f"the IDX files in $INVLAB_DATA/{name}/{alt}") from None
             want = CHECKSUMS.get(name, {}).get(stem)
             if want is not None:
                 import gzip

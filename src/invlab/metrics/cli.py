@@ -156,9 +156,12 @@ def run_measure(args: argparse.Namespace) -> int:
     except (MeasureError, ValueError, FileNotFoundError) as e:
         print(f"invlab measure: error: {e}", file=sys.stderr)
         return 2
+    from invlab.checkpoint_index import training_label
+
     d = m.to_dict()
     result = {
-        "model": meta.get("model", "?") + (f" ({args.checkpoint})" if not args.json else ""),
+        "model": meta.get("model", "?") + (training_label(meta) + f" ({args.checkpoint})"
+                                           if not args.json else ""),
         "checkpoint": str(args.checkpoint),
         "data": args.data,
         "group": d["group"],

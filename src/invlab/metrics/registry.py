@@ -119,6 +119,9 @@ _SPECS = [
           differentiable=True),
     _pair("logit_l2_normalized", out_fn.logit_l2_normalized,
           "‖f(x) − f(T·x)‖² / ‖f(x)‖² (M23 §4.4)", differentiable=True),
+    _pair("logit_l2_normalized_detached", out_fn.logit_l2_normalized_detached,
+          "logit_l2_normalized's value with a stop-gradient ‖f(x)‖² (a training variant, "
+          "not M23's)", differentiable=True),
     _pair("effective_invariance", out_fn.effective_invariance,
           "sqrt(p̂·p̂_t) if the predictions agree else 0 (EI, D22)", _ei_stacked),
     _pair("agreement", out_fn.agreement, "argmax f(x) == argmax f(T·x) (D22)",
@@ -185,7 +188,8 @@ def resolve_metrics(metrics: str | Iterable[str]) -> list[str]:
 
 def regularizer(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The differentiable pair function ``(logits, logits_t) -> [N]`` registered as ``name``
-    (``logit_l2``, ``kl``, ``logit_l2_normalized``, ``js``; aliases accepted).
+    (``logit_l2``, ``kl``, ``logit_l2_normalized``, ``logit_l2_normalized_detached``,
+    ``js``; aliases accepted).
 
     Raises:
         ValueError: for a metric that is unknown or not differentiable.

@@ -32,6 +32,9 @@ def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
     return aggregate_seeds(rows, ["group", "method", "mode", "beta"])
 
 
+MARKERS = {"da": ("^", 4, 2), "ir": ("o", 3, 3), "wt": ("s", 7, 4)}  # marker, size, zorder
+
+
 def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
     df = pd.DataFrame([s for s in summary if s["mode"] == mode])
     if df.empty:
@@ -47,7 +50,12 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
                     "beta")
                 if d.empty:
                     continue
-                axis.plot(d.beta, d["mean"], ls, marker="o", ms=3, color=COLORS[m],
+                # WT is drawn last, hollow and larger, so it stays visible where it lies on
+                # IR's line (both DI = 0 at every β)
+                mk, ms, z = MARKERS[m]
+                axis.plot(d.beta, d["mean"], ls, marker=mk, ms=ms, color=COLORS[m], zorder=z,
+                          mfc="none" if m == "wt" else COLORS[m], lw=2.2 if m == "wt" else 1.2,
+                          alpha=0.9,
                           label=f"{m.upper()} DI" if metric == "kl" else f"{m.upper()} acc ratio")
                 axis.fill_between(d.beta, d["mean"] - d["std"], d["mean"] + d["std"],
                                   color=COLORS[m], alpha=0.12)
@@ -57,7 +65,9 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
         ax2.set_ylim(0, 1.05)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=COLORS[m], label=m.upper()) for m in ("wt", "da", "ir")]
+    handles = [Line2D([], [], color=COLORS[m], marker=MARKERS[m][0],
+                      mfc="none" if m == "wt" else COLORS[m], label=m.upper())
+               for m in ("wt", "da", "ir")]
     handles += [Line2D([], [], color="k", ls="-", label="DI (left axis)"),
                 Line2D([], [], color="k", ls="--", label="accuracy ratio (right axis)")]
     fig.legend(handles=handles, loc="upper center", ncol=5, fontsize=8,

@@ -14,6 +14,9 @@ def _csv(s: str | None) -> tuple[str, ...] | None:
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--quick", action="store_true", help="small preset: minutes on 2 CPU cores")
+    p.add_argument("--preset", default=None,
+                   help="preset name in the study's YAML (full, quick, demo; default full, or "
+                        "quick with --quick)")
     p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
     p.add_argument("--checkpoints", default=None,
                    help="shared checkpoint cache (default runs/checkpoints); studies reuse "
@@ -28,10 +31,15 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _preset_name(args: argparse.Namespace) -> str:
+    return args.preset or ("quick" if args.quick else "full")
+
+
 def _ckpt(args: argparse.Namespace) -> str:
     if args.checkpoints:
         return args.checkpoints
-    return os.path.join("runs", "checkpoints-quick" if args.quick else "checkpoints")
+    name = _preset_name(args)
+    return os.path.join("runs", "checkpoints" if name == "full" else f"checkpoints-{name}")
 
 
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -52,11 +60,15 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
     from invlab.report.genuine import print_table
     from invlab.studies.genuine import preset, run_genuine
 
-    name = "quick" if args.quick else "full"
+    name = _preset_name(args)
     p = preset(name, datasets=_csv(args.datasets), **_genuine_overrides(args))
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
                       progress=not args.no_progress, preset_name=name)
+    if name != "full":
+        print(f"(preset {name!r}: a reduced run. The paper's full study is "
+              "`invlab study genuine --out results/genuine`: 2 datasets x 2 groups x 4 seeds, "
+              "300 epochs, nu tuned per dataset and group.)")
     return _done(print_table(out), out, t0)
 
 
@@ -64,7 +76,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     from invlab.report.drift import print_tables
     from invlab.studies.drift import preset, run_drift
 
-    name = "quick" if args.quick else "full"
+    name = _preset_name(args)
     p = preset(name, modes=(args.mode,) if args.mode else None)
     t0 = time.perf_counter()
     out = run_drift(p, args.out, _ckpt(args), args.workers, not args.no_progress, name,
@@ -76,7 +88,7 @@ def _cmd_spectral(args: argparse.Namespace) -> int:
     from invlab.report.spectral import print_table
     from invlab.studies.spectral import preset, run_spectral
 
-    name = "quick" if args.quick else "full"
+    name = _preset_name(args)
     t0 = time.perf_counter()
     out = run_spectral(preset(name), args.out, _ckpt(args), args.workers,
                        not args.no_progress, name, _genuine_overrides(args))

@@ -1,8 +1,10 @@
 """Shared study machinery: cached data preparation and a content-addressed checkpoint cache.
 
 A trained model is identified by the hash of its resolved (training config, data config):
-``<checkpoints>/<hash>.safetensors``. The training config includes ``threads`` (intra-op
-threads training ran with) and the data config the content hash of the source
+``<checkpoints>/<hash>.safetensors``, listed with its method, group, seed, dataset and
+validation metrics in ``<checkpoints>/index.csv`` (:mod:`invlab.checkpoint_index`). The
+training config includes ``threads`` (intra-op threads training ran with) and the data
+config the content hash of the source
 (``source_hash``, pinned by :func:`pin_source`), so the key covers everything that changes
 the weights. Any study that needs the same model loads it instead of retraining (training is
 deterministic, so this is the model a retrain would produce).
@@ -104,7 +106,9 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
     res = train(train_cfg, data, checkpoint=path, progress=progress,
                 metadata={"data": asdict(data_cfg)})
     from invlab.checkpoint import read_metadata
+    from invlab.checkpoint_index import write_index
 
+    write_index(path.parent)  # <checkpoints>/index.csv: what each hash-named file is
     return res.model, read_metadata(path), False
 
 

@@ -44,12 +44,14 @@ STUDY = "drift"
 
 @dataclass(frozen=True)
 class DriftPreset:
-    genuine_preset: str = "full"
-    modes: tuple[str, ...] = ("blend", "mixture")
-    betas: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
-    n_si: int = 100
-    ig_steps: int = 50
-    pair_seed: int = 0
+    """Settings; no defaults here: every value comes from ``drift.yaml``."""
+
+    genuine_preset: str
+    modes: tuple[str, ...]
+    betas: tuple[float, ...]
+    n_si: int
+    ig_steps: int
+    pair_seed: int
 
     def __post_init__(self) -> None:
         from invlab.sweep import check

@@ -1,13 +1,14 @@
 """Genuine invariance (M23 §4.1–4.2): DA vs WT vs IR on Transforming-MNIST/-FMNIST.
 
 Cells: dataset × group × method × seed. Stage 1 tunes IR's ν per (dataset, group) on seed 0
-(:func:`invlab.train.tune_nu`); stage 2 trains/measures the IR cells, each of which names its
-tuning cell (``tune``) and reads the chosen ν from the store when it runs (ν is a measured
-value, not part of the IR cell's id). Trained models go through the shared checkpoint cache,
-so the tuning run that selected ν *is* the seed-0 IR model, and later studies reuse them all.
-Every data config is pinned to the content hash of the source found (``source_hash``), and
-every cell and model runs with ``threads`` intra-op threads (preset field, default 1), so the
-results are bit-identical whatever ``--workers`` is.
+(:mod:`invlab.studies.tuning`: one cell per trial, bracketing on the half-decade grid then
+log-space refinement to ×1.3); stage 2 trains/measures every WT, DA and IR cell. An IR cell
+names its tuning cell (``tune``) and reads the chosen ν from the store when it runs (ν is a
+measured value, not part of the IR cell's id); the ``demo`` preset fixes ν instead. Trained
+models go through the shared checkpoint cache, so the trial that selected ν *is* the seed-0
+IR model, and later studies reuse them all. Every data config is pinned to the content hash
+of the source found (``source_hash``), and every cell and model runs with ``threads``
+intra-op threads, so the results are bit-identical whatever ``--workers`` is.
 
 Per cell (test split): accuracy, ``logit_l2`` (LI), ``kl`` (DI), ``effective_invariance``
 (EI); ``saliency_similarity`` (SI) on a seeded subset of ``n_si`` test images; ``nu`` for IR.
@@ -39,8 +40,9 @@ from invlab.studies.common import (
     trained_model,
 )
 from invlab.studies.presets import load_preset
+from invlab.studies.tuning import TuneCell, run_tune_cell, tune_all
 from invlab.sweep import CellContext, CellResult, ResultsStore, StudyError, run_study
-from invlab.train import TrainConfig, evaluate_accuracy, tune_nu
+from invlab.train import TrainConfig, evaluate_accuracy
 
 log = logging.getLogger("invlab.studies")
 
@@ -52,24 +54,32 @@ N_SAL_SAMPLES = 4
 
 @dataclass(frozen=True)
 class GenuinePreset:
-    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
-    groups: tuple[str, ...] = ("r4", "t3")
-    methods: tuple[str, ...] = ("wt", "da", "ir")
-    seeds: tuple[int, ...] = (0, 1, 2, 3)
-    epochs: int = 300
-    patience: int | None = 40
-    batch_size: int = 512
-    lr: float = 8e-4
-    n_train: int = 10_000
-    n_val: int = 2_000
-    n_test_max: int = 50_000
-    n_si: int = 2_000
-    ig_steps: int = 50
-    tune_target: float = 0.95
-    tune_n_val_si: int = 500
-    tune_nu_start: float = 1.0
-    tune_max_trials: int = 6
-    threads: int = 1  #: intra-op threads of every cell and training run (part of their ids)
+    """The study's settings. No defaults here: every value comes from ``genuine.yaml``
+    (:func:`preset`), the one place study defaults live."""
+
+    datasets: tuple[str, ...]
+    groups: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    patience: int | None  #: early-stopping patience (None: train all epochs, as the paper)
+    batch_size: int
+    lr: float
+    n_train: int
+    n_val: int
+    n_test_max: int
+    n_si: int
+    ig_steps: int
+    tune_target: float
+    tune_n_val_si: int
+    tune_nu_start: float
+    tune_max_trials: int
+    tune_parallel: int  #: ν trials per search round (fixed: results never depend on --workers)
+    tune_tolerance: float  #: stop refining when hi/lo ≤ this
+    threads: int  #: intra-op threads of every cell and training run (part of their ids)
+    nu: dict[str, dict[str, float]] | None
+    """Fixed ν per dataset and group (``{"mnist": {"r4": 31.6}}``) instead of tuning (the
+    demo preset); None: tune."""
 
     def __post_init__(self) -> None:
         from invlab.sweep import check
@@ -85,6 +95,14 @@ class GenuinePreset:
         check("tune_target", -1 <= self.tune_target <= 1, f"must be in [-1, 1], found "
               f"{self.tune_target}")
         check("threads", self.threads >= 1, f"must be >= 1, found {self.threads}")
+        check("tune_parallel", self.tune_parallel >= 1, f"must be >= 1, found "
+              f"{self.tune_parallel}")
+        check("tune_tolerance", self.tune_tolerance > 1, f"must be > 1, found "
+              f"{self.tune_tolerance}")
+        for d in self.datasets if self.nu is not None and "ir" in self.methods else ():
+            for g in self.groups:
+                check("nu", g in self.nu.get(d, {}), f"a fixed nu is needed for {d}/{g}, found "
+                      f"{self.nu}; give one or drop `nu` to tune it")
 
     def data_config(self, dataset: str) -> DataConfig:
         """The dataset's config, pinned to the content hash of the source found now."""
@@ -98,26 +116,6 @@ class GenuinePreset:
                            batch_size=self.batch_size, lr=self.lr, nu=nu,
                            regularizer=regularizer, seed=seed, patience=self.patience,
                            threads=self.threads)
-
-
-@dataclass(frozen=True)
-class TuneCell:
-    """ν search for IR on one (dataset, group, regularizer); its ``nu`` row is the answer."""
-
-    data: DataConfig
-    train: TrainConfig
-    target: float
-    n_val_si: int
-    nu_start: float
-    max_trials: int
-    checkpoints: str = field(metadata=NOT_IN_ID)
-
-    @property
-    def threads(self) -> int:
-        return self.train.threads
-
-    def describe(self) -> str:
-        return f"tune nu {model_label(self.data, self.train)}"
 
 
 @dataclass(frozen=True)
@@ -139,20 +137,6 @@ class GenuineCell:
 
     def describe(self) -> str:
         return model_label(self.data, self.train)
-
-
-def run_tune_cell(cell: TuneCell, ctx: CellContext) -> CellResult:
-    data = get_data(cell.data, cell.train.group)
-
-    def fit(c: TrainConfig) -> torch.nn.Module:
-        return trained_model(c, cell.data, cell.checkpoints)[0]
-
-    s = tune_nu(cell.train, data, target=cell.target, nu_start=cell.nu_start,
-                n_val_si=cell.n_val_si, max_trials=cell.max_trials, fit=fit, progress=False)
-    res = CellResult(extra={"trials": s.trials, "reached": s.reached})
-    res.add("nu", s.nu).add("val_si", s.si).add("val_accuracy", s.accuracy)
-    res.add("reached", float(s.reached)).add("n_trials", float(len(s.trials)))
-    return res
 
 
 def _si_subset(n_test: int, n_si: int, seed: int) -> torch.Tensor:
@@ -178,6 +162,10 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     maps = saliency_map(attr, boundary=boundary_for_group(grp))  # [k*n, H, W]
     maps = maps.view(k, N_SAL_SAMPLES, *maps.shape[-2:])
     realigned = torch.stack([grp.act_inverse(maps[e], e) for e in range(k)])
+    from invlab.metrics import measure
+
+    si = measure(model, xs, labels=ys, group=group, metrics=["saliency_similarity"],
+                 n_steps=ig_steps).per_sample["saliency_similarity"].mean(1)
     return {
         "features": [[round(v, 4) for v in row] for row in feats.tolist()],
         "feature_element": [e for e in range(k) for _ in range(x.shape[0])],
@@ -186,6 +174,7 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
         "saliency": [[[[round(v, 4) for v in r] for r in m] for m in el] for el in
                      realigned.tolist()],  # [k][n][H][W]
         "saliency_images": xs[:, 0].tolist(),
+        "saliency_si": [round(float(v), 4) for v in si],  # per-sample SI of the rows of Fig. 3
     }
 
 
@@ -226,12 +215,19 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
     return res
 
 
+def tune_cell(p: GenuinePreset, dataset: str, group: str, checkpoints: str,
+              regularizer: str = "logit_l2") -> TuneCell:
+    """The ν-tuning cell of (dataset, group, regularizer) on the preset's first seed."""
+    return TuneCell(p.data_config(dataset),
+                    p.train_config("ir", group, p.seeds[0], regularizer=regularizer),
+                    p.tune_target, p.tune_n_val_si, p.tune_nu_start, p.tune_max_trials,
+                    p.tune_parallel, p.tune_tolerance, checkpoints)
+
+
 def tune_cells(p: GenuinePreset, checkpoints: str) -> list[TuneCell]:
-    if "ir" not in p.methods:
+    if "ir" not in p.methods or p.nu is not None:
         return []
-    return [TuneCell(p.data_config(d), p.train_config("ir", g, p.seeds[0]), p.tune_target,
-                     p.tune_n_val_si, p.tune_nu_start, p.tune_max_trials, checkpoints)
-            for d in p.datasets for g in p.groups]
+    return [tune_cell(p, d, g, checkpoints) for d in p.datasets for g in p.groups]
 
 
 def genuine_cells(p: GenuinePreset, checkpoints: str) -> list[GenuineCell]:
@@ -242,17 +238,11 @@ def genuine_cells(p: GenuinePreset, checkpoints: str) -> list[GenuineCell]:
         for g in p.groups:
             for method in p.methods:
                 for s in p.seeds:
-                    cells.append(GenuineCell(p.data_config(d), p.train_config(method, g, s),
+                    nu = p.nu[d][g] if method == "ir" and p.nu is not None else 0.0
+                    cells.append(GenuineCell(p.data_config(d), p.train_config(method, g, s, nu),
                                              p.n_si, p.ig_steps, s == p.seeds[0], checkpoints,
-                                             tunes[(d, g)] if method == "ir" else None))
+                                             tunes.get((d, g)) if method == "ir" else None))
     return cells
-
-
-def run_stage1_cell(cell: TuneCell | GenuineCell, ctx: CellContext) -> CellResult:
-    """Stage 1 runs ν tuning and the DA/WT cells side by side (they are independent)."""
-    if isinstance(cell, TuneCell):
-        return run_tune_cell(cell, ctx)
-    return run_genuine_cell(cell, ctx)
 
 
 def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path | None = None,
@@ -269,23 +259,19 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
         t0 = time.perf_counter()
         tcells = tune_cells(preset, ckpt)
         cells = genuine_cells(preset, ckpt)
-        base = [c for c in cells if c.train.method != "ir"]
-        log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs + %d DA/WT cells",
-                 len(tcells), len(base))
+        log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs", len(tcells))
 
         def stage1() -> Any:
-            return run_study([*tcells, *base], run_stage1_cell, store, STUDY,
-                             executor=executor, workers=workers, progress=progress, root=out)
+            return tune_all(tcells, store, STUDY, executor=executor, workers=workers,
+                            progress=progress, root=out)
 
         def stage2() -> Any:
             from invlab.sweep import cell_id
 
             tuned = store.done_ids(STUDY)  # IR cells whose tuning failed cannot run
-            ir = [c for c in cells if c.train.method == "ir" and cell_id(c.tune) in tuned]
-            log.info("stage 2/2: %d IR cells with the tuned nu", len(ir))
-            if not ir:
-                return None
-            return run_study(ir, run_genuine_cell, store, STUDY, executor=executor,
+            todo = [c for c in cells if c.tune is None or cell_id(c.tune) in tuned]
+            log.info("stage 2/2: %d cells (WT, DA, IR with the tuned nu)", len(todo))
+            return run_study(todo, run_genuine_cell, store, STUDY, executor=executor,
                              workers=workers, progress=progress, root=out)
 
         try:
@@ -311,10 +297,9 @@ def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, 
     the drift and spectral studies to get exactly the genuine study's models.
     """
     p = replace(preset, datasets=datasets, methods=methods)
-    tcells = tune_cells(p, checkpoints)
-    if tcells:
-        run_study(tcells, run_tune_cell, store, STUDY + "-tune", executor="process" if workers > 1
-                  else "serial", workers=min(workers, len(tcells)), progress=progress, root=out)
+    tune_all(tune_cells(p, checkpoints), store, STUDY + "-tune",
+             executor="process" if workers > 1 else "serial", workers=workers,
+             progress=progress, root=out)
     return genuine_cells(p, checkpoints)
 
 
@@ -324,4 +309,4 @@ def preset(name: str, **overrides: Any) -> GenuinePreset:
 
 
 __all__ = ["GenuinePreset", "GenuineCell", "TuneCell", "run_genuine", "preset",
-           "run_genuine_cell", "run_tune_cell", "replace"]
+           "run_genuine_cell", "run_tune_cell", "tune_cell", "replace"]

@@ -1,11 +1,13 @@
 """Invariance-induced spectral decay (M23 §4.4, Figure 5).
 
-IR with each regularizer — ``kl`` (DI), ``logit_l2`` (LI), ``logit_l2_normalized`` — each
-with ν tuned so that validation SI ≥ 0.95 (same half-decade search as the genuine study),
+IR with each regularizer — ``kl`` (DI), ``logit_l2`` (LI), ``logit_l2_normalized`` (as
+M23 define it) and ``logit_l2_normalized_detached`` (a labelled variant: same value,
+stop-gradient denominator) — each with ν tuned so that validation SI ≥ 0.95 (the genuine
+study's search, :mod:`invlab.studies.tuning`),
 against DA, per group, all seeds of the genuine preset, on Transforming-MNIST. Per model:
-``sigma_max`` = mean over ``n_eval`` test images of the spectral norm of the exact
-per-sample input Jacobian of the logits (:func:`invlab.metrics.functional.jacobian_spectral_norm`),
-plus accuracy and the tuned ν.
+``sigma_max`` = mean over ``n_eval`` test images (null: all) of the spectral norm of the
+exact per-sample input Jacobian of the logits
+(:func:`invlab.metrics.functional.jacobian_spectral_norm`), plus accuracy and the tuned ν.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from invlab.studies.common import (
     trained_model,
 )
 from invlab.studies.presets import load_preset
+from invlab.studies.tuning import tune_all
 from invlab.sweep import CellContext, CellResult, run_study
 from invlab.train import TrainConfig, evaluate_accuracy
 
@@ -36,9 +39,11 @@ STUDY = "spectral"
 
 @dataclass(frozen=True)
 class SpectralPreset:
-    genuine_preset: str = "full"
-    regularizers: tuple[str, ...] = ("kl", "logit_l2", "logit_l2_normalized")
-    n_eval: int = 1491
+    """Settings; no defaults here: every value comes from ``spectral.yaml``."""
+
+    genuine_preset: str
+    regularizers: tuple[str, ...]
+    n_eval: int | None  #: test images for σ_max (None: the whole test split)
 
     def __post_init__(self) -> None:
         from invlab.sweep import check
@@ -47,14 +52,15 @@ class SpectralPreset:
         for r in self.regularizers:
             check("regularizers", r in REGULARIZERS, f"unknown regularizer {r!r}; valid: "
                   + ", ".join(REGULARIZERS))
-        check("n_eval", self.n_eval >= 1, f"must be >= 1, found {self.n_eval}")
+        check("n_eval", self.n_eval is None or self.n_eval >= 1,
+              f"must be >= 1 or null (all test images), found {self.n_eval}")
 
 
 @dataclass(frozen=True)
 class SpectralCell:
     data: DataConfig
     train: TrainConfig
-    n_eval: int
+    n_eval: int | None
     checkpoints: str = field(metadata=NOT_IN_ID)
     tune: Any = None  #: the TuneCell whose ν this (IR) model uses, else None
 
@@ -72,7 +78,7 @@ def run_spectral_cell(cell: SpectralCell, ctx: CellContext) -> CellResult:
     train_cfg = resolve_train(cell.train, cell.tune, ctx)
     model, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
     test = get_data(cell.data, cell.train.group).test
-    x = test.images[: cell.n_eval]
+    x = test.images if cell.n_eval is None else test.images[: cell.n_eval]
     sig = jacobian_spectral_norm(model, x)
     res = CellResult(extra={"checkpoint_reused": reused})
     res.add("sigma_max", float(sig.mean()), float(sig.std()), len(sig))
@@ -99,15 +105,13 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
     with open_study(out, STUDY, config) as (out, store):
         executor = "process" if workers > 1 else "serial"
         t0 = time.perf_counter()
-        tcells = {(g, r): genuine.TuneCell(gp.data_config("mnist"),
-                                          gp.train_config("ir", g, gp.seeds[0], regularizer=r),
-                                          gp.tune_target, gp.tune_n_val_si, gp.tune_nu_start,
-                                          gp.tune_max_trials, checkpoints)
+        # the same tuning cells as the genuine study's (logit_l2): identical ids, trials and
+        # checkpoints, so with the shared cache nothing genuine trained is trained again
+        tcells = {(g, r): genuine.tune_cell(gp, "mnist", g, checkpoints, regularizer=r)
                   for g in gp.groups for r in p.regularizers}
         log.info("spectral stage 1/2: tuning nu for %d (group, regularizer) pairs", len(tcells))
-        run_study(list(tcells.values()), genuine.run_tune_cell, store, "spectral-tune",
-                  executor=executor, workers=min(workers, len(tcells)), progress=progress,
-                  root=out)
+        tune_all(list(tcells.values()), store, "spectral-tune", executor=executor,
+                 workers=workers, progress=progress, root=out)
         cells = []
         for g in gp.groups:
             for s in gp.seeds:

@@ -31,18 +31,24 @@ from tqdm.auto import tqdm
 from invlab.data import Split, TransformingData
 from invlab.groups import Group, create_group
 from invlab.models import create_model
+from invlab.sweep.config import ConfigError
 
 METHODS = ("da", "wt", "ir")
-REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized")
+REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized", "logit_l2_normalized_detached")
 
 
-class TrainConfigError(ValueError):
-    """A training config field has an invalid value (the message names the field)."""
+class TrainConfigError(ConfigError):
+    """A training config field has an invalid value: the one config error type
+    (:class:`invlab.sweep.ConfigError`), with ``field`` set and the message naming it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(None, message)
+        self.field = field
 
 
 def _check(ok: bool, name: str, msg: str) -> None:
     if not ok:
-        raise TrainConfigError(f"invalid {name}: {msg}")
+        raise TrainConfigError(name, f"invalid {name}: {msg}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from invlab.metrics.functional.output import (
     kl,
     logit_l2,
     logit_l2_normalized,
+    logit_l2_normalized_detached,
 )
 from invlab.metrics.functional.representation import derangement, representation_invariance
 from invlab.metrics.functional.saliency import saliency_cosine, saliency_similarity
@@ -33,6 +34,7 @@ __all__ = [
     "kl",
     "logit_l2",
     "logit_l2_normalized",
+    "logit_l2_normalized_detached",
     "representation_invariance",
     "saliency_cosine",
     "saliency_map",

@@ -22,6 +22,7 @@ __all__ = [
     "kl",
     "logit_l2",
     "logit_l2_normalized",
+    "logit_l2_normalized_detached",
 ]
 
 
@@ -92,7 +93,8 @@ def logit_l2(logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
 
 
 def logit_l2_normalized(
-    logits: torch.Tensor, logits_t: torch.Tensor, eps: float = 1e-12
+    logits: torch.Tensor, logits_t: torch.Tensor, eps: float = 1e-12,
+    detach_denominator: bool = False,
 ) -> torch.Tensor:
     r"""Normalized logit invariance error (M23 §4.4).
 
@@ -102,13 +104,33 @@ def logit_l2_normalized(
         logits: ``[..., K]``.
         logits_t: ``[..., K]``.
         eps: floor of the denominator (only matters for all-zero logits).
+        detach_denominator: stop the gradient through ``‖f(x)‖²`` (same value; the
+            gradient is the numerator's scaled by ``1 / ‖f(x)‖²``, so the loss cannot be
+            lowered by inflating the logits). Used by ``logit_l2_normalized_detached``.
 
     Returns:
         ``[...]``. Differentiable.
     """
     _check_pair("logit_l2_normalized", logits, logits_t)
     num = (logits - logits_t).pow(2).sum(-1)
-    return num / logits.pow(2).sum(-1).clamp_min(eps)
+    den = logits.pow(2).sum(-1).clamp_min(eps)
+    return num / (den.detach() if detach_denominator else den)
+
+
+def logit_l2_normalized_detached(
+    logits: torch.Tensor, logits_t: torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
+    r"""Variant of :func:`logit_l2_normalized` with a stop-gradient denominator (not M23's).
+
+    .. math:: \frac{\|f(x) - f(g x)\|_2^2}{\operatorname{sg}(\max(\|f(x)\|_2^2, \varepsilon))}
+
+    Same value as :func:`logit_l2_normalized`; only its gradient differs (no term pushing
+    ``‖f(x)‖`` up). A training regularizer for the spectral-decay investigation.
+
+    Returns:
+        ``[...]``. Differentiable.
+    """
+    return logit_l2_normalized(logits, logits_t, eps, detach_denominator=True)
 
 
 def _top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
