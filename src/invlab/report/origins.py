@@ -86,7 +86,7 @@ def medians(prof: pd.DataFrame, layer: str = "penultimate") -> pd.DataFrame:
 
 def mid(med: pd.DataFrame) -> pd.Series:
     """Mid-magnitude invariance per (arch, regime, transform)."""
-    return med[[m for m in MID if m in med.columns]].mean(1)
+    return med[[m for m in MID if m in med.columns]].mean(axis=1)
 
 
 def _sorted_models(keys: Any) -> list[tuple[str, str]]:
@@ -118,13 +118,14 @@ def claim_data_vs_aug(m: pd.Series) -> dict[str, Any]:
                      "aug_gain_geometric": float(aug[:len(GEOMETRIC)].mean()),
                      "aug_gain_appearance": float(aug[len(GEOMETRIC):].mean()),
                      "transforms_data_gain_positive": int((g > 0).sum())}
+    q = "does training on the data raise invariance far more than augmentation adds?"
     if not per:
-        return {"answer": None, "reason": "needs untrained, none and translate_zoom models"}
+        return {"question": q, "answer": None,
+                "reason": "needs untrained, none and translate_zoom models"}
     dg = float(np.mean([v["data_gain"] for v in per.values()]))
     ag = float(np.mean([v["aug_gain"] for v in per.values()]))
     ok = dg > 0 and dg >= 2 * max(ag, 0.0)
-    return {"question": "does training on the data raise invariance far more than augmentation "
-                        "adds?", "answer": bool(ok), "data_gain": dg, "aug_gain": ag,
+    return {"question": q, "answer": bool(ok), "data_gain": dg, "aug_gain": ag,
             "criterion": "data gain > 0 and >= 2x the augmentation gain (mid-magnitude median "
                          "invariance, mean over 13 transforms and architectures)",
             "per_arch": per}
@@ -133,11 +134,12 @@ def claim_data_vs_aug(m: pd.Series) -> dict[str, Any]:
 def claim_arch_vs_regime(m: pd.Series) -> dict[str, Any]:
     """Mean range across architectures (per regime, transform) vs across regimes (per arch)."""
     df = m.rename("v").reset_index()
-    regimes = [r for r in ("untrained", "none", STANDARD) if r in set(df.regime)]
+    regimes = [r for r in ("untrained", "none", STANDARD, "user") if r in set(df.regime)]
     df = df[df.regime.isin(regimes)]
     archs = sorted(set(df.arch))
     if len(archs) < 2 or len(regimes) < 2:
-        return {"answer": None, "reason": "needs >= 2 architectures and >= 2 regimes"}
+        return {"question": "do architectures differ less than regimes?", "answer": None,
+                "reason": "needs >= 2 architectures and >= 2 regimes"}
     a = df.groupby(["regime", "transform"])["v"].agg(lambda s: s.max() - s.min()).mean()
     r = df.groupby(["arch", "transform"])["v"].agg(lambda s: s.max() - s.min()).mean()
     trained = df[df.regime != "untrained"]
@@ -200,7 +202,8 @@ def alignment_table(m: pd.Series, fs: dict[str, Any]) -> dict[str, Any]:
 
 def claim_alignment(al: dict[str, Any]) -> dict[str, Any]:
     if not al:
-        return {"answer": None, "reason": "needs trained and untrained profiles"}
+        return {"question": "does invariance align with the factors?", "answer": None,
+                "reason": "needs trained and untrained profiles"}
     keys = [k for k in al if k.endswith("/none") or k.endswith("/user")] or list(al)
     ma = float(np.mean([al[k]["mean_alignment"] for k in keys]))
     ch = float(np.mean([al[k]["chance"] for k in keys]))

@@ -357,6 +357,19 @@ def run_train_cell(cell: OriginsTrainCell, ctx: CellContext) -> CellResult:
     return res
 
 
+class _SingleForward(nn.Module):
+    """``model`` without ``forward_features`` (so the engine captures the penultimate layer
+    as the input of the last ``nn.Linear`` in the same forward pass as the inner layers)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.net = model
+        self.in_shape = getattr(model, "in_shape", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 def profile(model: nn.Module, images: torch.Tensor, normalization: dict[str, Any] | None,
             layers: list[str], seed: int = 0, transforms: tuple[str, ...] = B21_FAMILIES,
             batch_size: int | None = None) -> dict[str, torch.Tensor]:
@@ -367,13 +380,19 @@ def profile(model: nn.Module, images: torch.Tensor, normalization: dict[str, Any
 
     out: dict[str, list[torch.Tensor]] = {lay: [] for lay in layers}
     only = layers == [PENULTIMATE]
+    net: nn.Module = model
+    names = layers
+    if not only and hasattr(model, "forward_features"):
+        # one forward per orbit: penultimate = input of the last Linear, inner layers hooked
+        net = _SingleForward(model)
+        names = [lay if lay == PENULTIMATE else f"net.{lay}" for lay in layers]
     for j, name in enumerate(transforms):
-        m = measure(model, images, transform=name, normalization=normalization,
+        m = measure(net, images, transform=name, normalization=normalization,
                     metrics=["representation_invariance"],
-                    layers=None if only else layers, batch_size=batch_size,
+                    layers=None if only else names, batch_size=batch_size,
                     generator=torch.Generator().manual_seed(seed * 1000 + j), progress=False)
-        for lay in layers:
-            key = "representation_invariance" + ("" if only else f"@{lay}")
+        for lay, key_layer in zip(layers, names):
+            key = "representation_invariance" + ("" if only else f"@{key_layer}")
             v = m.per_sample[key]  # [N, M-1], non-identity magnitudes
             out[lay].append(torch.cat([torch.ones(v.shape[0], 1, dtype=v.dtype), v], 1))
     return {lay: torch.stack(v) for lay, v in out.items()}

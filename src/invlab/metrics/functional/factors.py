@@ -3,7 +3,7 @@ images closer in a model's embedding, per class, and how that aligns with learne
 
 For same-class pairs ``(x1, x2)`` and a transformation ``T`` at one magnitude:
 ``s = cos(φ(x1), φ(x2))``, ``s' = cos(φ(x1), φ(T x2))``, ``Δ = s' − s``. Per class and
-``T``: ``proportion_boosted = #(Δ > 0) / #pairs``, the mean and std of ``Δ`` and the mean of
+``T``: ``proportion_boosted = #(Δ > tol) / #pairs` (tol = 1e-5, float noise)`, the mean and std of ``Δ`` and the mean of
 ``Δ / s``. A family (``rotate``, ...) is scored at its best magnitude (the one with the
 largest ``proportion_boosted``; ties go to the smaller magnitude index). Classes rank the
 families by that score; the top-k are the class's factors of variation.
@@ -73,11 +73,14 @@ def factor_deltas(z1: torch.Tensor, z2: torch.Tensor, z2t: torch.Tensor
     return s, s_t - s
 
 
-def factor_stats(s: torch.Tensor, delta: torch.Tensor, eps: float = 1e-12
+def factor_stats(s: torch.Tensor, delta: torch.Tensor, eps: float = 1e-12, tol: float = 1e-5
                  ) -> dict[str, torch.Tensor]:
     r"""Per-transform statistics of ``Δ`` over the pairs (last dim).
 
-    Returns ``{"proportion_boosted": #(Δ>0)/P, "mean_delta", "std_delta" (ddof=1, 0 for one
+    A pair counts as boosted when ``Δ > tol``: float32 cosines of (nearly) unchanged
+    embeddings differ by ~1e-7, which must not count as a boost.
+
+    Returns ``{"proportion_boosted": #(Δ>tol)/P, "mean_delta", "std_delta" (ddof=1, 0 for one
     pair), "mean_relative": mean(Δ / s)}``, each ``delta.shape[:-1]``; pairs with
     ``|s| < eps`` are left out of ``mean_relative``.
     """
@@ -88,7 +91,7 @@ def factor_stats(s: torch.Tensor, delta: torch.Tensor, eps: float = 1e-12
     ok = sd.abs() >= eps
     rel = torch.where(ok, d / torch.where(ok, sd, torch.ones_like(sd)), torch.zeros_like(d))
     n_ok = ok.sum().clamp_min(1)
-    return {"proportion_boosted": (d > 0).double().mean(-1),
+    return {"proportion_boosted": (d > tol).double().mean(-1),
             "mean_delta": d.mean(-1),
             "std_delta": d.std(-1) if p > 1 else torch.zeros(d.shape[:-1], dtype=d.dtype),
             "mean_relative": rel.sum(-1) / n_ok}
