@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         mp.set_defaults(func=_measure_with_data_check)
     except ImportError:  # pragma: no cover - engine not built
         pass
+    from invlab.zoo.cli import add_zoo_parser
+    add_zoo_parser(sub)
     try:
         from invlab.studies.cli import add_study_parsers
         add_study_parsers(sub)
@@ -190,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         # `invlab` or `invlab data` alone: show the relevant help.
-        sub = {"data": "data_command", "models": "models_command", "groups": "groups_command"}
+        sub = {"data": "data_command", "models": "models_command", "groups": "groups_command",
+               "zoo": "zoo_command"}
         if args.command in sub:
             try:
                 parser.parse_args([args.command, "--help"])

@@ -1,4 +1,18 @@
-"""Data: IDX files, named sources with explicit resolution, transforming datasets."""
+"""Data: IDX files, named sources with explicit resolution, transforming datasets, your own data.
+
+Python routes:
+
+- a named source: ``load_source("mnist")`` → :class:`Dataset` (uint8 ``[N, 1, H, W]``,
+  labels), resolved as described in :mod:`invlab.data.sources` (``$INVLAB_DATA``, cache, ...);
+- your own images: ``load_images("test.npz")`` or ``load_images("folder/")`` (one
+  sub-folder per class, read with Pillow) → :class:`ImageSet` with float images in [0, 1]
+  ``[N, C, H, W]`` and labels ``[N]`` (see :mod:`invlab.data.external` for the formats);
+- the generalization study's test sets: :mod:`invlab.data.shifts` (``mnist_id_split``,
+  ``make_shift``, ``SHIFTS``).
+
+Images from ``load_images`` are in pixel space: normalize them the way the model was trained
+(``(x - mean) / std`` per channel) before ``invlab.measure``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +24,7 @@ from typing import Any
 
 import torch
 
+from invlab.data.external import ImageSet, load_images
 from invlab.data.idx import IDXError, read_idx, write_idx
 from invlab.data.sources import (
     DataError,
@@ -37,6 +52,7 @@ __all__ = [
     "pad_images", "prepare_transforming", "load_for_checkpoint", "DataMismatchError",
     "check_source", "exact_mean_std", "check_checkpoint_data", "data_mismatch_allowed",
     "last_data_check", "fingerprint_mismatch_message",
+    "ImageSet", "load_images",
 ]
 
 log = logging.getLogger("invlab.data")

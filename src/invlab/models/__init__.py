@@ -12,11 +12,13 @@ from typing import Any
 from torch import nn
 
 from invlab.models.cnn import CNNSmall
+from invlab.models.lenet import CNNMedium
 from invlab.models.mlp import MLP5, WeightTiedMLP5
 from invlab.models.pooled import GroupPooled
+from invlab.models.vit import ViTTiny
 from invlab.transforms import TransformError
 
-__all__ = ["MLP5", "WeightTiedMLP5", "CNNSmall", "GroupPooled", "create_model", "list_models",
+__all__ = ["MLP5", "WeightTiedMLP5", "CNNSmall", "GroupPooled", "CNNMedium", "ViTTiny", "create_model", "list_models",
            "ModelError"]
 
 
@@ -29,6 +31,9 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "wt_mlp5": (WeightTiedMLP5, "mlp5 with a group weight-tied first layer, max-pooled over the group "
                 "after the ReLU: invariant by construction"),
     "cnn_small": (CNNSmall, "3 conv layers (16/32/64) + global average pool + linear head"),
+    "mlp": (MLP5, "ReLU MLP with configurable hidden width and depth (hidden=128, depth=5)"),
+    "cnn_medium": (CNNMedium, "LeNet-style: two 5x5 conv stages (width, 2*width) + hidden FC"),
+    "vit_tiny": (ViTTiny, "tiny ViT: 7x7 patches, dim 32, 2 pre-norm blocks of 2 heads, cls token"),
 }
 
 

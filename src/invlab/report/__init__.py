@@ -38,6 +38,10 @@ def _build(out_dir: str, path: object, store: object) -> list[str]:
         from invlab.report.origins import build_report as origins
 
         written += origins(out_dir)
+    if "generalization" in studies:
+        from invlab.report.generalization import build_report as generalization
+
+        written += generalization(out_dir)
     if not written:
         raise ValueError(f"{path} holds no known study (found: {sorted(studies) or 'none'})")
     return written

@@ -99,6 +99,27 @@ def _cmd_origins(args: argparse.Namespace) -> int:
     return _done(print_table(out), out, t0)
 
 
+def _kv(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for it in items or []:
+        name, sep, path = it.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--test-set expects NAME=PATH (a .npz or an image folder), got {it!r}")
+        out[name] = path
+    return out
+
+
+def _cmd_generalization(args: argparse.Namespace) -> int:
+    from invlab.report.generalization import print_table
+    from invlab.studies.generalization import preset, run_generalization
+
+    name = "quick" if args.quick else "full"
+    t0 = time.perf_counter()
+    out = run_generalization(preset(name), args.out, _ckpt(args), args.workers,
+                             not args.no_progress, name, _kv(args.test_set), args.models)
+    return _done(print_table(out), out, t0)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from invlab.report import build_report
 
@@ -133,6 +154,20 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     o.add_argument("--archs", default=None, help="comma list of registry models, e.g. "
                    "mlp5,cnn_small,vit_tiny")
     o.set_defaults(func=_cmd_origins)
+    gz = ssub.add_parser("generalization",
+                         help="D22: does invariance (EI) predict accuracy across a zoo and shifts?")
+    gz.add_argument("--quick", action="store_true", help="small zoo: minutes on 2 CPU cores")
+    gz.add_argument("--out", default="runs/generalization", help="output folder")
+    gz.add_argument("--checkpoints", default=None, help="checkpoint cache (default runs/checkpoints)")
+    gz.add_argument("--workers", type=int, default=1, help="process-pool size (default 1)")
+    gz.add_argument("--no-progress", action="store_true")
+    gz.add_argument("--test-set", action="append", metavar="NAME=PATH",
+                    help="extra test set: a .npz (images, labels) or a folder with one "
+                         "sub-folder per class; repeatable")
+    gz.add_argument("--models", default=None, metavar="FILE.py",
+                    help="study your own models: FILE.py defines models() yielding "
+                         "(name, nn.Module, {'mean': [...], 'std': [...]})")
+    gz.set_defaults(func=_cmd_generalization)
     r = sub.add_parser("report", help="rebuild every table and figure of DIR from its store")
     r.add_argument("dir")
     r.set_defaults(func=_cmd_report)

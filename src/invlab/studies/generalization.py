@@ -1,0 +1,415 @@
+"""Invariance ↔ generalization across a model zoo and shifted test sets (Deng et al. 2022).
+
+Stages (each resumable through the results store):
+
+1. ``generalization-zoo``: train the zoo and the reference panel (stacks of same-shape
+   models, :mod:`invlab.zoo`) into the checkpoint cache; ``zoo.csv`` lists every member;
+2. test sets (parent process, cached as ``.npz``): the ID split, ``digits`` in MNIST format,
+   the synthetic shifts of :mod:`invlab.data.shifts`, ``natadv`` (ID test images the reference
+   panel misclassifies), plus ``--test-set NAME=PATH`` sets;
+3. ``generalization``: one cell per model measuring every test set
+   (:func:`invlab.studies.generalization_measures.measure_model`);
+4. report (:mod:`invlab.report.generalization`): statistics, estimation, selection, figures.
+
+With ``models_file`` (``--models FILE.py``: ``models()`` yields ``(name, nn.Module,
+normalization)``) the user's models replace the zoo. Cell identities hold fingerprints of
+data, test sets and model files, never paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from invlab.sweep import CellContext, CellResult, run_study
+from invlab.zoo import ZooModel, expand_zoo
+
+log = logging.getLogger("invlab.studies")
+STUDY = "generalization"
+BUILTIN_SETS = ("id", "digits", "blur", "sketch", "thick", "thin", "natadv", "noise", "contrast")
+
+
+@dataclass(frozen=True)
+class GeneralizationPreset:
+    """Everything but the zoo grids (``zoo``/``reference`` keys of the YAML preset)."""
+
+    n_pool: int = 10_000
+    data_seed: int = 0
+    test_sets: tuple[str, ...] = BUILTIN_SETS
+    n_eval: int = 2000
+    shift_seed: int = 0
+    natadv_rule: str = "any"
+    transforms: tuple[str, ...] = ()
+    n_boot: int = 1000
+    boot_seed: int = 0
+    stacked: bool = True
+    stack_archs: tuple[str, ...] = ("mlp", "vit_tiny")
+    """Architectures trained stacked (``benchmarks/bench_zoo.py``: CNNs under ``vmap`` become
+    grouped convolutions, which are not faster on CPU)."""
+    max_stack: int = 16
+
+    def __post_init__(self) -> None:
+        from invlab.sweep import check
+
+        for s in self.test_sets:
+            check("test_sets", s in BUILTIN_SETS, f"unknown built-in test set {s!r}; valid: "
+                  + ", ".join(BUILTIN_SETS))
+        check("natadv_rule", self.natadv_rule in ("any", "majority"),
+              f"expected any or majority, found {self.natadv_rule!r}")
+        check("n_eval", self.n_eval >= 10, f"must be >= 10, found {self.n_eval}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    settings: GeneralizationPreset
+    zoo: tuple[ZooModel, ...]
+    reference: tuple[ZooModel, ...]
+
+
+def preset(name: str, **overrides: Any) -> Preset:
+    """Preset ``name`` of ``generalization.yaml`` (``quick``, ``full``) plus overrides."""
+    from importlib import resources
+
+    from invlab.sweep import ConfigError, from_dict
+
+    doc = yaml.safe_load(resources.files("invlab.studies").joinpath(f"{STUDY}.yaml").read_text())
+    if name not in doc:
+        raise ConfigError("preset", f"unknown preset {name!r} for study {STUDY!r}; valid: "
+                          + ", ".join(doc))
+    values = dict(doc[name])
+    zoo, ref = values.pop("zoo"), values.pop("reference")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Preset(from_dict(GeneralizationPreset, values), tuple(expand_zoo(zoo)),
+                  tuple(expand_zoo(ref)))
+
+
+# ----------------------------------------------------------------------------- cells
+
+def _nonid(default: Any = "") -> Any:
+    return field(default=default, metadata={"cell_id": False}, compare=False)
+
+
+@dataclass(frozen=True)
+class StackCell:
+    """Train one stack of same-shape zoo members (or load them from the cache)."""
+
+    members: tuple[ZooModel, ...]
+    n_pool: int
+    data_seed: int
+    data_fingerprint: str
+    stacked: bool = True
+    checkpoints: str = _nonid()
+    threads: int = _nonid(0)
+
+    def describe(self) -> str:
+        return f"{len(self.members)}x {self.members[0].model_id}"
+
+
+@dataclass(frozen=True)
+class TestSetRef:
+    name: str
+    digest: str  #: cache file ``<name>-<digest>.npz`` (digest of its key incl. data fingerprint)
+
+
+@dataclass(frozen=True)
+class ZooMeasureCell:
+    model: ZooModel
+    data_fingerprint: str
+    test_sets: tuple[TestSetRef, ...]
+    transforms: tuple[str, ...]
+    n_pool: int = 10_000
+    data_seed: int = 0
+    checkpoints: str = _nonid()
+    sets_dir: str = _nonid()
+    threads: int = _nonid(0)
+
+    def describe(self) -> str:
+        return self.model.model_id
+
+
+@dataclass(frozen=True)
+class ExternalMeasureCell:
+    name: str
+    file_fingerprint: str
+    test_sets: tuple[TestSetRef, ...]
+    transforms: tuple[str, ...]
+    file: str = _nonid()
+    sets_dir: str = _nonid()
+    threads: int = _nonid(0)
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def run_stack_cell(cell: StackCell, ctx: CellContext) -> CellResult:
+    from invlab.zoo import train_zoo, zoo_data
+
+    _threads(cell.threads)
+    data = zoo_data(cell.n_pool, cell.data_seed)
+    if data.fingerprint != cell.data_fingerprint:
+        raise RuntimeError(f"MNIST split fingerprint {data.fingerprint} differs from the study's "
+                           f"{cell.data_fingerprint}: the data changed; use a new --out")
+    rows = train_zoo(cell.members, data, cell.checkpoints, stacked=cell.stacked,
+                     max_stack=len(cell.members))
+    res = CellResult(extra={"members": [r["model_id"] for r in rows]})
+    for r in rows:
+        res.add(f"{r['model_id']}|id_accuracy", r["id_accuracy"])
+    return res
+
+
+def _load_sets(refs: tuple[TestSetRef, ...], sets_dir: str) -> Iterator[tuple[str, Any, Any]]:
+    from invlab.data.shifts import load_cached
+
+    for ref in refs:
+        x, y = load_cached(Path(sets_dir) / f"{ref.name}-{ref.digest}.npz")
+        yield ref.name, x, y
+
+
+def _measure_all(model: nn.Module, norm: Mapping[str, Any], refs: tuple[TestSetRef, ...],
+                 sets_dir: str, transforms: tuple[str, ...], extra: dict[str, Any]) -> CellResult:
+    from invlab.studies.generalization_measures import measure_model
+
+    res = CellResult(extra=extra)
+    for name, x, y in _load_sets(refs, sets_dir):
+        for k, v in measure_model(model, x, y, norm["mean"], norm["std"], transforms).items():
+            res.add(f"{name}|{k}", v, n=len(y))
+    return res
+
+
+def run_zoo_measure_cell(cell: ZooMeasureCell, ctx: CellContext) -> CellResult:
+    from invlab.checkpoint import load_checkpoint
+    from invlab.zoo import checkpoint_path
+
+    _threads(cell.threads)
+    model, meta = load_checkpoint(checkpoint_path(cell.model, cell.data_fingerprint,
+                                                  cell.checkpoints))
+    m = cell.model
+    extra = {"model_id": m.model_id, "family": m.family, "arch": m.arch, "augment": m.augment,
+             "n_train": m.n_train, "epochs": m.epochs, "seed": m.seed, "width": m.width,
+             "depth": m.depth}
+    return _measure_all(model, meta["normalization"], cell.test_sets, cell.sets_dir,
+                        cell.transforms, extra)
+
+
+def run_external_measure_cell(cell: ExternalMeasureCell, ctx: CellContext) -> CellResult:
+    _threads(cell.threads)
+    for name, model, norm in iter_user_models(cell.file):
+        if name == cell.name:
+            extra = {"model_id": name, "family": "external", "arch": type(model).__name__,
+                     "augment": "unknown"}
+            return _measure_all(model, norm, cell.test_sets, cell.sets_dir, cell.transforms,
+                                extra)
+    raise KeyError(f"{cell.file}: models() no longer yields a model named {cell.name!r}")
+
+
+# ----------------------------------------------------------------------- user models
+
+def file_fingerprint(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def iter_user_models(path: str | Path) -> Iterator[tuple[str, nn.Module, dict[str, list[float]]]]:
+    """Import ``path`` and yield its ``models()`` items, validated.
+
+    Each item must be ``(name: str, model: nn.Module, {"mean": [...], "std": [...]})`` with
+    one mean/std per input channel (std > 0).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--models {p}: no such file (expected a .py defining models())")
+    spec = importlib.util.spec_from_file_location(f"invlab_user_models_{file_fingerprint(p)}", p)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not callable(getattr(mod, "models", None)):
+        raise TypeError(f"--models {p}: the file must define a function models() yielding "
+                        "(name, torch.nn.Module, {'mean': [...], 'std': [...]})")
+    for item in mod.models():
+        if not (isinstance(item, tuple) and len(item) == 3):
+            raise TypeError(f"--models {p}: models() must yield (name, module, normalization) "
+                            f"triples, got {type(item).__name__}")
+        name, model, norm = item
+        if not isinstance(name, str) or not isinstance(model, nn.Module):
+            raise TypeError(f"--models {p}: expected (str, nn.Module, dict), got "
+                            f"({type(name).__name__}, {type(model).__name__}, ...)")
+        if not (isinstance(norm, Mapping) and {"mean", "std"} <= set(norm)
+                and len(norm["mean"]) == len(norm["std"]) and all(s > 0 for s in norm["std"])):
+            raise ValueError(f"--models {p}: model {name!r}: normalization must be "
+                             "{'mean': [per channel], 'std': [per channel, > 0]}, got " + repr(norm))
+        yield name, model, {"mean": [float(v) for v in norm["mean"]],
+                            "std": [float(v) for v in norm["std"]]}
+
+
+# ------------------------------------------------------------------------- test sets
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(y) <= n:
+        return x, y
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def _reference_predictions(ref: tuple[ZooModel, ...], data: Any, checkpoints: str) -> torch.Tensor:
+    from invlab.checkpoint import load_checkpoint
+    from invlab.zoo import checkpoint_path
+
+    preds = []
+    for m in ref:
+        model, _ = load_checkpoint(checkpoint_path(m, data.fingerprint, checkpoints))
+        with torch.inference_mode():
+            preds.append(model(data.normalize(data.test_x)).argmax(1))
+    return torch.stack(preds)
+
+
+def builtin_test_sets(p: Preset, data: Any, checkpoints: str, sets_dir: str) -> list[TestSetRef]:
+    """Build (or find cached) every built-in test set of the preset; return their refs."""
+    from invlab.data import shifts
+
+    s = p.settings
+    base = {"data": data.fingerprint, "n_eval": s.n_eval, "seed": s.shift_seed}
+    idx, idy = _subset(data.test_x, data.test_y, s.n_eval, s.shift_seed)
+    refs = []
+    for name in s.test_sets:
+        if name == "id":
+            key, build = base, (lambda: (idx, idy))
+        elif name == "digits":
+            key = {"n_eval": s.n_eval, "seed": s.shift_seed, "box": 20}
+            build = lambda: _subset(*shifts.digits_mnist_format(), s.n_eval, s.shift_seed)  # noqa: E731
+        elif name == "natadv":
+            key = {**base, "rule": s.natadv_rule,
+                   "reference": [m.model_id for m in p.reference]}
+
+            def build() -> tuple[torch.Tensor, torch.Tensor]:
+                pr = _reference_predictions(p.reference, data, checkpoints)
+                x, y, _ = shifts.natural_adversarial(data.test_x, data.test_y, pr, s.natadv_rule)
+                return _subset(x, y, s.n_eval, s.shift_seed)
+        else:
+            key = {**base, "params": shifts.DEFAULT_PARAMS[name]}
+            build = lambda name=name: (shifts.make_shift(name, idx, s.shift_seed), idy)  # noqa: E731
+        x, y = shifts.cached(name, key, build, root=sets_dir)
+        log.info("test set %s: %d images", name, len(y))
+        refs.append(TestSetRef(name, shifts.cache_path(name, key, sets_dir).stem.split("-")[-1]))
+    return refs
+
+
+def external_test_sets(specs: Mapping[str, str], sets_dir: str, n_eval: int, seed: int,
+                       in_shape: tuple[int, ...] | None, num_classes: int | None
+                       ) -> list[TestSetRef]:
+    """``--test-set NAME=PATH`` sets read with :func:`invlab.data.load_images`, cached by
+    content fingerprint (the path is not part of any identity)."""
+    from invlab.data import load_images
+    from invlab.data.shifts import cache_path, cached, fingerprint
+
+    refs = []
+    for name, path in specs.items():
+        ds = load_images(path, num_classes=num_classes, in_shape=in_shape)
+        x, y = _subset(ds.images, ds.labels, n_eval, seed)
+        key = {"fingerprint": fingerprint(x, y)}
+        cached(name, key, lambda x=x, y=y: (x, y), root=sets_dir)
+        refs.append(TestSetRef(name, cache_path(name, key, sets_dir).stem.split("-")[-1]))
+    return refs
+
+
+# ----------------------------------------------------------------------------- run
+
+def _stacks(models: list[ZooModel], s: GeneralizationPreset) -> list[tuple[ZooModel, ...]]:
+    groups: dict[tuple[Any, ...], list[ZooModel]] = {}
+    for m in models:
+        groups.setdefault(m.stack_key(), []).append(m)
+    out = []
+    for g in groups.values():
+        size = s.max_stack if s.stacked and g[0].arch in s.stack_archs else 1
+        out += [tuple(g[i:i + size]) for i in range(0, len(g), size)]
+    return out
+
+
+def _train_stage(models: list[ZooModel], p: Preset, data: Any, store: Any, out: Path,
+                 checkpoints: str, workers: int, progress: bool) -> None:
+    s = p.settings
+    threads = 1 if workers > 1 else 0
+    cells = [StackCell(st, s.n_pool, s.data_seed, data.fingerprint, s.stacked, checkpoints,
+                       threads) for st in _stacks(models, s)]
+    log.info("generalization: training %d models in %d stacks", len(models), len(cells))
+    run_study(cells, run_stack_cell, store, f"{STUDY}-zoo",
+              executor="process" if workers > 1 else "serial", workers=workers,
+              progress=progress, root=out)
+
+
+def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: int = 1,
+                       progress: bool = True, preset_name: str = "custom",
+                       test_sets: Mapping[str, str] | None = None,
+                       models_file: str | None = None) -> Path:
+    """Run the study into ``out`` (resumable); returns ``out``.
+
+    Args:
+        p: preset (:func:`preset`).
+        out: output folder (store, ``zoo.csv``, ``summary.json``, ``models.csv``, figures).
+        checkpoints: checkpoint cache root (zoo checkpoints under ``<checkpoints>/zoo/``).
+        workers: process-pool size.
+        test_sets: extra ``{name: path}`` test sets (``.npz`` or image folders).
+        models_file: a ``.py`` whose ``models()`` yields the models to study instead of the zoo.
+    """
+    from invlab.data.sources import cache_dir
+    from invlab.report.generalization import build_report
+    from invlab.studies.common import open_study
+    from invlab.zoo import train_zoo, write_zoo_table, zoo_data
+
+    s = p.settings
+    test_sets = dict(test_sets or {})
+    sets_dir = str(cache_dir() / "generalization")
+    cfg = {"preset": preset_name, **asdict(s), "zoo": [asdict(m) for m in p.zoo],
+           "reference": [asdict(m) for m in p.reference], "checkpoints": checkpoints,
+           "external_test_sets": test_sets, "models_file": models_file}
+    out, store = open_study(out, STUDY, cfg)
+    t0 = time.perf_counter()
+    threads = 1 if workers > 1 else 0
+    use_builtin = models_file is None or not test_sets
+    refs: list[TestSetRef] = []
+    if use_builtin or models_file is None:
+        data = zoo_data(s.n_pool, s.data_seed)
+        zoo = [] if models_file else list(p.zoo)
+        _train_stage(zoo + list(p.reference), p, data, store, out, checkpoints, workers, progress)
+        if zoo:
+            write_zoo_table(train_zoo(zoo, data, checkpoints), out / "zoo.csv")
+        refs = builtin_test_sets(p, data, checkpoints, sets_dir)
+    if models_file is None:
+        refs += external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, (1, 28, 28), 10)
+        cells: list[Any] = [ZooMeasureCell(m, data.fingerprint, tuple(refs), s.transforms,
+                                           s.n_pool, s.data_seed, checkpoints, sets_dir, threads)
+                            for m in p.zoo]
+        fn: Any = run_zoo_measure_cell
+    else:
+        refs += external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, None, None)
+        fp = file_fingerprint(models_file)
+        names = [n for n, _, _ in iter_user_models(models_file)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--models {models_file}: model names must be unique, got {names}")
+        cells = [ExternalMeasureCell(n, fp, tuple(refs), s.transforms,
+                                     str(Path(models_file).resolve()), sets_dir, threads)
+                 for n in names]
+        fn = run_external_measure_cell
+    log.info("generalization: %d models x %d test sets", len(cells), len(refs))
+    from invlab.sweep import atomic_write_json, cell_id
+
+    atomic_write_json(out / "current_cells.json", {"cells": [cell_id(c) for c in cells],
+                                                   "test_sets": [r.name for r in refs]})
+    run_study(cells, fn, store, STUDY, executor="process" if workers > 1 else "serial",
+              workers=workers, progress=progress, root=out)
+    log.info("generalization finished in %.1f min", (time.perf_counter() - t0) / 60)
+    build_report(out, n_boot=s.n_boot, seed=s.boot_seed)
+    return out

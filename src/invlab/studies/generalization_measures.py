@@ -1,0 +1,94 @@
+"""Per (model, test set) measures of the generalization study (D22).
+
+For pixel images ``x [N, C, H, W]`` in [0, 1], labels ``y`` and a model with per-channel
+normalization ``(mean, std)`` applied after every pixel-space transform:
+
+- ``accuracy``: ``mean(argmax f(x) == y)``; ``confidence``: ``mean max softmax f(x)``;
+- rotation (``r4``, 90°/180°/270°, averaged): ``ei`` (effective invariance), ``agreement``,
+  ``neg_js``, ``neg_kl``, ``neg_li`` (negated so that higher = more invariant for every
+  measure);
+- ``ei_<spec>`` for any extra pixel-space transform spec (``grayscale``, ``rotate:30``,
+  ``translate_x:2``, ``noise:0.1``, or any spec of ``invlab.transforms`` when installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+ROTATION_MEASURES = {"ei": "effective_invariance", "agreement": "agreement", "neg_js": "js",
+                     "neg_kl": "kl", "neg_li": "logit_l2"}
+MEASURES = ("ei", "agreement", "neg_js", "neg_kl", "neg_li", "confidence")
+
+
+def _fallback_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    from invlab.zoo.augment import affine
+
+    name, _, arg = spec.partition(":")
+    if name == "grayscale":
+        def gray(x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] != 3:
+                return x
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+            return (x * w).sum(1, keepdim=True).expand_as(x).contiguous()
+        return gray
+    if name in ("rotate", "translate_x", "translate_y") and arg:
+        v = float(arg)
+        def aff(x: torch.Tensor) -> torch.Tensor:
+            n = x.shape[0]
+            ang = torch.full((n,), v if name == "rotate" else 0.0)
+            sh = torch.zeros(n, 2)
+            if name != "rotate":
+                sh[:, 0 if name == "translate_x" else 1] = v
+            return affine(x, ang, sh)
+        return aff
+    if name == "noise" and arg:
+        std = float(arg)
+        def noise(x: torch.Tensor) -> torch.Tensor:
+            g = torch.Generator().manual_seed(0)
+            return (x + std * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        return noise
+    raise ValueError(f"unknown transform spec {spec!r}; valid here: grayscale, rotate:DEG, "
+                     "translate_x:PX, translate_y:PX, noise:STD (or install invlab.transforms)")
+
+
+def pixel_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A pixel-space transform ``[N, C, H, W] -> [N, C, H, W]`` from a spec string."""
+    try:
+        from invlab.transforms import create_transform  # type: ignore[import-not-found]
+    except ImportError:
+        return _fallback_transform(spec)
+    t = create_transform(spec)
+    return t if callable(t) else _fallback_transform(spec)
+
+
+@torch.inference_mode()
+def _logits(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
+                  std: Sequence[float], transforms: Sequence[str] = ()) -> dict[str, float]:
+    """Every measure of this module for one model on one test set (pixel images ``x``)."""
+    from invlab.metrics import functional as fm
+    from invlab.metrics import measure
+
+    m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+    norm = lambda t: (t - m) / s  # noqa: E731
+    model.eval()
+    xn = norm(x.float())
+    lg = _logits(model, xn)
+    out = {"accuracy": float((lg.argmax(1) == y).float().mean()),
+           "confidence": float(torch.softmax(lg, 1).amax(1).mean())}
+    if x.shape[-1] == x.shape[-2]:  # rot90 keeps the shape (per-channel normalization commutes)
+        res = measure(model, xn, labels=y, group="r4", metrics=list(ROTATION_MEASURES.values()))
+        for k, metric in ROTATION_MEASURES.items():
+            v = float(res.per_sample[metric].mean())
+            out[k] = -v if k.startswith("neg_") else v
+    for spec in transforms:
+        lt = _logits(model, norm(pixel_transform(spec)(x.float())))
+        out[f"ei_{spec}"] = float(fm.effective_invariance(lg, lt).mean())
+    return out
