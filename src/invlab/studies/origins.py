@@ -62,13 +62,13 @@ class OriginsPreset:
     """The study's knobs (``origins.yaml`` presets ``full`` and ``quick``)."""
 
     dataset: str = "fashion-mnist"
-    archs: tuple[str, ...] = ("mlp5", "cnn_small", "vit_tiny")
+    archs: tuple[str, ...] = ("mlp5", "cnn_medium", "vit_tiny")
     regimes: tuple[str, ...] = ("untrained", "none", STANDARD)
     seeds: tuple[int, ...] = (0, 1)
-    ablation_arch: str = "cnn_small"
+    ablation_arch: str = "cnn_medium"
     ablation_regimes: tuple[str, ...] = REGIMES
     ablation_seeds: tuple[int, ...] = (0,)
-    factor_arch: str = "cnn_small"
+    factor_arch: str = "cnn_medium"
     epochs: int = 10
     batch_size: int = 256
     lr: float = 1e-3
