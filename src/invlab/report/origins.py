@@ -89,9 +89,13 @@ def mid(med: pd.DataFrame) -> pd.Series:
     return med[[m for m in MID if m in med.columns]].mean(axis=1)
 
 
+ARCH_ORDER = ["mlp", "mlp5", "cnn_small", "cnn_medium", "vit_tiny"]
+
+
 def _sorted_models(keys: Any) -> list[tuple[str, str]]:
     keys = list(dict.fromkeys(keys))
-    archs = list(dict.fromkeys(a for a, _ in keys))
+    seen = list(dict.fromkeys(a for a, _ in keys))
+    archs = [a for a in ARCH_ORDER if a in seen] + [a for a in seen if a not in ARCH_ORDER]
     return sorted(keys, key=lambda k: (archs.index(k[0]), REGIME_ORDER.index(k[1])
                                        if k[1] in REGIME_ORDER else 99))
 
