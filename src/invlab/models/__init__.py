@@ -33,7 +33,7 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "cnn_small": (CNNSmall, "3 conv layers (16/32/64) + global average pool + linear head"),
     "mlp": (MLP5, "ReLU MLP with configurable hidden width and depth (hidden=128, depth=5)"),
     "cnn_medium": (CNNMedium, "LeNet-style: two 5x5 conv stages (width, 2*width) + hidden FC"),
-    "vit_tiny": (ViTTiny, "tiny ViT: 7x7 patches, dim 32, 2 pre-norm blocks of 2 heads, cls token"),
+    "vit_tiny": (ViTTiny, "tiny ViT: 7x7 patches at 28x28 (6x6 at 36x36), dim 32, 2 pre-norm blocks, cls token"),
 }
 
 

@@ -15,7 +15,7 @@ class CNNMedium(nn.Module):
     (H and W divisible by 4).
     """
 
-    def __init__(self, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
+    def __init__(self, in_shape: Sequence[int] = (1, 36, 36), num_classes: int = 9,
                  width: int = 8, hidden: int = 64) -> None:
         super().__init__()
         c, h, w = (int(s) for s in in_shape)

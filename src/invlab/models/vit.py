@@ -35,18 +35,21 @@ class _Block(nn.Module):
 
 
 class ViTTiny(nn.Module):
-    """Patchify (``patch``×``patch``, non-overlapping), linear embed, class token, learned
+    """Patchify (``patch``×``patch``, non-overlapping; default: 7, 6, 4 or 2, whichever tiles
+    the image first), linear embed, class token, learned
     position embedding, ``depth`` blocks, final LayerNorm; the class token is the feature.
 
     Shapes: ``[N, C, H, W] -> forward_features [N, dim] -> [N, num_classes]``; H and W
     must be multiples of ``patch``.
     """
 
-    def __init__(self, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
-                 patch: int = 7, dim: int = 32, depth: int = 2, heads: int = 2,
+    def __init__(self, in_shape: Sequence[int] = (1, 36, 36), num_classes: int = 9,
+                 patch: int | None = None, dim: int = 32, depth: int = 2, heads: int = 2,
                  mlp_ratio: int = 2) -> None:
         super().__init__()
         c, h, w = (int(s) for s in in_shape)
+        if patch is None:  # the largest of 7, 6, 4, 2 that tiles the image (28 -> 7, 36 -> 6)
+            patch = next((p for p in (7, 6, 4, 2) if h % p == 0 and w % p == 0), 7)
         if h % patch or w % patch or dim % heads:
             raise ValueError(f"need H, W multiples of patch and dim divisible by heads; found "
                              f"in_shape={tuple(in_shape)}, patch={patch}, dim={dim}, heads={heads}")

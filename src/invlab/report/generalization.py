@@ -425,3 +425,30 @@ def print_table(out_dir: str | Path) -> str:
         lines += ["", "Model selection by the highest score, mean regret over test sets:"]
         lines += [f"  {LABELS.get(m, m):16s} {v['mean_regret']:.3f}" for m, v in sel.items()]
     return "\n".join(lines) + "\n\n" + (out / "claims.md").read_text()
+
+
+def figure_test_sets(sets_dir: str | Path, refs: list[Any], out: Path, n: int = 8) -> list[str]:
+    """Picture grid: ``n`` examples (first images, with labels) of every test set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from invlab.data.shifts import load_cached
+
+    fig, axes = plt.subplots(len(refs), n, figsize=(n * 0.9, len(refs) * 1.0), squeeze=False)
+    for row, ref in zip(axes, refs, strict=True):
+        x, y = load_cached(Path(sets_dir) / f"{ref.name}-{ref.digest}.npz")
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(y):
+                ax.axis("off")
+                continue
+            img = x[j].permute(1, 2, 0).numpy()
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(str(int(y[j])), fontsize=7, pad=1)
+        row[0].set_ylabel(f"{ref.name}\n({len(y)})", fontsize=7, rotation=0, ha="right",
+                          va="center")
+    fig.tight_layout(pad=0.2)
+    return _save(fig, out, "test_sets")

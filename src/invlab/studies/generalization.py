@@ -404,6 +404,9 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
                  for n in names]
         fn = run_external_measure_cell
     log.info("generalization: %d models x %d test sets", len(cells), len(refs))
+    from invlab.report.generalization import figure_test_sets
+
+    figure_test_sets(sets_dir, refs, out)
     from invlab.sweep import atomic_write_json, cell_id
 
     atomic_write_json(out / "current_cells.json", {"cells": [cell_id(c) for c in cells],
