@@ -34,6 +34,10 @@ def _build(out_dir: str, path: object, store: object) -> list[str]:
         from invlab.report.spectral import build_report as spectral
 
         written += spectral(out_dir)
+    if "origins" in studies:
+        from invlab.report.origins import build_report as origins
+
+        written += origins(out_dir)
     if "generalization" in studies:
         from invlab.report.generalization import build_report as generalization
 

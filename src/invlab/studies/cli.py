@@ -95,6 +95,23 @@ def _cmd_spectral(args: argparse.Namespace) -> int:
     return _done(print_table(out), out, t0)
 
 
+def _cmd_origins(args: argparse.Namespace) -> int:
+    from invlab.report.origins import print_table
+    from invlab.studies.origins import preset, run_origins
+
+    name = args.preset or ("quick" if args.quick else "full")
+    over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
+                               "archs": _csv(args.archs),
+                               "seeds": tuple(range(args.seeds)) if args.seeds else None}
+    if args.data and not args.data.endswith(".npz") and not os.path.exists(args.data):
+        over["dataset"] = args.data
+    t0 = time.perf_counter()
+    out = run_origins(preset(name, **over), args.out, _ckpt(args), args.workers,
+                      not args.no_progress, name, models_file=args.models,
+                      data=args.data if "dataset" not in over else None)
+    return _done(print_table(out), out, t0)
+
+
 def _kv(items: list[str] | None) -> dict[str, str]:
     out = {}
     for it in items or []:
@@ -150,6 +167,19 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     s = ssub.add_parser("spectral", help="M23 Fig. 5: sigma_max of the input Jacobian")
     _common(s, "runs/spectral")
     s.set_defaults(func=_cmd_spectral)
+    o = ssub.add_parser("origins", help="B21: where invariance comes from (data, augmentation, "
+                        "architecture); profiles, ablation, factors of variation")
+    _common(o, "runs/origins")
+    o.add_argument("--models", default=None, metavar="FILE.py",
+                   help="profile your own models: FILE.py defines models() yielding "
+                        "(name, nn.Module, {'mean': [...], 'std': [...]})")
+    o.add_argument("--data", default=None, metavar="NAME|PATH",
+                   help="data source name (fashion-mnist, mnist) or an image folder / .npz")
+    o.add_argument("--preset", default=None, choices=["full", "reduced", "quick"],
+                   help="preset of origins.yaml (default full; --quick = quick)")
+    o.add_argument("--archs", default=None, help="comma list of registry models, e.g. "
+                   "mlp5,cnn_small,vit_tiny")
+    o.set_defaults(func=_cmd_origins)
     gz = ssub.add_parser("generalization",
                          help="D22: does invariance (EI) predict accuracy across a zoo and shifts?")
     gz.add_argument("--quick", action="store_true", help="small zoo: minutes on 2 CPU cores")

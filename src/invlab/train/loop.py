@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,12 +134,19 @@ def _regularizer(name: str):  # type: ignore[no-untyped-def]
     return regularizer(name)
 
 
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""``augment(x [N, C, H, W], generator) -> [N, C, H, W]``: extra per-sample augmentation."""
+
+
 def train_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: Group,
-                    cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, float]:
-    """Loss for one batch: random elements per sample, plus IR's pair term. Returns
-    (loss, regularizer value)."""
+                    cfg: TrainConfig, gen: torch.Generator, augment: Augment | None = None
+                    ) -> tuple[torch.Tensor, float]:
+    """Loss for one batch: random elements per sample (then ``augment(x, gen)`` if given),
+    plus IR's pair term. Returns (loss, regularizer value)."""
     n = x.shape[0]
     xg = group.act(x, torch.randint(0, group.order, (n,), generator=gen))
+    if augment is not None:
+        xg = augment(xg, gen)
     if cfg.method != "ir" or cfg.nu == 0:
         return F.cross_entropy(model(xg), y), 0.0
     xh = group.act(xg, torch.randint(0, group.order, (n,), generator=gen))
@@ -149,16 +156,21 @@ def train_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: G
 
 
 def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None = None,
-          progress: bool = True, metadata: dict[str, Any] | None = None) -> TrainResult:
+          progress: bool = True, metadata: dict[str, Any] | None = None,
+          augment: Augment | None = None) -> TrainResult:
     """Train per ``cfg`` on ``data.train``; select by accuracy on ``data.val``.
 
     Deterministic on CPU: the same config, data and seed give identical weights (training
     runs with exactly ``cfg.threads`` intra-op threads; the caller's setting is restored).
     If ``checkpoint`` is given, the best model is saved there with ``save_checkpoint``
     (model, group, normalization statistics, data fingerprint, data and training config, seed).
+    ``augment(x, generator)`` (optional) transforms every training batch after the group
+    element, drawing from the loop's seeded generator (e.g. ``Family.sample``); with the
+    trivial group ``t1`` it is the only augmentation. It is not part of ``cfg``: callers
+    that cache checkpoints must key them on it themselves.
     """
     with intra_op_threads(cfg.threads):
-        return _train(cfg, data, checkpoint, progress, metadata)
+        return _train(cfg, data, checkpoint, progress, metadata, augment)
 
 
 @contextmanager
@@ -173,7 +185,8 @@ def intra_op_threads(n: int) -> Iterator[None]:
 
 
 def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None,
-           progress: bool, metadata: dict[str, Any] | None) -> TrainResult:
+           progress: bool, metadata: dict[str, Any] | None,
+           augment: Augment | None = None) -> TrainResult:
     group = create_group(cfg.group)
     model = build_model(cfg, data.in_shape, data.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -192,7 +205,7 @@ def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | No
         tot_loss, tot_reg, steps = 0.0, 0.0, 0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            loss, reg = train_step_loss(model, x_all[idx], y_all[idx], group, cfg, gen)
+            loss, reg = train_step_loss(model, x_all[idx], y_all[idx], group, cfg, gen, augment)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss at epoch {epoch} step {steps} (method={cfg.method}, "

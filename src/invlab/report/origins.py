@@ -1,0 +1,554 @@
+"""Report of the origins study (B21): profiles, ablation, factors of variation, claims.
+
+Everything is rebuilt from the store: ``summary.json`` (profile medians per (layer,
+architecture, regime, transform, magnitude), accuracies, the ablation table, the factor
+rankings, specificity and alignment, and the claims check), Markdown/CSV tables and the
+figures (PNG + SVG). "Mid-magnitude invariance" is the median invariance averaged over
+magnitude indices 3–7 (the spec's window for the invariance gap).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from invlab.factors import B21_FAMILIES, GEOMETRIC  # noqa: E402
+from invlab.metrics.functional.factors import (  # noqa: E402
+    alignment,
+    chance_alignment,
+    class_specificity,
+)
+from invlab.report.tables import write_table  # noqa: E402
+from invlab.sweep import ResultsStore  # noqa: E402
+from invlab.sweep.io import atomic_write_json  # noqa: E402
+
+STUDY = "origins"
+MID = (3, 4, 5, 6, 7)
+STANDARD = "translate_zoom"
+REGIME_ORDER = ["untrained", "none", "translate", "zoom", "translate_zoom", "rrc", "mix13",
+                "user"]
+REGIME_LABEL = {"untrained": "untrained", "none": "no aug", "translate": "translate",
+                "zoom": "zoom", "translate_zoom": "std aug (transl+zoom)", "rrc": "rrc-like",
+                "mix13": "13-transform mix", "user": "as given"}
+FMNIST_CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Boot"]
+TOP_K = 5
+
+
+# ------------------------------------------------------------------------------ load
+
+def _model_key(cfg: dict[str, Any]) -> tuple[str, str, int]:
+    m = cfg["model"]
+    if "arch" in m:
+        return m["arch"], m["regime"], int(m["seed"])
+    return m["name"], "untrained" if m["untrained"] else "user", 0
+
+
+def load(store: ResultsStore) -> dict[str, Any]:
+    """Profile rows as a DataFrame, accuracies, the factor tables."""
+    recs, acc = [], []
+    for r in store.rows(STUDY):
+        cfg = r["config"]
+        if "n_profile" not in cfg:
+            continue
+        arch, regime, seed = _model_key(cfg)
+        met = r["metric"]
+        if met == "accuracy":
+            acc.append({"arch": arch, "regime": regime, "seed": seed, "accuracy": r["value"]})
+        elif met.startswith("ri:"):
+            _, stat, layer, tr, mag = met.split(":")
+            recs.append((arch, regime, seed, layer, tr, int(mag), stat, r["value"]))
+    prof = pd.DataFrame(recs, columns=["arch", "regime", "seed", "layer", "transform", "mag",
+                                       "stat", "value"])
+    factors = []
+    for c in store.cells(STUDY):
+        if "n_pairs" in c["config"] and c["extra"]:
+            factors.append({"model": _model_key(c["config"]), **c["extra"]["factors"]})
+    return {"profile": prof, "accuracy": pd.DataFrame(acc, columns=["arch", "regime", "seed",
+                                                                    "accuracy"]),
+            "factors": factors}
+
+
+def medians(prof: pd.DataFrame, layer: str = "penultimate") -> pd.DataFrame:
+    """Seed-mean of the per-cell medians: index (arch, regime, transform), columns mag."""
+    d = prof[(prof.stat == "median") & (prof.layer == layer)]
+    return d.groupby(["arch", "regime", "transform", "mag"])["value"].mean().unstack("mag")
+
+
+def mid(med: pd.DataFrame) -> pd.Series:
+    """Mid-magnitude invariance per (arch, regime, transform)."""
+    return med[[m for m in MID if m in med.columns]].mean(axis=1)
+
+
+ARCH_ORDER = ["mlp", "mlp5", "cnn_small", "cnn_medium", "vit_tiny"]
+
+
+def _sorted_models(keys: Any) -> list[tuple[str, str]]:
+    keys = list(dict.fromkeys(keys))
+    seen = list(dict.fromkeys(a for a, _ in keys))
+    archs = [a for a in ARCH_ORDER if a in seen] + [a for a in seen if a not in ARCH_ORDER]
+    return sorted(keys, key=lambda k: (archs.index(k[0]), REGIME_ORDER.index(k[1])
+                                       if k[1] in REGIME_ORDER else 99))
+
+
+# ----------------------------------------------------------------------------- claims
+
+def _gap_table(m: pd.Series, arch: str, trained: str) -> np.ndarray | None:
+    try:
+        return np.array([m[(arch, trained, t)] - m[(arch, "untrained", t)] for t in B21_FAMILIES])
+    except KeyError:
+        return None
+
+
+def claim_data_vs_aug(m: pd.Series) -> dict[str, Any]:
+    """Training on the data (none − untrained) vs what standard augmentation adds
+    (translate_zoom − none), mid-magnitude invariance averaged over the 13 transforms."""
+    per = {}
+    for arch in dict.fromkeys(a for a, _, _ in m.index):
+        g = _gap_table(m, arch, "none")
+        if g is None or (arch, STANDARD, B21_FAMILIES[0]) not in m.index:
+            continue
+        aug = np.array([m[(arch, STANDARD, t)] - m[(arch, "none", t)] for t in B21_FAMILIES])
+        per[arch] = {"data_gain": float(g.mean()), "aug_gain": float(aug.mean()),
+                     "aug_gain_geometric": float(aug[:len(GEOMETRIC)].mean()),
+                     "aug_gain_appearance": float(aug[len(GEOMETRIC):].mean()),
+                     "transforms_data_gain_positive": int((g > 0).sum())}
+    q = "does training on the data raise invariance far more than augmentation adds?"
+    if not per:
+        return {"question": q, "answer": None,
+                "reason": "needs untrained, none and translate_zoom models"}
+    dg = float(np.mean([v["data_gain"] for v in per.values()]))
+    ag = float(np.mean([v["aug_gain"] for v in per.values()]))
+    ok = dg > 0 and dg >= 2 * max(ag, 0.0)
+    return {"question": q, "answer": bool(ok), "data_gain": dg, "aug_gain": ag,
+            "criterion": "data gain > 0 and >= 2x the augmentation gain (mid-magnitude median "
+                         "invariance, mean over 13 transforms and architectures)",
+            "per_arch": per}
+
+
+def claim_arch_vs_regime(m: pd.Series) -> dict[str, Any]:
+    """Mean range across architectures (per regime, transform) vs across regimes (per arch)."""
+    df = m.rename("v").reset_index()
+    regimes = [r for r in ("untrained", "none", STANDARD, "user") if r in set(df.regime)]
+    df = df[df.regime.isin(regimes)]
+    archs = sorted(set(df.arch))
+    if len(archs) < 2 or len(regimes) < 2:
+        return {"question": "do architectures differ less than regimes?", "answer": None,
+                "reason": "needs >= 2 architectures and >= 2 regimes"}
+    a = df.groupby(["regime", "transform"])["v"].agg(lambda s: s.max() - s.min()).mean()
+    r = df.groupby(["arch", "transform"])["v"].agg(lambda s: s.max() - s.min()).mean()
+    trained = df[df.regime != "untrained"]
+    a_tr = trained.groupby(["regime", "transform"])["v"].agg(lambda s: s.max() - s.min()).mean()
+    r_tr = trained.groupby(["arch", "transform"])["v"].agg(lambda s: s.max() - s.min()).mean()
+    return {"question": "do architectures differ less than regimes?", "answer": bool(a < r),
+            "arch_range": float(a), "regime_range": float(r),
+            "arch_range_trained_only": float(a_tr), "regime_range_trained_only": float(r_tr),
+            "criterion": "mean over (regime, transform) of the range across architectures < mean "
+                         "over (architecture, transform) of the range across regimes "
+                         f"({', '.join(regimes)}), mid-magnitude median invariance"}
+
+
+def factor_summary(f: dict[str, Any]) -> dict[str, Any]:
+    scores = torch.tensor(f["proportion_boosted_at_best"])
+    spec = class_specificity(scores, TOP_K)
+    k = scores.shape[0]
+    off = ~torch.eye(k, dtype=torch.bool)
+    top = [[f["transforms"][j] for j in np.argsort(r)[:TOP_K]] for r in f["rank"]]
+    return {"classes": f["classes"], "transforms": f["transforms"], "top5": top,
+            "spearman": spec["spearman"].tolist(), "iou": spec["iou"].tolist(),
+            "mean_spearman": float(spec["spearman"][off].mean()) if k > 1 else float("nan"),
+            "mean_iou": float(spec["iou"][off].mean()) if k > 1 else float("nan"),
+            "distinct_top1": len({t[0] for t in top}), "scores": scores.tolist()}
+
+
+def claim_specific(fs: dict[str, Any]) -> dict[str, Any]:
+    ok = fs["mean_spearman"] < 0.5
+    return {"question": "do classes have specific factors?", "answer": bool(ok),
+            "mean_spearman": fs["mean_spearman"], "mean_top5_iou": fs["mean_iou"],
+            "distinct_top1": fs["distinct_top1"],
+            "criterion": "mean Spearman correlation of two classes' factor rankings < 0.5 "
+                         "(random top-5 sets of 13 would give IoU ~0.24)"}
+
+
+def alignment_table(m: pd.Series, fs: dict[str, Any]) -> dict[str, Any]:
+    """Per architecture and trained regime: gap per transform, per-class alignment."""
+    scores = torch.tensor(fs["scores"], dtype=torch.float64)
+    order = [fs["transforms"].index(t) for t in B21_FAMILIES]
+    scores = scores[:, order]
+    out: dict[str, Any] = {}
+    for arch in dict.fromkeys(a for a, _, _ in m.index):
+        for trained in ("none", STANDARD, "user"):
+            g = _gap_table(m, arch, trained)
+            if g is None:
+                continue
+            gap = torch.tensor(g)
+            al = alignment(scores, gap, TOP_K)
+            top = torch.argsort(-scores, dim=1, stable=True)[:, :TOP_K]
+            in_top = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
+            g_top = float(torch.stack([gap[r].mean() for r in in_top]).mean())
+            g_rest = float(torch.stack([gap[~r].mean() for r in in_top]).mean())
+            out[f"{arch}/{trained}"] = {"gap": dict(zip(B21_FAMILIES, g.tolist())),
+                                        "alignment": al.tolist(),
+                                        "mean_alignment": float(al.mean()),
+                                        "chance": chance_alignment(gap),
+                                        "gap_top5": g_top, "gap_rest": g_rest}
+    return out
+
+
+def claim_alignment(al: dict[str, Any]) -> dict[str, Any]:
+    if not al:
+        return {"question": "does invariance align with the factors?", "answer": None,
+                "reason": "needs trained and untrained profiles"}
+    keys = [k for k in al if k.endswith("/none") or k.endswith("/user")] or list(al)
+    ma = float(np.mean([al[k]["mean_alignment"] for k in keys]))
+    ch = float(np.mean([al[k]["chance"] for k in keys]))
+    diff = float(np.mean([al[k]["gap_top5"] - al[k]["gap_rest"] for k in keys]))
+    return {"question": "does invariance align with the factors?",
+            "answer": bool(ma >= ch and diff > 0), "mean_alignment": ma, "chance": ch,
+            "gap_top5_minus_rest": diff, "models": keys,
+            "criterion": "share of each class's top-5 factors with a positive invariance gap "
+                         "(trained without augmentation − untrained) >= the share of all 13 "
+                         "transforms (chance), and the mean gap over the top-5 > over the rest"}
+
+
+# ----------------------------------------------------------------------------- tables
+
+def ablation_table(m: pd.Series, acc: pd.DataFrame, arch: str) -> pd.DataFrame:
+    rows = []
+    regs = [r for r in REGIME_ORDER if (arch, r, B21_FAMILIES[0]) in m.index]
+    for r in regs:
+        a = acc[(acc.arch == arch) & (acc.regime == r)].accuracy
+        v = np.array([m[(arch, r, t)] for t in B21_FAMILIES])
+        row = {"regime": r, "accuracy": round(100 * float(a.mean()), 2) if len(a) else None,
+               "seeds": int(len(a)), "mean_inv": round(float(v.mean()), 3),
+               "geometric": round(float(v[:len(GEOMETRIC)].mean()), 3),
+               "appearance": round(float(v[len(GEOMETRIC):].mean()), 3)}
+        row.update({t: round(float(x), 3) for t, x in zip(B21_FAMILIES, v)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claims_markdown(claims: list[dict[str, Any]]) -> str:
+    lines = ["| question | measured answer | numbers |", "|---|---|---|"]
+    for c in claims:
+        nums = {k: v for k, v in c.items() if isinstance(v, float)}
+        ans = "n/a" if c.get("answer") is None else ("yes" if c["answer"] else "no")
+        lines.append(f"| {c.get('question', '')} | {ans} | "
+                     + ", ".join(f"{k}={v:.3f}" for k, v in nums.items()) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- figures
+
+def _save(fig: plt.Figure, out: Path, stem: str) -> list[str]:
+    from invlab.report.genuine import _save as save
+
+    return save(fig, out, stem)
+
+
+def _colors(models: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    archs = list(dict.fromkeys(a for a, _ in models))
+    cmaps = ["Blues", "Oranges", "Greens", "Purples", "Reds", "Greys"]
+    out = {}
+    for i, a in enumerate(archs):
+        regs = [r for aa, r in models if aa == a]
+        cm = plt.get_cmap(cmaps[i % len(cmaps)])
+        for j, r in enumerate(regs):
+            out[(a, r)] = cm(0.35 + 0.55 * j / max(1, len(regs) - 1))
+    return out
+
+
+def figure_boxes(prof: pd.DataFrame, out: Path, geometric: bool, layer: str = "penultimate"
+                 ) -> list[str]:
+    """Box plots (quartiles, 5–95 % whiskers) of invariance vs magnitude, per transform,
+    one box per model × regime (seed 0; main regimes only)."""
+    d = prof[(prof.layer == layer) & (prof.seed == prof.seed.min())
+             & prof.regime.isin(["untrained", "none", STANDARD, "user"])]
+    fams = [t for t in B21_FAMILIES if (t in GEOMETRIC) == geometric]
+    models = _sorted_models(zip(d.arch, d.regime))
+    if d.empty or not models:
+        return []
+    col = _colors(models)
+    stats = d.pivot_table(index=["arch", "regime", "transform", "mag"], columns="stat",
+                          values="value")
+    ncol = 2
+    nrow = int(np.ceil(len(fams) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(16, 3.1 * nrow), squeeze=False)
+    nm = len(models)
+    w = 0.8 / nm
+    for ax, t in zip(axes.flat, fams):
+        for i, k in enumerate(models):
+            bx = []
+            for mg in range(1, 10):
+                s = stats.loc[(k[0], k[1], t, mg)]
+                bx.append({"med": s["median"], "q1": s["q1"], "q3": s["q3"],
+                           "whislo": s["p05"], "whishi": s["p95"], "fliers": []})
+            pos = np.arange(1, 10) + (i - (nm - 1) / 2) * w
+            art = ax.bxp(bx, positions=pos, widths=w * 0.9, patch_artist=True,
+                         showfliers=False, manage_ticks=False)
+            for b in art["boxes"]:
+                b.set_facecolor(col[k])
+                b.set_linewidth(0.4)
+            for part in ("medians", "whiskers", "caps"):
+                for ln in art[part]:
+                    ln.set_linewidth(0.6)
+                    ln.set_color("black" if part == "medians" else "0.4")
+        ax.axhline(0, color="0.6", lw=0.6, ls=":")
+        ax.set_ylim(-1.05, 1.05)  # the score is unbounded below; whiskers clipped at -1
+        ax.set_xticks(range(1, 10))
+        ax.set_xlim(0.4, 9.6)
+        ax.set_title(t, fontsize=10)
+        ax.set_ylabel("invariance", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(fams):]:
+        ax.axis("off")
+    axes.flat[-1 if len(fams) % ncol == 0 else len(fams)].set_xlabel("magnitude index")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=col[k]) for k in models]
+    kind = "geometric" if geometric else "appearance"
+    fig.suptitle(f"Representation invariance vs magnitude ({kind} transforms, {layer} layer; "
+                 "boxes: quartiles, whiskers: 5–95 %, axis clipped at −1)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.legend(handles, [f"{a} · {REGIME_LABEL.get(r, r)}" for a, r in models],
+               loc="lower center", ncol=min(len(models), 6), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    return _save(fig, out, f"fig_profile_{kind}" + ("" if layer == "penultimate" else "_inner"))
+
+
+def figure_heatmap(m: pd.Series, out: Path, stem: str = "fig_heatmap_median",
+                   title: str = "Median invariance (magnitudes 3–7), penultimate layer"
+                   ) -> list[str]:
+    df = m.rename("v").reset_index()
+    models = _sorted_models(zip(df.arch, df.regime))
+    if not models:
+        return []
+    mat = np.array([[m.get((a, r, t), np.nan) for a, r in models] for t in B21_FAMILIES])
+    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(models), 6.2))
+    im = ax.imshow(mat, cmap="viridis", vmin=min(0.0, np.nanmin(mat)), vmax=1.0, aspect="auto")
+    for i in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if mat[i, j] < 0.6 else "black")
+    ax.set_yticks(range(len(B21_FAMILIES)), B21_FAMILIES, fontsize=8)
+    ax.set_xticks(range(len(models)), [f"{a}\n{REGIME_LABEL.get(r, r)}" for a, r in models],
+                  fontsize=7, rotation=60, ha="right")
+    ax.axhline(len(GEOMETRIC) - 0.5, color="white", lw=1.5)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, stem)
+
+
+def _class_names(classes: list[int], dataset: str) -> list[str]:
+    if dataset == "fashion-mnist" and max(classes) < 10:
+        return [FMNIST_CLASSES[c] for c in classes]
+    return [str(c) for c in classes]
+
+
+def figure_factors(fs: dict[str, Any], out: Path, dataset: str) -> list[str]:
+    s = np.array(fs["scores"])
+    ranks = np.argsort(np.argsort(-s, axis=1, kind="stable"), axis=1)
+    names = _class_names(fs["classes"], dataset)
+    fig, ax = plt.subplots(figsize=(9.5, 0.45 * len(names) + 2.2))
+    im = ax.imshow(s, cmap="magma", vmin=0, vmax=max(0.5, float(s.max())), aspect="auto")
+    for i in range(s.shape[0]):
+        for j in range(s.shape[1]):
+            ax.text(j, i, str(ranks[i, j] + 1), ha="center", va="center", fontsize=7,
+                    color="white" if s[i, j] < 0.6 * max(0.5, s.max()) else "black",
+                    fontweight="bold" if ranks[i, j] < TOP_K else "normal")
+    ax.set_xticks(range(len(fs["transforms"])), fs["transforms"], rotation=45, ha="right",
+                  fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.03, label="proportion of pairs boosted (best magnitude)")
+    ax.set_title("Factors of variation per class (numbers: rank; bold: top 5)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, "fig_factors")
+
+
+def figure_specificity(fs: dict[str, Any], out: Path, dataset: str) -> list[str]:
+    names = _class_names(fs["classes"], dataset)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax, key, title in zip(axes, ("spearman", "iou"),
+                              ("Spearman ρ of factor rankings", f"IoU of top-{TOP_K} factors")):
+        mat = np.array(fs[key])
+        im = ax.imshow(mat, cmap="coolwarm", vmin=-1 if key == "spearman" else 0, vmax=1)
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.045)
+    fig.suptitle("Class specificity of the factors of variation", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out, "fig_specificity")
+
+
+def figure_alignment(al: dict[str, Any], fs: dict[str, Any], out: Path, dataset: str
+                     ) -> list[str]:
+    keys = [k for k in al if k.endswith("/none") or k.endswith("/user")] or list(al)
+    if not keys:
+        return []
+    names = _class_names(fs["classes"], dataset)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6), gridspec_kw={"width_ratios": [1.3, 1]})
+    ax = axes[0]
+    w = 0.8 / len(keys)
+    for i, k in enumerate(keys):
+        ax.bar(np.arange(len(names)) + (i - (len(keys) - 1) / 2) * w, al[k]["alignment"], w,
+               label=f"{k.split('/')[0]} (chance {al[k]['chance']:.2f})")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"share of top-{TOP_K} factors with gap > 0")
+    ax.set_title("Alignment of invariance gap (no aug − untrained) with factors", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    order = [fs["transforms"].index(t) for t in B21_FAMILIES]
+    mean_pb = np.array(fs["scores"])[:, order].mean(0)
+    for k in keys:
+        g = np.array([al[k]["gap"][t] for t in B21_FAMILIES])
+        ax.scatter(mean_pb, g, s=18, label=k.split("/")[0])
+    k0 = keys[0]
+    for j, t in enumerate(B21_FAMILIES):
+        ax.annotate(t, (mean_pb[j], al[k0]["gap"][t]), fontsize=6, xytext=(2, 2),
+                    textcoords="offset points")
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.set_xlabel("proportion boosted (mean over classes)")
+    ax.set_ylabel("invariance gap (mid magnitudes)")
+    ax.set_title("Gap vs factor strength per transform", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "fig_alignment")
+
+
+# ------------------------------------------------------------------------------ build
+
+def _profiles_json(prof: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in sorted(set(prof.layer)):
+        med = medians(prof, layer)
+        d: dict[str, Any] = defaultdict(lambda: defaultdict(dict))
+        for (a, r, t), row in med.iterrows():
+            d[a][r][t] = [round(float(v), 4) for v in row.values]
+        out[layer] = {a: dict(v) for a, v in d.items()}
+    return out
+
+
+def build_report(out_dir: str | Path, store: ResultsStore | None = None) -> list[str]:
+    """Write summary.json, the tables and the figures of ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    own = store is None
+    store = store or ResultsStore(out / "store.sqlite")
+    try:
+        data = load(store)
+    finally:
+        if own:
+            store.close()
+    return _write(out, data, _dataset(out))
+
+
+def _dataset(out: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((out / "config.json").read_text())["config"]["data"]["dataset"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return ""
+
+
+def _write(out: Path, data: dict[str, Any], dataset: str) -> list[str]:
+    prof, acc = data["profile"], data["accuracy"]
+    paths: list[str] = []
+    if prof.empty:
+        return paths
+    m = mid(medians(prof))
+    claims = [claim_data_vs_aug(m), claim_arch_vs_regime(m)]
+    summary: dict[str, Any] = {"profiles_median": _profiles_json(prof),
+                               "mid_magnitudes": list(MID)}
+    accs = acc.groupby(["arch", "regime"]).accuracy.agg(["mean", "std", "count"]).reset_index()
+    summary["accuracy"] = accs.to_dict(orient="records")
+    abl_arch = _ablation_arch(m)
+    if abl_arch:
+        abl = ablation_table(m, acc, abl_arch)
+        summary["ablation"] = {"arch": abl_arch, "rows": abl.to_dict(orient="records")}
+        paths += write_table(abl, out, "ablation", f"Augmentation ablation ({abl_arch}): "
+                             "test accuracy and mid-magnitude median invariance")
+    if data["factors"]:
+        fs = factor_summary(data["factors"][0])
+        fs["reference_model"] = list(data["factors"][0]["model"])
+        al = alignment_table(m, fs)
+        claims += [claim_specific(fs), claim_alignment(al)]
+        summary["factors"] = fs
+        summary["alignment"] = al
+        paths += figure_factors(fs, out, dataset)
+        paths += figure_specificity(fs, out, dataset)
+        paths += figure_alignment(al, fs, out, dataset)
+    summary["claims"] = claims
+    paths += write_table(_heat_table(m), out, "profile_mid", "Median invariance, magnitudes "
+                         "3–7 (rows: transform; columns: architecture/regime)")
+    paths += figure_boxes(prof, out, geometric=True)
+    paths += figure_boxes(prof, out, geometric=False)
+    paths += figure_heatmap(m, out)
+    inner = sorted(set(prof.layer) - {"penultimate"})
+    if inner:
+        mi = mid(pd.concat([medians(prof, lay) for lay in inner]))
+        paths += figure_heatmap(mi, out, "fig_heatmap_median_inner",
+                                "Median invariance (magnitudes 3–7), inner layer")
+    (out / "claims.md").write_text(claims_markdown(claims) + "\n")
+    paths.append(str(out / "claims.md"))
+    atomic_write_json(out / "summary.json", _clean(summary))
+    paths.append(str(out / "summary.json"))
+    return paths
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf → None, numpy scalars → Python (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _ablation_arch(m: pd.Series) -> str | None:
+    counts = m.rename("v").reset_index().groupby("arch").regime.nunique()
+    return str(counts.idxmax()) if len(counts) and counts.max() > 3 else None
+
+
+def _heat_table(m: pd.Series) -> pd.DataFrame:
+    df = m.rename("v").reset_index()
+    models = _sorted_models(zip(df.arch, df.regime))
+    rows = []
+    for t in B21_FAMILIES:
+        row = {"transform": t}
+        row.update({f"{a}/{r}": round(float(m.get((a, r, t), np.nan)), 3) for a, r in models})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def print_table(out_dir: str | Path) -> str:
+    """The claims check and the ablation table, as printed by ``invlab study origins``."""
+    import json
+
+    out = Path(out_dir)
+    s = json.loads((out / "summary.json").read_text())
+    lines = ["Claims check (Bouchacourt et al. 2021, measured here):", "",
+             claims_markdown(s["claims"]), ""]
+    if (out / "ablation.md").exists():
+        lines.append((out / "ablation.md").read_text())
+    lines.append("Small grayscale images (28x28, Fashion-MNIST) are not ImageNet: answers "
+                 "that differ from the paper are reported as measured.")
+    return "\n".join(lines)
