@@ -99,7 +99,7 @@ def _cmd_origins(args: argparse.Namespace) -> int:
     from invlab.report.origins import print_table
     from invlab.studies.origins import preset, run_origins
 
-    name = args.preset or ("quick" if args.quick else "full")
+    name = _preset_name(args)
     over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
                                "archs": _csv(args.archs),
                                "seeds": tuple(range(args.seeds)) if args.seeds else None}
@@ -175,8 +175,6 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                         "(name, nn.Module, {'mean': [...], 'std': [...]})")
     o.add_argument("--data", default=None, metavar="NAME|PATH",
                    help="data source name (fashion-mnist, mnist) or an image folder / .npz")
-    o.add_argument("--preset", default=None, choices=["full", "reduced", "quick"],
-                   help="preset of origins.yaml (default full; --quick = quick)")
     o.add_argument("--archs", default=None, help="comma list of registry models, e.g. "
                    "mlp5,cnn_small,vit_tiny")
     o.set_defaults(func=_cmd_origins)
