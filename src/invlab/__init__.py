@@ -33,6 +33,8 @@ from invlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from invlab.groups import create_group, list_groups  # noqa: E402
 from invlab.metrics import Measurement, measure  # noqa: E402
 from invlab.models import GroupPooled, create_model, list_models  # noqa: E402
+from invlab.transforms import create_transform, list_transforms  # noqa: E402
 
-__all__ = ["__version__", "create_group", "list_groups", "create_model", "list_models",
+__all__ = ["__version__", "create_group", "list_groups", "create_transform",
+           "list_transforms", "create_model", "list_models",
            "GroupPooled", "save_checkpoint", "load_checkpoint", "measure", "Measurement"]

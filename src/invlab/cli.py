@@ -57,6 +57,31 @@ def _cmd_groups_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_transforms_list(args: argparse.Namespace) -> int:
+    from invlab.transforms import transform_rows
+
+    h, _, w = args.size.lower().partition("x")
+    try:
+        height, width = int(h), int(w or h)
+    except ValueError:
+        raise ValueError(f"--size must be H or HxW (e.g. 36 or 28x28), found {args.size!r}") \
+            from None
+    rows = transform_rows(height, width)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    yes = {True: "yes", False: "-"}
+    for r in rows:
+        r.update({k: yes[r[k]] for k in ("exact", "invertible", "group")})
+    print(_table(rows, ["name", "kind", "unit", "exact", "invertible", "group", "magnitudes"]))
+    print(f"\nmagnitudes: the family grid, identity first (B21's 10 per family); translate in "
+          f"pixels on a {height}x{width} canvas.\nspecs: a name alone is the whole family "
+          "('rotate'), name:m one transform ('rotate:30', 'translate_x:4', 'translate_x:0.5W',"
+          " 'noise:0.1@seed=3').\ninvertible: has an inverse (geometric ones with a validity "
+          "mask); fixed brightness_down:f / contrast_down:f with f > 0 are invertible too.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from invlab import __version__
 
@@ -64,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="invlab",
         description="Measure, train and study invariance in image classifiers.",
         epilog="Examples:\n  invlab data list\n  invlab study genuine --quick\n"
-               "  invlab measure --checkpoint best.safetensors --data mnist:test --group r4",
+               "  invlab measure --checkpoint best.safetensors --data mnist:test --group r4\n"
+               "  invlab transforms list",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"invlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -84,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     groups = sub.add_parser("groups", help="transformation groups")
     groups.add_subparsers(dest="groups_command", metavar="ACTION").add_parser(
         "list", help="list groups").set_defaults(func=_cmd_groups_list)
+    transforms = sub.add_parser("transforms", help="transformations: groups, families, fixed")
+    tl = transforms.add_subparsers(dest="transforms_command", metavar="ACTION").add_parser(
+        "list", help="each transform, its magnitudes and exact / invertible / group flags")
+    tl.add_argument("--size", default="36", help="canvas H or HxW for pixel magnitudes "
+                    "(default 36)")
+    tl.add_argument("--json", action="store_true")
+    tl.set_defaults(func=_cmd_transforms_list)
 
     try:
         from invlab.metrics.cli import add_measure_parser
@@ -103,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         # `invlab` or `invlab data` alone: show the relevant help.
-        sub = {"data": "data_command", "models": "models_command", "groups": "groups_command"}
+        sub = {"data": "data_command", "models": "models_command", "groups": "groups_command",
+               "transforms": "transforms_command"}
         if args.command in sub:
             try:
                 parser.parse_args([args.command, "--help"])

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 import torch
 
+from invlab.transforms.base import TransformError, TransformSet
+from invlab.transforms.exact import GroupElement
+
 Element = int
 
 
@@ -18,21 +21,30 @@ def _is_scalar(g: object) -> bool:
     return isinstance(g, (str, bytes)) or not hasattr(g, "__len__")
 
 
-class GroupError(ValueError):
-    """An input does not fit the group: unknown element, wrong image shape, bad name."""
+class GroupError(TransformError):
+    """An input does not fit the group: unknown element, wrong image shape, bad name.
+
+    A :class:`~invlab.transforms.TransformError` (hence a ``ValueError``)."""
 
 
-class Group(ABC):
+class Group(TransformSet, ABC):
     """A finite group acting on images ``[..., H, W]`` (normally ``[N, C, H, W]``).
 
     Subclasses define ``order``, ``compose``, ``inverse`` and ``_apply``; elements are the
     integers ``0 .. order-1`` and ``0`` is the identity. The action is a left action:
     ``act(act(x, h), g) == act(x, compose(g, h))``.
+
+    A group is a :class:`~invlab.transforms.TransformSet` of kind ``"group"``: its
+    ``members`` are its elements, ``apply_all`` is the stacked orbit, ``invert_all`` applies
+    ``g⁻¹``, validity masks are all ones and ``at(g)`` is the fixed exact transform of ``g``.
     """
 
     name: str = "group"
+    kind: str = "group"
     is_exact: bool = True
     """True when the action permutes pixels exactly (no interpolation)."""
+    is_invertible: bool = True
+    is_group: bool = True
 
     @property
     @abstractmethod
@@ -156,6 +168,41 @@ class Group(ABC):
         els = self.elements if elements is None else [self.check_element(e) for e in elements]
         self.check_input(x)
         return torch.stack([self._apply(x, e) for e in els])
+
+    @property
+    def members(self) -> list[Element]:
+        """The elements, identity first (the :class:`TransformSet` view)."""
+        return self.elements
+
+    def check_member(self, member: object) -> Element:
+        return self.check_element(member)
+
+    def apply_all(self, x: torch.Tensor, members: Sequence[int] | None = None) -> torch.Tensor:
+        """``[N, C, H, W] -> [k, N, C, H, W]``: the orbit over ``members`` (default all)."""
+        if isinstance(members, torch.Tensor):
+            members = members.tolist()
+        return self.orbit(x, members)
+
+    def invert_all(self, y: torch.Tensor, members: Sequence[int] | None = None) -> torch.Tensor:
+        """``y[j] -> g_j⁻¹·y[j]`` for ``y`` of shape ``[k, N, C, H, W]`` (exact)."""
+        els = self._members(members)
+        if not isinstance(y, torch.Tensor) or y.dim() < 3 or y.shape[0] != len(els):
+            raise GroupError(f"{self.name}: invert_all expects [k={len(els)}, N, C, H, W], "
+                             f"found {tuple(getattr(y, 'shape', ()))}")
+        self.check_input(y[0])
+        return torch.stack([self._apply(yj, self._inverse(e)) for yj, e in zip(y, els)])
+
+    def validity_masks(self, members: Sequence[int] | None, height: int, width: int,
+                       device: torch.device | str | None = None) -> torch.Tensor:
+        """All ones ``[k, 1, H, W]``: exact actions lose no pixel."""
+        return torch.ones(len(self._members(members)), 1, height, width, device=device)
+
+    def at(self, member: object) -> GroupElement:
+        """The fixed exact transform of one element (``name`` e.g. ``"r4:1"``)."""
+        return GroupElement(self, self.check_element(member))
+
+    def _why_not_exact(self) -> str:  # pragma: no cover - groups are exact
+        return "not a pixel permutation"
 
     def cayley_table(self) -> list[list[Element]]:
         """``table[g][h] == compose(g, h)``."""

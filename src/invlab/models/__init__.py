@@ -11,10 +11,10 @@ from typing import Any
 
 from torch import nn
 
-from invlab.groups import GroupError
 from invlab.models.cnn import CNNSmall
 from invlab.models.mlp import MLP5, WeightTiedMLP5
 from invlab.models.pooled import GroupPooled
+from invlab.transforms import TransformError
 
 __all__ = ["MLP5", "WeightTiedMLP5", "CNNSmall", "GroupPooled", "create_model", "list_models",
            "ModelError"]
@@ -47,8 +47,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
     try:
         model = _REGISTRY[name][0](**kwargs)
-    except GroupError:
-        raise  # already names the group and the offending shape/element
+    except TransformError:
+        raise  # already names the group/transform and what is wrong (GroupError included)
     except (TypeError, ValueError) as e:
         raise ModelError(f"bad arguments for model {name!r}: {e}") from e
     model.model_name = name  # type: ignore[assignment]

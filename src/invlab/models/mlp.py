@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from invlab.groups import Group, create_group
+from invlab.groups import Group
+from invlab.transforms import TransformSet, create_transform
+from invlab.transforms.spec import require_group
 
 
 def _hidden_stack(width: int, n: int) -> nn.Sequential:
@@ -64,12 +66,12 @@ class WeightTiedMLP5(MLP5):
     """
 
     def __init__(self, in_shape: Sequence[int] = (1, 36, 36), num_classes: int = 9,
-                 hidden: int = 128, depth: int = 5, group: str | Group = "r4",
+                 hidden: int = 128, depth: int = 5, group: str | TransformSet = "r4",
                  pool: str = "max") -> None:
         super().__init__(in_shape, num_classes, hidden, depth)
         if pool not in ("max", "mean"):
             raise ValueError(f"pool must be 'max' or 'mean', found {pool!r}")
-        self.group = create_group(group)
+        self.group: Group = require_group(create_transform(group), "weight tying (wt_mlp5)")
         self.group.check_input(torch.empty(1, *self.in_shape))
         self.pool = pool
         self.model_kwargs.update(group=self.group.name, pool=pool)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from invlab.groups import Group, create_group
+from invlab.groups import Group
+from invlab.transforms import TransformSet, create_transform
+from invlab.transforms.spec import require_group
 
 
 class GroupPooled(nn.Module):
@@ -16,10 +18,10 @@ class GroupPooled(nn.Module):
     head (for a linear head, ``forward_head(forward_features(x)) == forward(x)``).
     """
 
-    def __init__(self, model: nn.Module, group: str | Group) -> None:
+    def __init__(self, model: nn.Module, group: str | TransformSet) -> None:
         super().__init__()
         self.model = model
-        self.group = create_group(group)
+        self.group: Group = require_group(create_transform(group), "orbit pooling (GroupPooled)")
 
     def _orbit_mean(self, fn, x: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
         k, n = self.group.order, x.shape[0]
