@@ -61,7 +61,7 @@ def test_measure_matches_brute_force(model, group, elements, batch_size):
     x, y = _data()
     g = create_group(group)
     els = g.non_identity if elements is None else elements
-    m = measure(model, x, y, group=group, metrics=PAIR, elements=elements,
+    m = measure(model, x, labels=y, group=group, metrics=PAIR, elements=elements,
                 batch_size=batch_size)
     ref = _brute(model, x, y, group, els)
     assert m.elements == list(els) and m.n == len(x) and m.group == g.name
@@ -77,7 +77,7 @@ def test_measure_matches_brute_force(model, group, elements, batch_size):
 
 def test_include_identity_and_aliases(model):
     x, y = _data()
-    m = measure(model, x, y, group="r4", metrics="LI,di,Ei", include_identity=True)
+    m = measure(model, x, labels=y, group="r4", metrics="LI,di,Ei", include_identity=True)
     assert m.elements == [0, 1, 2, 3]
     assert set(m.summary) == {"logit_l2", "kl", "effective_invariance"}
     assert float(m.per_sample["logit_l2"][:, 0].abs().max()) == 0.0
@@ -86,7 +86,7 @@ def test_include_identity_and_aliases(model):
 
 def test_measurement_statistics(model):
     x, y = _data(n=20)
-    m = measure(model, x, y, group="r4", metrics=["kl", "accuracy", "sensitivity"])
+    m = measure(model, x, labels=y, group="r4", metrics=["kl", "accuracy", "sensitivity"])
     s = m.per_sample["kl"].double().mean(1).numpy()
     lo, hi = m.ci("kl")
     rlo, rhi = stats.t.interval(0.95, len(s) - 1, loc=s.mean(), scale=stats.sem(s))
@@ -112,18 +112,18 @@ def test_measurement_statistics(model):
 def test_training_mode_restored_and_no_grad_left(model):
     x, y = _data()
     model.train()
-    measure(model, x, y, metrics=["kl", "SI"], n_steps=4)
+    measure(model, x, labels=y, metrics=["kl", "SI"], n_steps=4)
     assert model.training
     assert all(p.grad is None for p in model.parameters())
     model.eval()
-    measure(model, x, y, metrics=["kl"])
+    measure(model, x, labels=y, metrics=["kl"])
     assert not model.training
 
 
 def test_chunking_does_not_change_results(model):
     x, y = _data(n=23)
-    a = measure(model, x, y, metrics=["kl", "SI", "EI"], n_steps=4, batch_size=23)
-    b = measure(model, x, y, metrics=["kl", "SI", "EI"], n_steps=4, batch_size=4)
+    a = measure(model, x, labels=y, metrics=["kl", "SI", "EI"], n_steps=4, batch_size=23)
+    b = measure(model, x, labels=y, metrics=["kl", "SI", "EI"], n_steps=4, batch_size=4)
     for k in a.per_sample:
         torch.testing.assert_close(a.per_sample[k], b.per_sample[k], rtol=1e-5, atol=1e-6)
 
@@ -158,20 +158,38 @@ def test_error_model_runtime_error_is_explained():
 def test_error_labels(model):
     x, y = _data()
     with pytest.raises(MeasureError, match=r"shape \[N\] = \[13\].*\(12,\)"):
-        measure(model, x, y[:12])
+        measure(model, x, labels=y[:12])
     with pytest.raises(MeasureError, match="integer"):
-        measure(model, x, y.float())
+        measure(model, x, labels=y.float())
     with pytest.raises(MeasureError, match="needs labels"):
         measure(model, x, metrics=["accuracy"])
     with pytest.raises(MeasureError, match="4 classes"):
-        measure(model, x, y + 4)
+        measure(model, x, labels=y + 4)
+
+
+class _NaNWhenLarge(torch.nn.Module):
+    """Finite weights, NaN logits for images whose first pixel exceeds 100 (any rotation
+    keeps the NaN: the whole image is scaled)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        big = x.flatten(1).abs().amax(1) > 100
+        out = self.inner(x)
+        return torch.where(big[:, None], torch.full_like(out, float("nan")), out)
 
 
 def test_error_nonfinite_logits(model):
     x, y = _data()
-    x[[2, 5, 7]] = float("nan")
+    x[[2, 5, 7]] = float("nan")  # NaN pixels are refused before the model runs
+    with pytest.raises(MeasureError, match="NaN/inf pixels in 3 of 13 samples"):
+        measure(model, x, labels=y, batch_size=4)
+    x, y = _data()
+    x[[2, 5, 7]] *= 1000  # finite pixels, but the model returns NaN logits for them
     with pytest.raises(MeasureError, match="NaN/inf logits for 3 of 13 samples"):
-        measure(model, x, y, batch_size=4)
+        measure(_NaNWhenLarge(model), x, labels=y, batch_size=4)
 
 
 def test_error_unknown_metric_lists_valid(model):
@@ -241,3 +259,43 @@ def test_cli_measure_json_and_table(tmp_path, monkeypatch, capsys, model):
                               "--metrics", "kl,nope"])
     assert run_measure(args) == 2
     assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_cli_measure_transform_family_and_layers(tmp_path, monkeypatch, capsys, model):
+    import argparse
+
+    ck = pytest.importorskip("invlab.checkpoint")
+    data = pytest.importorskip("invlab.data")
+    from invlab.metrics.cli import add_measure_parser
+
+    path = tmp_path / "m.safetensors"
+    ck.save_checkpoint(model, path, group="r4", normalization={"mean": 0.1, "std": 0.5})
+    pix = torch.rand(8, *SHAPE, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 4, (8,), generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(data, "load_for_checkpoint",
+                        lambda spec, metadata, limit=None: ((pix - 0.1) / 0.5, y))
+    parser = argparse.ArgumentParser()
+    add_measure_parser(parser.add_subparsers(dest="cmd"))
+    layer = [n for n, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)][0]
+    args = parser.parse_args(["measure", "--checkpoint", str(path), "--data", "fake:test",
+                              "--transform", "rotate", "--metrics", "kl,RI",
+                              "--layers", layer, "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "family" and out["group"] == "rotate" and len(out["elements"]) == 9
+    assert len(out["by_member"]["kl"]) == 9
+    assert f"representation_invariance@{layer}" in out["by_member"]
+    # the CLI measures in pixel space with the checkpoint's normalization
+    ref = measure(model, pix, transform="rotate", normalization={"mean": 0.1, "std": 0.5},
+                  metrics=["kl"])
+    assert out["by_member"]["kl"] == pytest.approx(list(ref.by_member("kl").values()),
+                                                   rel=1e-4, abs=1e-7)
+    args = parser.parse_args(["measure", "--checkpoint", str(path), "--data", "fake:test",
+                              "--transform", "rotate:30", "--metrics", "kl"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "transform: rotate:30" in text and "mean per magnitude" in text
+    args = parser.parse_args(["measure", "--checkpoint", str(path), "--data", "fake:test",
+                              "--transform", "brightness_up", "--metrics", "SI"])
+    assert args.func(args) == 2
+    assert "needs an invertible transform" in capsys.readouterr().err

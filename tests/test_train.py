@@ -34,7 +34,7 @@ def cfg(**kw: object) -> TrainConfig:
 
 
 def li(model: torch.nn.Module, data: TransformingData) -> float:
-    m = measure(model, data.test.images, data.test.labels, group="r4", metrics=["logit_l2"])
+    m = measure(model, data.test.images, labels=data.test.labels, group="r4", metrics=["logit_l2"])
     return float(m.summary["logit_l2"])
 
 

@@ -151,6 +151,7 @@ def integrated_gradients(
     method: str = "gausslegendre",
     return_convergence_delta: bool = False,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Integrated gradients of ``forward(x)[:, target]`` with respect to ``x``.
 
@@ -175,6 +176,7 @@ def integrated_gradients(
         return_convergence_delta: also return the completeness error
             ``δ = Σ_j IG_j − (f_t(x) − f_t(b))`` per sample, shape ``[N]``.
         memory_budget_bytes: approximate upper bound for the memory of one chunk.
+        on_chunk: called with the number of interpolated rows after each chunk (progress).
 
     Returns:
         Attributions ``[N, *D]`` (same dtype as ``inputs``), and ``δ`` ``[N]`` if requested.
@@ -233,6 +235,8 @@ def integrated_gradients(
                 # Σ_s w_s f(x_s): the backward pass yields the step-weighted gradients
                 (grad,) = torch.autograd.grad((out * step_t[s0:s1]).sum(), scaled)
                 total[i0:i1] += grad.sum(1)
+                if on_chunk is not None:
+                    on_chunk(m * ns)
     attributions = total * diff
     if not return_convergence_delta:
         return attributions

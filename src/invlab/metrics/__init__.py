@@ -1,5 +1,6 @@
 """Invariance metrics: a functional core (:mod:`invlab.metrics.functional`), accumulators
-(:mod:`invlab.metrics.accumulators`) and the orbit engine :func:`measure`.
+(:mod:`invlab.metrics.accumulators`), the metric registry
+(:mod:`invlab.metrics.registry`) and the orbit engine :func:`measure`.
 
     >>> import torch
     >>> from invlab.metrics import measure
@@ -22,15 +23,21 @@ from invlab.metrics.engine import (
     resolve_metrics,
 )
 from invlab.metrics.errors import MeasureError
+from invlab.metrics.lie import lie_derivative
+from invlab.metrics.registry import REGISTRY, MetricSpec, regularizer
 
 __all__ = [
     "ALIASES",
     "DEFAULT_METRICS",
     "METRICS",
+    "REGISTRY",
     "MeasureError",
     "Measurement",
+    "MetricSpec",
     "accumulators",
     "functional",
+    "lie_derivative",
     "measure",
+    "regularizer",
     "resolve_metrics",
 ]

@@ -14,11 +14,12 @@ from typing import Any
 
 from invlab.metrics.engine import ALIASES, METRICS, measure, resolve_metrics
 from invlab.metrics.errors import MeasureError
+from invlab.metrics.transform import resolve_members, resolve_transform
 
 __all__ = ["add_measure_parser", "format_table", "run_measure"]
 
 DEFAULT_CLI_METRICS = "kl,logit_l2,effective_invariance,saliency_similarity"
-_PROGRESS_MIN_WORK = 20_000  # images × elements (× IG steps) above which a bar is shown
+_PROGRESS_MIN_WORK = 20_000  # images × members (× IG steps) above which a bar is shown
 
 
 def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -41,9 +42,17 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="SOURCE[:split]",
                    help="data source and split, e.g. mnist:test (preprocessed like the "
                         "checkpoint's training data)")
+    p.add_argument("--transform", default=None, metavar="SPEC",
+                   help="any transform spec: a group (r4, t3, flip, d4), a fixed transform "
+                        "(rotate:30, translate_x:4, brightness_up:1.4) or a whole family over "
+                        "its magnitudes (rotate); non-exact transforms act on pixel-space "
+                        "images, normalized afterwards with the checkpoint's statistics")
     p.add_argument("--group", default=None,
-                   help="r4, t<n> (e.g. t3), flip, d4 (default: the checkpoint's training "
-                        "group, else r4)")
+                   help="alias of --transform for groups: r4, t<n> (e.g. t3), flip, d4 "
+                        "(default: the checkpoint's training group, else r4)")
+    p.add_argument("--layers", default=None, metavar="NAMES",
+                   help="comma-separated submodule names for representation invariance "
+                        "(default: the penultimate features)")
     p.add_argument("--metrics", default=DEFAULT_CLI_METRICS,
                    help=f"comma-separated metric names or aliases (default {DEFAULT_CLI_METRICS})")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -51,7 +60,7 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="images per chunk (default: automatic)")
     p.add_argument("--include-identity", action="store_true",
-                   help="also average over the identity element")
+                   help="also average over the identity member")
     p.add_argument("--n-steps", type=int, default=50, help="integrated-gradient steps for SI")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for randomized metrics (representation invariance)")
@@ -67,10 +76,30 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.3e}"
 
 
+def _member_table(result: dict[str, Any]) -> list[str]:
+    """Per-member means (one column per metric, one row per magnitude) for a family."""
+    by = result.get("by_member") or {}
+    if not by:
+        return []
+    names = list(by)
+    rows = [("magnitude", *names)]
+    for j, e in enumerate(result["elements"]):
+        rows.append((f"{e:g}" if isinstance(e, float) else str(e),
+                     *[_fmt(by[m][j]) for m in names]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["", "mean per magnitude:"]
+    for j, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """Plain-text table of a ``measure`` JSON result."""
-    head = (f"model: {result['model']}   data: {result['data']}   group: {result['group']}   "
-            f"n: {result['n']}")
+    """Plain-text table of a ``measure`` JSON result (plus per-magnitude means for a
+    family)."""
+    head = (f"model: {result['model']}   data: {result['data']}   "
+            f"transform: {result['group']}   n: {result['n']}")
     rows = [("metric", "mean", "std", "95% CI")]
     for name, v in result["metrics"].items():
         lo, hi = v["ci95"]
@@ -81,33 +110,49 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + _member_table(result))
 
 
-def run_measure(args: argparse.Namespace) -> int:
-    """Handler of ``invlab measure``: load, measure, print. Returns the exit code."""
+def _pixel_space(t: Any, images: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
+    """Images as given for exact groups (they commute with the normalization); otherwise
+    back to pixel space with the checkpoint's statistics, which ``measure`` re-applies after
+    the transform."""
+    norm = meta.get("normalization")
+    if getattr(t, "is_exact", True) or not norm:
+        return images, None
+    return images * norm["std"] + norm["mean"], {"mean": norm["mean"], "std": norm["std"]}
+
+
+def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any, dict]:
     import torch
 
     from invlab.checkpoint import load_checkpoint
     from invlab.data import load_for_checkpoint
 
-    try:
-        names = resolve_metrics(args.metrics)
-        if args.limit is not None and args.limit < 1:
-            raise MeasureError(f"--limit must be >= 1, found {args.limit}")
-        model, meta = load_checkpoint(args.checkpoint)
-        images, labels = load_for_checkpoint(args.data, meta, args.limit)
-        from invlab.groups import create_group
+    if args.limit is not None and args.limit < 1:
+        raise MeasureError(f"--limit must be >= 1, found {args.limit}")
+    if args.transform is not None and args.group is not None:
+        raise MeasureError("pass --transform or --group (its alias), not both")
+    model, meta = load_checkpoint(args.checkpoint)
+    images, labels = load_for_checkpoint(args.data, meta, args.limit)
+    t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
+    k = len(resolve_members(t, None, args.include_identity))
+    work = images.shape[0] * max(k, 1) * (args.n_steps if "saliency_similarity" in names
+                                          else 1)
+    progress = not args.no_progress and work >= _PROGRESS_MIN_WORK
+    images, norm = _pixel_space(t, images, meta)
+    gen = torch.Generator().manual_seed(int(args.seed))
+    m = measure(model, images, labels=labels, transform=t, normalization=norm,
+                metrics=names, layers=args.layers, include_identity=args.include_identity,
+                batch_size=args.batch_size, generator=gen, progress=progress,
+                n_steps=args.n_steps)
+    return m, meta
 
-        g = create_group(args.group or meta.get("group") or "r4")
-        k = g.order if args.include_identity else g.order - 1
-        work = images.shape[0] * max(k, 1) * (args.n_steps if "saliency_similarity" in names
-                                              else 1)
-        progress = not args.no_progress and work >= _PROGRESS_MIN_WORK
-        gen = torch.Generator().manual_seed(int(args.seed))
-        m = measure(model, images, labels, group=g, metrics=names,
-                    include_identity=args.include_identity, batch_size=args.batch_size,
-                    generator=gen, progress=progress, n_steps=args.n_steps)
+
+def run_measure(args: argparse.Namespace) -> int:
+    """Handler of ``invlab measure``: load, measure, print. Returns the exit code."""
+    try:
+        m, meta = _measure_checkpoint(args, resolve_metrics(args.metrics))
     except (MeasureError, ValueError, FileNotFoundError) as e:
         print(f"invlab measure: error: {e}", file=sys.stderr)
         return 2
@@ -117,10 +162,13 @@ def run_measure(args: argparse.Namespace) -> int:
         "checkpoint": str(args.checkpoint),
         "data": args.data,
         "group": d["group"],
+        "kind": d["kind"],
         "elements": d["elements"],
         "n": d["n"],
         "metrics": d["metrics"],
     }
+    if "by_member" in d:
+        result["by_member"] = d["by_member"]
     if args.json:
         result["model"] = meta.get("model", "?")
         print(json.dumps(result, indent=2))

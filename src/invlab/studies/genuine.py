@@ -159,10 +159,10 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
     test = data.test
     res = CellResult()
     res.add("accuracy", evaluate_accuracy(model, test), n=len(test))
-    m = measure(model, test.images, test.labels, group=cell.train.group, metrics=OUTPUT_METRICS)
+    m = measure(model, test.images, labels=test.labels, group=cell.train.group, metrics=OUTPUT_METRICS)
     add_sample_means(res, m, *OUTPUT_METRICS)
     idx = _si_subset(len(test), cell.n_si, seed=cell.data.data_seed + 17)
-    si = measure(model, test.images[idx], test.labels[idx], group=cell.train.group,
+    si = measure(model, test.images[idx], labels=test.labels[idx], group=cell.train.group,
                  metrics=["saliency_similarity"], n_steps=cell.ig_steps)
     add_sample_means(res, si, "saliency_similarity")
     if cell.train.method == "ir":

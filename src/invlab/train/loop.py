@@ -113,9 +113,11 @@ def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int = 4096) ->
 
 
 def _regularizer(name: str):  # type: ignore[no-untyped-def]
-    from invlab.metrics import functional as fm
+    """The registered differentiable pair metric ``name`` (:func:`invlab.metrics.regularizer`):
+    the same function ``measure`` evaluates, no second copy of the formula."""
+    from invlab.metrics.registry import regularizer
 
-    return getattr(fm, name)
+    return regularizer(name)
 
 
 def train_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: Group,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DISTANCES", "derangement", "representation_invariance"]
+__all__ = ["DISTANCES", "derangement", "representation_invariance", "ri_distances"]
 
 DISTANCES = ("cosine", "l2")
 
@@ -77,6 +77,14 @@ def representation_invariance(
     perm = torch.as_tensor(perm, dtype=torch.long, device=z.device)
     if perm.shape != (n,):
         raise ValueError(f"perm must have shape [{n}], found {tuple(perm.shape)}")
+    return ri_distances(z, z_t, perm, distance, eps)[2]
+
+
+def ri_distances(z: torch.Tensor, z_t: torch.Tensor, perm: torch.Tensor, distance: str = "cosine",
+                 eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""``(d_same, d_other, score)``, each ``[..., N]``: :math:`d(z_i, z^t_i)`,
+    :math:`d(z_i, z^t_{\pi(i)})` and :math:`1 - d_\text{same} / \max(d_\text{other}, \varepsilon)`
+    (the formula of :func:`representation_invariance`, which returns ``score``)."""
     d_same = _distance(z, z_t, distance)
     d_other = _distance(z, z_t[..., perm, :], distance)
-    return 1.0 - d_same / d_other.clamp_min(eps)
+    return d_same, d_other, 1.0 - d_same / d_other.clamp_min(eps)

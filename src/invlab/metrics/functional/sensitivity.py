@@ -27,7 +27,10 @@ def _exact(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, k: 
             sel = torch.diagonal(y, dim1=0, dim2=2)  # [m, K]: y[c, i, c]
             (grad,) = torch.autograd.grad(sel.sum(), rep)
             jac = grad.reshape(k, m, -1).transpose(0, 1)  # [m, K, D]
-            out[a:a + m] = torch.linalg.matrix_norm(jac, ord=2)
+            bad = ~torch.isfinite(jac).flatten(1).all(1)  # an SVD of NaN would raise
+            jac = torch.where(bad.view(-1, 1, 1), torch.zeros_like(jac), jac)
+            sig = torch.linalg.matrix_norm(jac, ord=2)
+            out[a:a + m] = torch.where(bad, torch.full_like(sig, float("nan")), sig)
     return out
 
 
@@ -85,7 +88,8 @@ def jacobian_spectral_norm(
         memory_budget_bytes: chunk memory bound.
 
     Returns:
-        ``[N]`` non-negative.
+        ``[N]`` non-negative; NaN for a sample whose Jacobian is NaN/inf (never a
+        ``torch.linalg`` error).
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
         raise ValueError("x must be a floating-point tensor [N, ...]")
