@@ -8,14 +8,17 @@ The file is a standard ``.safetensors`` file; its string metadata holds one key,
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from invlab.models import GroupPooled, create_model
+from invlab.io import atomic_write, remove_stale_temps
+from invlab.models import GroupPooled, create_model, list_models
 
 
 class CheckpointError(ValueError):
@@ -60,15 +63,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **metadata: 
     except TypeError as e:
         raise CheckpointError(f"checkpoint metadata must be JSON-serializable: {e}") from e
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata={"invlab": meta_json})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    remove_stale_temps(p.parent)
+    atomic_write(p, lambda tmp: save_file(tensors, str(tmp), metadata={"invlab": meta_json}))
     return p
 
 
@@ -107,43 +103,154 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: safetensors file without invlab metadata (not saved by "
                               "invlab.save_checkpoint)")
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p}: invlab metadata is not valid JSON ({e})") from e
+    validate_metadata(meta, p)
+    return meta
+
+
+# Sane bounds for integer model arguments (hidden width, depth, classes, image size):
+# anything above is rejected before a model is built, whatever the header says.
+MAX_MODEL_INT = 65_536
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _bad(p: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{p}: malformed invlab metadata: {what}; the file was not written "
+                           "by invlab.save_checkpoint or has been edited")
+
+
+def _check_kwarg(p: Path, key: str, v: Any) -> None:
+    items = v if isinstance(v, list) else [v]
+    for x in items:
+        if not isinstance(x, _SCALARS):
+            raise _bad(p, f"model_kwargs[{key!r}] must be a scalar or a list of scalars, "
+                          f"found {type(x).__name__}")
+        if isinstance(x, int) and not isinstance(x, bool) and not 0 < x <= MAX_MODEL_INT:
+            raise _bad(p, f"model_kwargs[{key!r}] = {x} is outside 1..{MAX_MODEL_INT}")
+        if isinstance(x, float) and not math.isfinite(x):
+            raise _bad(p, f"model_kwargs[{key!r}] = {x} is not finite")
+
+
+def validate_metadata(meta: Any, path: str | os.PathLike[str] = "<checkpoint>") -> None:
+    """Check the schema of invlab metadata before anything is built from it.
+
+    ``meta`` must be a JSON object with ``model`` (a registered name), ``model_kwargs`` (an
+    object of scalars / lists of scalars, ints in ``1..MAX_MODEL_INT``), optional
+    ``wrapper`` (``{"group_pooled": str}``), ``group`` (str), ``seed`` (int),
+    ``normalization`` (``{"mean": finite, "std": finite > 0}``) and object-valued ``train``,
+    ``data``, ``data_fingerprint``. Other keys are kept as the caller's. Raises
+    :class:`CheckpointError` naming the file and the offending key.
+    """
+    p = Path(path)
+    if not isinstance(meta, dict):
+        raise _bad(p, f"expected a JSON object, found {type(meta).__name__}")
+    name = meta.get("model")
+    if not isinstance(name, str) or name not in list_models():
+        raise CheckpointError(f"{p}: metadata does not describe a known model: 'model' must "
+                              f"be one of {sorted(list_models())}, found {name!r}")
+    kwargs = meta.get("model_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise _bad(p, f"'model_kwargs' must be an object, found {type(kwargs).__name__}")
+    for k, v in kwargs.items():
+        _check_kwarg(p, k, v)
+    wrapper = meta.get("wrapper")
+    if wrapper is not None and not (isinstance(wrapper, dict) and all(
+            k == "group_pooled" and isinstance(v, str) for k, v in wrapper.items())):
+        raise _bad(p, f"'wrapper' must be {{'group_pooled': <group>}} or absent, found {wrapper!r}")
+    for key, tp in (("group", str), ("seed", int), ("train", dict), ("data", dict),
+                    ("data_fingerprint", dict), ("normalization", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], tp):
+            raise _bad(p, f"{key!r} must be a {tp.__name__}, found {type(meta[key]).__name__}")
+    norm = meta.get("normalization")
+    if norm is not None:
+        ok = all(isinstance(norm.get(k), (int, float)) and not isinstance(norm.get(k), bool)
+                 and math.isfinite(norm[k]) for k in ("mean", "std")) and norm["std"] > 0
+        if not ok:
+            raise _bad(p, f"'normalization' must be {{'mean': finite, 'std': finite > 0}}, "
+                          f"found {norm!r}")
+
+
+def _header_shapes(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{name: (shape, dtype)}`` from the safetensors header, without loading tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), str(f.get_slice(k).get_dtype()))
+                    for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{p}: corrupt safetensors file ({e})") from e
+
+
+def _build(meta: dict[str, Any], p: Path) -> nn.Module:
+    try:
+        model: nn.Module = create_model(meta["model"], **meta.get("model_kwargs", {}))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{p}: metadata does not describe a known model ({e})") from e
+    wrapper = meta.get("wrapper") or {}
+    if "group_pooled" in wrapper:
+        try:
+            model = GroupPooled(model, wrapper["group_pooled"])
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{p}: bad 'wrapper' in metadata ({e})") from e
+    return model
+
+
+_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
+           torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL"}
+
+
+def check_shapes(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Compare the header's tensor names/shapes/dtypes with the model the metadata describes,
+    built on the ``meta`` device (no memory is allocated). Raises :class:`CheckpointError`."""
+    p = Path(path)
+    found = _header_shapes(p)
+    with torch.device("meta"):
+        model = _build(meta, p)
+    expected = {k: (tuple(v.shape), _DTYPES.get(v.dtype, str(v.dtype)))
+                for k, v in model.state_dict().items()}
+    if expected == found:
+        return
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    raise CheckpointError(
+        f"{p}: weights do not match the metadata's model {meta['model']!r} "
+        f"{meta.get('model_kwargs', {})}: missing {missing}, unexpected {extra}, wrong shape "
+        + ", ".join(_diff(k, expected[k], found[k]) for k in wrong))
+
+
+def _diff(k: str, e: tuple[tuple[int, ...], str], f: tuple[tuple[int, ...], str]) -> str:
+    if e[1] != f[1]:
+        return f"{k} (expected {e[0]} {e[1]}, found {f[0]} {f[1]})"
+    return f"{k} (expected {e[0]}, found {f[0]})"
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from metadata and load its weights (strict). Returns (model, meta).
 
+    The metadata's schema (:func:`validate_metadata`) and the tensor shapes in the
+    safetensors header (:func:`check_shapes`) are checked before the model is built, so a
+    hostile ``hidden: 200000`` is rejected without allocating anything.
+
     Raises:
-        CheckpointError: a pickle / torch.save file, a non-invlab or corrupt file, or weights
-            that do not match the model the metadata describes (names the keys/shapes).
+        CheckpointError: a pickle / torch.save file, a non-invlab or corrupt file, malformed
+            metadata, or weights that do not match the model the metadata describes (names
+            the keys/shapes).
     """
     from safetensors.torch import load_file
 
     p = Path(path)
-    meta = read_metadata(p)
-    try:
-        model: nn.Module = create_model(meta["model"], **meta.get("model_kwargs", {}))
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{p}: metadata does not describe a known model ({e})") from e
-    wrapper = meta.get("wrapper") or {}
-    if "group_pooled" in wrapper:
-        model = GroupPooled(model, wrapper["group_pooled"])
+    remove_stale_temps(p.parent)
+    meta = read_metadata(p)  # schema-validated
+    check_shapes(meta, p)    # header vs a meta-device model: nothing allocated yet
+    model = _build(meta, p)
     try:
         state = load_file(str(p))
     except Exception as e:
         raise CheckpointError(f"{p}: corrupt safetensors file ({e})") from e
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != found:
-        missing = sorted(set(expected) - set(found))
-        extra = sorted(set(found) - set(expected))
-        shape = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-        raise CheckpointError(
-            f"{p}: weights do not match the metadata's model {meta['model']!r}: "
-            f"missing {missing}, unexpected {extra}, wrong shape "
-            + ", ".join(f"{k} (expected {expected[k]}, found {found[k]})" for k in shape))
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, meta

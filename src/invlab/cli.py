@@ -1,11 +1,22 @@
-"""The ``invlab`` command line: thin — parses, calls the library, prints."""
+"""The ``invlab`` command line: thin — parses, calls the library, prints.
+
+Errors: invlab's own error types (bad data, checkpoint, config, store, a locked output
+folder, failed cells) and OS errors (read-only folder, full disk) end the command with one
+line ``invlab: error: <message>`` and exit status 2 (1 when study cells failed); ``--debug``
+or ``INVLAB_DEBUG=1`` shows the traceback instead. SIGTERM stops a study cleanly (finished
+cells stay in the store, the output lock is released) with a message and status 143.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 
 def _table(rows: list[dict[str, str]], cols: Sequence[str]) -> str:
@@ -82,6 +93,76 @@ def _cmd_transforms_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM (a BaseException, so no cell swallows it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _error_types() -> tuple[type[BaseException], ...]:
+    from invlab.sweep import OutputLocked, StoreError, StudyError
+
+    return (ValueError, OSError, LookupError, StoreError, StudyError, OutputLocked)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+        what = e.strerror or str(e)
+        where = f": {e.filename}" if e.filename else ""
+        hint = {errno.ENOSPC: " (free some space and rerun: finished cells are kept)",
+                errno.EACCES: " (choose a writable --out)",
+                errno.EROFS: " (choose a writable --out)"}.get(e.errno or 0, "")
+        return f"{what}{where}{hint}"
+    return str(e)
+
+
+def _measure_with_data_check(args: argparse.Namespace) -> int:
+    """``invlab measure`` with the data-fingerprint check: refuse a checkpoint measured on
+    other data than it was trained on unless ``--allow-data-mismatch``; then say so in the
+    header (table) or a ``data_check`` field (JSON)."""
+    import io
+    from contextlib import redirect_stdout
+
+    from invlab.data import data_mismatch_allowed, last_data_check
+    from invlab.metrics.cli import run_measure
+
+    buf = io.StringIO()
+    with data_mismatch_allowed(bool(args.allow_data_mismatch)), redirect_stdout(buf):
+        code = run_measure(args)
+        check = last_data_check()
+    text = buf.getvalue()
+    if code == 0 and check is not None:
+        if args.json:
+            doc = json.loads(text)
+            doc["data_check"] = check
+            text = json.dumps(doc, indent=2) + "\n"
+        elif check["mismatch"]:
+            t, f = check["trained_on"], check["measured_on"]
+            text = (f"WARNING: DATA MISMATCH (--allow-data-mismatch): trained on {t['images']:,} "
+                    f"{t['source']} images ({t['hash']}), measured on {f['images']:,} "
+                    f"({f['hash']}); splits differ from training\n") + text
+        elif not check["verified"]:
+            text = "note: the checkpoint records no data fingerprint; data not verified\n" + text
+    sys.stdout.write(text)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     from invlab import __version__
 
@@ -93,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  invlab transforms list",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"invlab {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show tracebacks instead of one-line errors (or INVLAB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     data = sub.add_parser("data", help="data sources: list, fetch")
@@ -120,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     try:
         from invlab.metrics.cli import add_measure_parser
-        add_measure_parser(sub)
+        mp = add_measure_parser(sub)
+        mp.add_argument("--allow-data-mismatch", action="store_true",
+                        help="measure even if the data found differs from the checkpoint's "
+                             "training data (reported in the output)")
+        mp.set_defaults(func=_measure_with_data_check)
     except ImportError:  # pragma: no cover - engine not built
         pass
     try:
@@ -146,13 +233,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         parser.print_help()
         return 0 if args.command is None else 2
+    debug = bool(args.debug) or os.environ.get("INVLAB_DEBUG", "") not in ("", "0")
+    from invlab.sweep import StudyError
+
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        # invlab's errors (DataError, GroupError, CheckpointError, ConfigError, ...) are
-        # ValueErrors with a message meant for the user.
-        print(f"invlab: error: {e}", file=sys.stderr)
-        return 2
+        with _sigterm_raises():
+            return int(args.func(args) or 0)
+    except _error_types() as e:
+        # invlab's errors (DataError, CheckpointError, ConfigError, StoreError, OutputLocked,
+        # StudyError, ...) carry a message meant for the user.
+        if debug:
+            raise
+        print(f"invlab: error: {_message(e)}", file=sys.stderr)
+        return 1 if isinstance(e, StudyError) else 2
+    except Terminated:
+        print("invlab: terminated (SIGTERM); finished cells are saved and the output folder is "
+              "unlocked; rerun the same command to resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("invlab: interrupted; finished cells are saved, rerun the same command to resume",
               file=sys.stderr)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -9,6 +13,7 @@ import torch
 from invlab.data.idx import IDXError, read_idx, write_idx
 from invlab.data.sources import (
     DataError,
+    DataMismatchError,
     Dataset,
     describe_sources,
     fetch,
@@ -19,7 +24,9 @@ from invlab.data.transforming import (
     DataConfig,
     Split,
     TransformingData,
+    check_source,
     drop_class,
+    exact_mean_std,
     pad_images,
     prepare_transforming,
 )
@@ -27,11 +34,73 @@ from invlab.data.transforming import (
 __all__ = [
     "IDXError", "read_idx", "write_idx", "DataError", "Dataset", "describe_sources", "fetch",
     "list_sources", "load_source", "DataConfig", "Split", "TransformingData", "drop_class",
-    "pad_images", "prepare_transforming", "load_for_checkpoint",
+    "pad_images", "prepare_transforming", "load_for_checkpoint", "DataMismatchError",
+    "check_source", "exact_mean_std", "check_checkpoint_data", "data_mismatch_allowed",
+    "last_data_check", "fingerprint_mismatch_message",
 ]
 
+log = logging.getLogger("invlab.data")
 
-def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None = None
+
+_ALLOW_MISMATCH: ContextVar[bool] = ContextVar("invlab_allow_data_mismatch", default=False)
+_LAST_CHECK: ContextVar[dict[str, Any] | None] = ContextVar("invlab_last_data_check",
+                                                            default=None)
+
+
+@contextmanager
+def data_mismatch_allowed(allow: bool = True) -> Iterator[None]:
+    """Within the block, :func:`load_for_checkpoint` measures on mismatching data (and
+    reports it) instead of refusing; the CLI's ``--allow-data-mismatch``."""
+    token = _ALLOW_MISMATCH.set(allow)
+    _LAST_CHECK.set(None)
+    try:
+        yield
+    finally:
+        _ALLOW_MISMATCH.reset(token)
+
+
+def last_data_check() -> dict[str, Any] | None:
+    """The data check of the last :func:`load_for_checkpoint` in this context:
+    ``{"trained_on", "measured_on", "mismatch": bool, "verified": bool}``."""
+    return _LAST_CHECK.get()
+
+
+def fingerprint_mismatch_message(trained: dict[str, Any], found: dict[str, Any]) -> str:
+    """One readable sentence: what a checkpoint was trained on vs what is found now."""
+    return (f"the checkpoint was trained on {trained.get('source')!r} with "
+            f"{trained.get('images', '?'):,} images ({trained.get('hash')}, from "
+            f"{trained.get('where')}), but {found['source']!r} resolves here to "
+            f"{found['images']:,} images ({found['hash']}, from {found['where']}); its rebuilt "
+            "splits would differ from training (test images may have been training images). "
+            "Point $INVLAB_DATA at the training data, or pass --allow-data-mismatch "
+            "(allow_data_mismatch=True) to measure anyway; the mismatch is then reported")
+
+
+def check_checkpoint_data(ds: Dataset, metadata: dict[str, Any],
+                          allow_data_mismatch: bool = False) -> dict[str, Any]:
+    """Compare the checkpoint's recorded data fingerprint with ``ds``.
+
+    Only a checkpoint measured on the source it was trained on is checked (another source
+    shares no images with its training split). Raises :class:`DataMismatchError` on a
+    mismatch unless ``allow_data_mismatch``; returns the check record either way.
+    """
+    trained = metadata.get("data_fingerprint")
+    found = ds.fingerprint()
+    if not isinstance(trained, dict) or trained.get("source") != ds.name:
+        check = {"trained_on": trained if isinstance(trained, dict) else None,
+                 "measured_on": found, "mismatch": False,
+                 "verified": isinstance(trained, dict)}
+        return check
+    mismatch = trained.get("hash") != found["hash"]
+    if mismatch and not allow_data_mismatch:
+        raise DataMismatchError(fingerprint_mismatch_message(trained, found))
+    if mismatch:
+        log.warning("DATA MISMATCH (allowed): %s", fingerprint_mismatch_message(trained, found))
+    return {"trained_on": trained, "measured_on": found, "mismatch": mismatch, "verified": True}
+
+
+def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None = None,
+                        *, allow_data_mismatch: bool | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels for ``SOURCE[:split]``, prepared the way a checkpoint was trained.
 
@@ -40,6 +109,11 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     ``all`` or no split, every image of the source is preprocessed (class dropped, padded,
     normalized with the checkpoint's statistics) without transformation.
 
+    The source's fingerprint must equal the one the checkpoint was trained on
+    (:func:`check_checkpoint_data`); ``allow_data_mismatch`` (default: the
+    :func:`data_mismatch_allowed` context, else False) measures anyway, and
+    :func:`last_data_check` then reports the mismatch.
+
     Returns:
         images ``[N, C, H, W]`` float, labels ``[N]`` long.
     """
@@ -47,19 +121,22 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     split = split or "test"
     if split not in ("train", "val", "test", "all"):
         raise DataError(f"unknown split {split!r} in {spec!r}; valid: train, val, test, all")
+    allow = _ALLOW_MISMATCH.get() if allow_data_mismatch is None else allow_data_mismatch
     data_cfg = dict(metadata.get("data") or {})
     data_cfg["dataset"] = source
+    data_cfg["source_hash"] = None  # checked explicitly below (so it can be allowed)
     fields = set(DataConfig.__dataclass_fields__)
     cfg = DataConfig(**{k: v for k, v in data_cfg.items() if k in fields})
+    ds = load_source(source)
+    _LAST_CHECK.set(check_checkpoint_data(ds, metadata, allow))
     if split == "all":
-        ds = load_source(source)
         x, y = drop_class(ds, cfg.exclude_class)
         xt = pad_images(torch.from_numpy(x).float().div_(255.0), cfg.pad_to)
         norm = metadata.get("normalization") or {"mean": 0.0, "std": 1.0}
         xt = (xt - norm["mean"]) / norm["std"]
         yt = torch.from_numpy(y).long()
     else:
-        td = prepare_transforming(cfg, metadata.get("group") or "r4")
+        td = prepare_transforming(cfg, metadata.get("group") or "r4", dataset=ds)
         part = getattr(td, split)
         xt, yt = part.images, part.labels
     if limit is not None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from invlab.io import atomic_write
 
 # IDX type codes -> big-endian numpy dtypes.
 IDX_DTYPES: dict[int, str] = {
@@ -64,7 +67,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
                        f"found {len(buf)}")
     dims = tuple(int(d) for d in np.frombuffer(buf, ">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_DTYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # exact Python ints: dims cannot overflow
     found = len(buf) - header
     if found != expected:
         what = "truncated" if found < expected else "has trailing bytes"
@@ -89,6 +92,4 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray, compress: bool | 
     payload = header + arr.astype(IDX_DTYPES[codes[key]]).tobytes()
     if compress or (compress is None and p.suffix == ".gz"):
         payload = gzip.compress(payload)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_bytes(payload)
-    os.replace(tmp, p)
+    atomic_write(p, payload)

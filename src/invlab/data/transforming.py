@@ -10,12 +10,14 @@ element. The training split stays untransformed: training applies fresh random e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import torch
 
-from invlab.data.sources import DataError, Dataset, load_source
+from invlab.data.sources import DataError, DataMismatchError, Dataset, load_source
 from invlab.groups import Group, create_group
 
 
@@ -30,6 +32,10 @@ class DataConfig:
     n_val: int = 2_000
     n_test_max: int = 50_000
     data_seed: int = 0
+    source_hash: str | None = None
+    """Content hash the source must have (:attr:`Dataset.content_hash`); ``None`` accepts
+    whatever resolves. Studies pin it, so a cell or cached model never silently uses other
+    data (e.g. the bundled 5k MNIST subset where the 15k source was meant)."""
 
 
 @dataclass
@@ -60,6 +66,8 @@ class TransformingData:
     group: str
     num_classes: int
     provenance: tuple[str, ...]
+    fingerprint: dict[str, object] = field(default_factory=dict)
+    """The source's :meth:`Dataset.fingerprint` (source, where, images, hash)."""
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -94,6 +102,32 @@ def split_sizes(n: int, n_train: int, n_val: int, n_test_max: int) -> tuple[int,
     return n_train, n_val, min(n - n_train - n_val, n_test_max)
 
 
+def exact_mean_std(images: np.ndarray, pad_to: int) -> tuple[float, float]:
+    """Mean and unbiased std of ``images / 255`` ([N, C, H, W] uint8) zero-padded to
+    ``pad_to × pad_to``, computed exactly from integer sums (thread- and order-independent):
+    ``mean = S1 / (255 M)``, ``var = (M S2 − S1²) / (255² M (M − 1))`` with ``M = N C pad²``,
+    ``S1 = Σ u``, ``S2 = Σ u²``."""
+    u = images.astype(np.int64)
+    m = int(u.shape[0]) * int(u.shape[1]) * pad_to * pad_to
+    if m < 2:
+        raise DataError(f"need at least 2 pixels for normalization statistics, found {m}")
+    s1, s2 = int(u.sum()), int((u * u).sum())
+    mean = float(Fraction(s1, 255 * m))
+    var = Fraction(m * s2 - s1 * s1, 255 * 255 * m * (m - 1))
+    return mean, math.sqrt(float(var))
+
+
+def check_source(ds: Dataset, source_hash: str | None) -> None:
+    """Raise :class:`DataMismatchError` unless ``ds`` has content hash ``source_hash``."""
+    if source_hash is None or ds.content_hash == source_hash:
+        return
+    raise DataMismatchError(
+        f"data source {ds.name!r} resolved to different data than expected: expected content "
+        f"{source_hash}, found {ds.content_hash} ({len(ds):,} images from "
+        f"{'; '.join(ds.provenance)}). Point $INVLAB_DATA at the data it was built from, or "
+        "rerun with a new output folder/checkpoint cache to build from this data")
+
+
 def random_elements(group: Group, n: int, generator: torch.Generator) -> torch.Tensor:
     """``[n]`` elements drawn uniformly from the whole group."""
     return torch.randint(0, group.order, (n,), generator=generator)
@@ -104,6 +138,7 @@ def prepare_transforming(cfg: DataConfig, group: str | Group, dataset: Dataset |
     """Build Transforming-<dataset> splits as in M23 (see module docstring)."""
     grp = create_group(group)
     ds = dataset if dataset is not None else load_source(cfg.dataset)
+    check_source(ds, cfg.source_hash)
     x_np, y_np = drop_class(ds, cfg.exclude_class)
     n_tr, n_va, n_te = split_sizes(len(y_np), cfg.n_train, cfg.n_val, cfg.n_test_max)
     gen = torch.Generator().manual_seed(cfg.data_seed)
@@ -112,8 +147,7 @@ def prepare_transforming(cfg: DataConfig, group: str | Group, dataset: Dataset |
     y = torch.from_numpy(y_np).long()
     idx = {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_va],
            "test": perm[n_tr + n_va:n_tr + n_va + n_te]}
-    mean = float(x[idx["train"]].mean())
-    std = float(x[idx["train"]].std())
+    mean, std = exact_mean_std(x_np[idx["train"].numpy()], cfg.pad_to)
     splits = {}
     for name, ix in idx.items():
         xi = (x[ix] - mean) / std
@@ -124,4 +158,4 @@ def prepare_transforming(cfg: DataConfig, group: str | Group, dataset: Dataset |
             xi = grp.act(xi, el)
         splits[name] = Split(xi.contiguous(), y[ix].clone(), el)
     return TransformingData(splits["train"], splits["val"], splits["test"], mean, std, grp.name,
-                            int(y.max()) + 1, ds.provenance)
+                            int(y.max()) + 1, ds.provenance, ds.fingerprint())

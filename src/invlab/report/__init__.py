@@ -9,12 +9,17 @@ def build_report(out_dir: str) -> list[str]:
     """Rebuild every report for the studies found in ``out_dir/store.sqlite``."""
     from pathlib import Path
 
-    from invlab.sweep import ResultsStore
+    from invlab.sweep import ResultsStore, output_lock
 
     path = Path(out_dir) / "store.sqlite"
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}; run a study with --out {out_dir}")
-    studies = {r["study"] for r in ResultsStore(path).cells()}
+    with output_lock(out_dir):  # a running study on this folder would race on the files
+        return _build(out_dir, path, ResultsStore(path))
+
+
+def _build(out_dir: str, path: object, store: object) -> list[str]:
+    studies = {r["study"] for r in store.cells()}  # type: ignore[attr-defined]
     # the genuine study's ν-tuning cells also live in drift/spectral stores ("genuine-tune")
     written: list[str] = []
     if "genuine" in studies:

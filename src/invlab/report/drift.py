@@ -26,7 +26,8 @@ def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
         c = r["config"]
         if r["metric"] in METRICS:
             rows.append({"group": c["train"]["group"], "method": c["train"]["method"],
-                         "mode": c["mode"], "beta": float(c["beta"]), "metric": r["metric"],
+                         "mode": c["mode"], "beta": float(c["beta"]),
+                         "seed": c["train"]["seed"], "metric": r["metric"],
                          "value": r["value"]})
     return aggregate_seeds(rows, ["group", "method", "mode", "beta"])
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from invlab.io import atomic_write
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
 from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json
@@ -52,7 +53,8 @@ def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
         if "n_si" in c and r["metric"] in SUMMARY_METRICS:
             value = r["value"] * (100.0 if r["metric"] == "accuracy" else 1.0)
             rows.append({"dataset": c["data"]["dataset"], "group": c["train"]["group"],
-                         "method": c["train"]["method"], "metric": r["metric"], "value": value})
+                         "method": c["train"]["method"], "seed": c["train"]["seed"],
+                         "metric": r["metric"], "value": value})
     return aggregate_seeds(rows, ["dataset", "group", "method"])
 
 
@@ -89,9 +91,8 @@ def _save(fig: plt.Figure, out: Path, stem: str) -> list[str]:
     paths = []
     for ext in ("png", "svg"):
         p = out / f"{stem}.{ext}"
-        tmp = p.with_name(f".{p.name}.tmp")
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format=ext)
-        tmp.replace(p)
+        atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=130, bbox_inches="tight",
+                                                         format=ext))
         paths.append(str(p))
     plt.close(fig)
     return paths

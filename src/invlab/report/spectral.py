@@ -28,7 +28,7 @@ def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
         t = r["config"]["train"]
         reg = t["regularizer"] if t["method"] == "ir" else "none"
         rows.append({"group": t["group"], "method": t["method"], "regularizer": reg,
-                     "metric": r["metric"], "value": r["value"] * (100.0 if r["metric"] ==
+                     "seed": t["seed"], "metric": r["metric"], "value": r["value"] * (100.0 if r["metric"] ==
                                                                    "accuracy" else 1.0)})
     return aggregate_seeds(rows, ["group", "method", "regularizer"])
 

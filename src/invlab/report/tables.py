@@ -15,12 +15,17 @@ from invlab.sweep.io import atomic_write_json, atomic_write_text
 def aggregate_seeds(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """Mean and std (ddof=1; 0 for one seed) over seeds of ``value`` per ``keys + metric``.
 
-    ``rows`` hold the ``keys`` and ``metric``/``value``. Returns rows
+    ``rows`` hold the ``keys``, ``metric``/``value`` and (normally) ``seed``. Rows of the same
+    seed (e.g. a store holding two runs of one model) are averaged first, so ``n_seeds``
+    counts distinct seeds, never cells. Returns rows
     ``{**keys, "metric", "mean", "std", "n_seeds"}`` sorted by keys.
     """
     if not rows:
         return []
     df = pd.DataFrame(rows)
+    if "seed" in df.columns:
+        df = df.assign(value=df["value"].astype(float)).groupby(
+            [*keys, "metric", "seed"], sort=True, dropna=False, as_index=False)["value"].mean()
     out = []
     for k, g in df.groupby([*keys, "metric"], sort=True, dropna=False):
         v = g["value"].astype(float).dropna()

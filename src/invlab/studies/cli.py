@@ -22,6 +22,9 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=int, default=None, help="override max epochs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads per cell and training run (default 1; part of every "
+                        "cell id and checkpoint key, so results never depend on --workers)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -33,7 +36,7 @@ def _ckpt(args: argparse.Namespace) -> str:
 
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
     """Flags that override the genuine preset (also the models of drift/spectral)."""
-    return {"groups": _csv(args.groups), "epochs": args.epochs,
+    return {"groups": _csv(args.groups), "epochs": args.epochs, "threads": args.threads,
             "seeds": tuple(range(args.seeds)) if args.seeds else None}
 
 

@@ -1,8 +1,16 @@
 """Shared study machinery: cached data preparation and a content-addressed checkpoint cache.
 
 A trained model is identified by the hash of its resolved (training config, data config):
-``<checkpoints>/<hash>.safetensors``. Any study that needs the same model loads it instead
-of retraining (training is deterministic, so this is the model a retrain would produce).
+``<checkpoints>/<hash>.safetensors``. The training config includes ``threads`` (intra-op
+threads training ran with) and the data config the content hash of the source
+(``source_hash``, pinned by :func:`pin_source`), so the key covers everything that changes
+the weights. Any study that needs the same model loads it instead of retraining (training is
+deterministic, so this is the model a retrain would produce).
+
+Cells refer to the checkpoint folder through a ``checkpoints`` field that is *not* part of
+their id (where a model is cached does not change what is computed), and to derived values
+(IR's tuned ν) through the config of the producing cell (``tune``), whose result is read from
+the store when the cell runs (:func:`resolve_train`).
 """
 
 from __future__ import annotations
@@ -10,13 +18,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from invlab.data import DataConfig, TransformingData, prepare_transforming
+from invlab.data import (
+    DataConfig,
+    DataMismatchError,
+    TransformingData,
+    load_source,
+    prepare_transforming,
+)
 from invlab.train import TrainConfig, train
 
 log = logging.getLogger("invlab.studies")
@@ -34,7 +51,32 @@ def get_data(cfg: DataConfig, group: str) -> TransformingData:
     return _DATA_CACHE[key]
 
 
+_PINNED: dict[tuple[str, ...], tuple[str, dict[str, Any]]] = {}
+
+
+def source_fingerprint(dataset: str) -> dict[str, Any]:
+    """The fingerprint (:meth:`invlab.data.Dataset.fingerprint`) of what ``dataset``
+    resolves to now; memoized per process and data environment."""
+    from invlab.data import sources
+
+    key = (dataset, os.environ.get("INVLAB_DATA", ""), os.environ.get("INVLAB_CACHE", ""),
+           str(sources.FASHION_SYSTEM_DIR))
+    if key not in _PINNED:
+        ds = load_source(dataset)
+        _PINNED[key] = (ds.content_hash, ds.fingerprint())
+    return _PINNED[key][1]
+
+
+def pin_source(cfg: DataConfig) -> DataConfig:
+    """``cfg`` with ``source_hash`` set to the content hash of the data found now (unchanged
+    if already pinned). Cells and checkpoint keys built from it are tied to that data."""
+    if cfg.source_hash is not None:
+        return cfg
+    return replace(cfg, source_hash=str(source_fingerprint(cfg.dataset)["hash"]))
+
+
 def model_key(train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
+    """Checkpoint-cache key: hash of the resolved training and (pinned) data configs."""
     blob = json.dumps({"train": asdict(train_cfg), "data": asdict(data_cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -48,9 +90,15 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
     """
     from invlab.checkpoint import load_checkpoint
 
+    data_cfg = pin_source(data_cfg)
     path = Path(checkpoints) / f"{model_key(train_cfg, data_cfg)}.safetensors"
     if path.exists():
         model, meta = load_checkpoint(path)
+        found = (meta.get("data_fingerprint") or {}).get("hash")
+        if found != data_cfg.source_hash:
+            raise DataMismatchError(
+                f"{path}: cached checkpoint was trained on data {found}, but its key says "
+                f"{data_cfg.source_hash}; the cache is corrupt or was edited, delete the file")
         return model, meta, True
     data = get_data(data_cfg, train_cfg.group)
     res = train(train_cfg, data, checkpoint=path, progress=progress,
@@ -60,6 +108,17 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
     return res.model, read_metadata(path), False
 
 
+NOT_IN_ID: dict[str, Any] = {"cell_id": False}
+"""Field metadata: stored with the cell's config but not part of its id."""
+
+
+def resolve_train(train_cfg: TrainConfig, tune: Any, ctx: Any) -> TrainConfig:
+    """``train_cfg`` with ν read from the finished tuning cell ``tune`` (if any)."""
+    if tune is None:
+        return train_cfg
+    return replace(train_cfg, nu=float(ctx.value(tune, "nu")))
+
+
 @dataclass(frozen=True)
 class TrainCell:
     """Train (or load) one model into the shared cache: a study stage that runs before
@@ -67,13 +126,19 @@ class TrainCell:
 
     data: DataConfig
     train: TrainConfig
-    checkpoints: str
+    checkpoints: str = field(metadata=NOT_IN_ID)
+    tune: Any = None  #: the TuneCell whose ν this model uses (IR), else None
+
+    @property
+    def threads(self) -> int:
+        return self.train.threads
 
 
 def run_train_cell(cell: TrainCell, ctx: Any) -> Any:
     from invlab.sweep import CellResult
 
-    _, meta, reused = trained_model(cell.train, cell.data, cell.checkpoints)
+    train_cfg = resolve_train(cell.train, cell.tune, ctx)
+    _, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
     res = CellResult(extra={"checkpoint_reused": reused})
     res.add("val_accuracy", float(meta.get("best_val_accuracy", float("nan"))))
     res.add("epochs_run", float(meta.get("epochs_run", 0)))
@@ -89,11 +154,15 @@ def add_sample_means(res: Any, measurement: Any, *names: str) -> Any:
     return res
 
 
-def open_study(out: str | Path, study: str, config: dict[str, Any]) -> tuple[Path, Any]:
-    """Create ``out``, write the resolved config beside the results, open the store."""
-    from invlab.sweep import ResultsStore, write_resolved_config
+@contextmanager
+def open_study(out: str | Path, study: str, config: dict[str, Any]
+               ) -> Iterator[tuple[Path, Any]]:
+    """Hold ``out``'s writer lock, write the resolved config beside the results and open the
+    store for the block. A second study on the same ``out`` fails with ``OutputLocked``."""
+    from invlab.sweep import ResultsStore, output_lock, write_resolved_config
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_resolved_config(out, study, config)
-    return out, ResultsStore(out / "store.sqlite")
+    with output_lock(out):
+        write_resolved_config(out, study, config)
+        with ResultsStore(out / "store.sqlite") as store:
+            yield out, store

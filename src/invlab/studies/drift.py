@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from invlab.data import DataConfig
-from invlab.studies.common import add_sample_means, get_data, open_study, trained_model
+from invlab.studies.common import (
+    NOT_IN_ID,
+    add_sample_means,
+    get_data,
+    open_study,
+    pin_source,
+    resolve_train,
+    source_fingerprint,
+    trained_model,
+)
 from invlab.studies.presets import load_preset
 from invlab.sweep import CellContext, CellResult, run_study
 from invlab.train import TrainConfig
@@ -62,7 +71,12 @@ class DriftCell:
     n_si: int
     ig_steps: int
     pair_seed: int
-    checkpoints: str
+    checkpoints: str = field(metadata=NOT_IN_ID)
+    tune: Any = None  #: the genuine study's TuneCell whose ν the (IR) model uses, else None
+
+    @property
+    def threads(self) -> int:
+        return self.train.threads
 
 
 def drifted(cell: DriftCell) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,7 +109,8 @@ def run_drift_cell(cell: DriftCell, ctx: CellContext) -> CellResult:
     from invlab.metrics import measure
     from invlab.train import evaluate_accuracy
 
-    model, _, reused = trained_model(cell.train, cell.data, cell.checkpoints)
+    model, _, reused = trained_model(resolve_train(cell.train, cell.tune, ctx), cell.data,
+                                     cell.checkpoints)
     xb, yb, x1, y1 = drifted(cell)
     zeros = torch.zeros(len(yb), dtype=torch.long)
     acc = evaluate_accuracy(model, Split(xb, yb, zeros))
@@ -123,27 +138,30 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
     from invlab.studies import genuine
 
     gp = genuine.preset(p.genuine_preset, **(genuine_overrides or {}))
-    out, store = open_study(out, STUDY, {"preset": preset_name, **asdict(p),
-                                         "genuine": asdict(gp), "checkpoints": checkpoints})
-    t0 = time.perf_counter()
-    models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress)
-    from invlab.studies.common import TrainCell, run_train_cell
+    config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
+              "checkpoints": checkpoints,
+              "data": {d: source_fingerprint(d) for d in ("mnist", "fashion-mnist")}}
+    with open_study(out, STUDY, config) as (out, store):
+        t0 = time.perf_counter()
+        models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress)
+        from invlab.studies.common import TrainCell, run_train_cell
 
-    executor = "process" if workers > 1 else "serial"
-    run_study([TrainCell(m.data, m.train, checkpoints) for m in models], run_train_cell, store,
-              "drift-models", executor=executor, workers=workers, progress=progress, root=out)
-    d2 = replace(models[0].data, dataset="fashion-mnist")
-    cells = [DriftCell(mc.data, mc.train, d2, mode, float(beta), p.n_si, p.ig_steps,
-                       p.pair_seed, checkpoints)
-             for mc in models for mode in p.modes for beta in p.betas]
-    log.info("drift: %d models x %d modes x %d betas = %d cells", len(models), len(p.modes),
-             len(p.betas), len(cells))
-    run_study(cells, run_drift_cell, store, STUDY, executor="process" if workers > 1 else
-              "serial", workers=workers, progress=progress, root=out)
-    log.info("drift finished in %.1f min", (time.perf_counter() - t0) / 60)
-    build_report(out)
-    from invlab.report.html import write_html_report
+        executor = "process" if workers > 1 else "serial"
+        run_study([TrainCell(m.data, m.train, checkpoints, m.tune) for m in models],
+                  run_train_cell, store, "drift-models", executor=executor, workers=workers,
+                  progress=progress, root=out)
+        d2 = pin_source(replace(models[0].data, dataset="fashion-mnist", source_hash=None))
+        cells = [DriftCell(mc.data, mc.train, d2, mode, float(beta), p.n_si, p.ig_steps,
+                           p.pair_seed, checkpoints, mc.tune)
+                 for mc in models for mode in p.modes for beta in p.betas]
+        log.info("drift: %d models x %d modes x %d betas = %d cells", len(models), len(p.modes),
+                 len(p.betas), len(cells))
+        run_study(cells, run_drift_cell, store, STUDY, executor=executor, workers=workers,
+                  progress=progress, root=out)
+        log.info("drift finished in %.1f min", (time.perf_counter() - t0) / 60)
+        build_report(out)
+        from invlab.report.html import write_html_report
 
-    write_html_report(out, wall_seconds=time.perf_counter() - t0)
+        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 

@@ -1,9 +1,13 @@
 """Genuine invariance (M23 §4.1–4.2): DA vs WT vs IR on Transforming-MNIST/-FMNIST.
 
 Cells: dataset × group × method × seed. Stage 1 tunes IR's ν per (dataset, group) on seed 0
-(:func:`invlab.train.tune_nu`); stage 2 trains/measures every cell with the tuned ν baked
-into the IR cells' configs. Trained models go through the shared checkpoint cache, so the
-tuning run that selected ν *is* the seed-0 IR model, and later studies reuse them all.
+(:func:`invlab.train.tune_nu`); stage 2 trains/measures the IR cells, each of which names its
+tuning cell (``tune``) and reads the chosen ν from the store when it runs (ν is a measured
+value, not part of the IR cell's id). Trained models go through the shared checkpoint cache,
+so the tuning run that selected ν *is* the seed-0 IR model, and later studies reuse them all.
+Every data config is pinned to the content hash of the source found (``source_hash``), and
+every cell and model runs with ``threads`` intra-op threads (preset field, default 1), so the
+results are bit-identical whatever ``--workers`` is.
 
 Per cell (test split): accuracy, ``logit_l2`` (LI), ``kl`` (DI), ``effective_invariance``
 (EI); ``saliency_similarity`` (SI) on a seeded subset of ``n_si`` test images; ``nu`` for IR.
@@ -22,7 +26,16 @@ import torch
 
 from invlab.data import DataConfig
 from invlab.groups import create_group
-from invlab.studies.common import add_sample_means, get_data, open_study, trained_model
+from invlab.studies.common import (
+    NOT_IN_ID,
+    add_sample_means,
+    get_data,
+    open_study,
+    pin_source,
+    resolve_train,
+    source_fingerprint,
+    trained_model,
+)
 from invlab.studies.presets import load_preset
 from invlab.sweep import CellContext, CellResult, ResultsStore, run_study
 from invlab.train import TrainConfig, evaluate_accuracy, tune_nu
@@ -54,6 +67,7 @@ class GenuinePreset:
     tune_n_val_si: int = 500
     tune_nu_start: float = 1.0
     tune_max_trials: int = 6
+    threads: int = 1  #: intra-op threads of every cell and training run (part of their ids)
 
     def __post_init__(self) -> None:
         from invlab.sweep import check
@@ -68,38 +82,55 @@ class GenuinePreset:
         check("ig_steps", self.ig_steps >= 1, f"must be >= 1, found {self.ig_steps}")
         check("tune_target", -1 <= self.tune_target <= 1, f"must be in [-1, 1], found "
               f"{self.tune_target}")
+        check("threads", self.threads >= 1, f"must be >= 1, found {self.threads}")
 
     def data_config(self, dataset: str) -> DataConfig:
-        return DataConfig(dataset=dataset, exclude_class=9, pad_to=36, n_train=self.n_train,
-                          n_val=self.n_val, n_test_max=self.n_test_max, data_seed=0)
+        """The dataset's config, pinned to the content hash of the source found now."""
+        return pin_source(DataConfig(dataset=dataset, exclude_class=9, pad_to=36,
+                                     n_train=self.n_train, n_val=self.n_val,
+                                     n_test_max=self.n_test_max, data_seed=0))
 
     def train_config(self, method: str, group: str, seed: int, nu: float = 0.0,
                      regularizer: str = "logit_l2") -> TrainConfig:
         return TrainConfig(method=method, group=group, model="mlp5", epochs=self.epochs,
                            batch_size=self.batch_size, lr=self.lr, nu=nu,
-                           regularizer=regularizer, seed=seed, patience=self.patience)
+                           regularizer=regularizer, seed=seed, patience=self.patience,
+                           threads=self.threads)
 
 
 @dataclass(frozen=True)
 class TuneCell:
+    """ν search for IR on one (dataset, group, regularizer); its ``nu`` row is the answer."""
+
     data: DataConfig
     train: TrainConfig
     target: float
     n_val_si: int
     nu_start: float
     max_trials: int
-    checkpoints: str
+    checkpoints: str = field(metadata=NOT_IN_ID)
+
+    @property
+    def threads(self) -> int:
+        return self.train.threads
 
 
 @dataclass(frozen=True)
 class GenuineCell:
+    """Train (or load) and measure one model. IR cells name their tuning cell in ``tune``;
+    their ``train.nu`` is a placeholder (0) replaced by the tuned ν when the cell runs."""
+
     data: DataConfig
     train: TrainConfig
     n_si: int
     ig_steps: int
     figures: bool
-    checkpoints: str
-    tuned: dict[str, float] = field(default_factory=dict)
+    checkpoints: str = field(metadata=NOT_IN_ID)
+    tune: TuneCell | None = None
+
+    @property
+    def threads(self) -> int:
+        return self.train.threads
 
 
 def run_tune_cell(cell: TuneCell, ctx: CellContext) -> CellResult:
@@ -154,7 +185,8 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
     from invlab.metrics import measure
 
     t0 = time.perf_counter()
-    model, meta, reused = trained_model(cell.train, cell.data, cell.checkpoints)
+    train_cfg = resolve_train(cell.train, cell.tune, ctx)
+    model, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
     data = get_data(cell.data, cell.train.group)
     test = data.test
     res = CellResult()
@@ -166,13 +198,18 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
                  metrics=["saliency_similarity"], n_steps=cell.ig_steps)
     add_sample_means(res, si, "saliency_similarity")
     if cell.train.method == "ir":
-        res.add("nu", cell.train.nu)
+        res.add("nu", train_cfg.nu)
     res.add("val_accuracy", float(meta.get("best_val_accuracy", float("nan"))))
     res.add("epochs_run", float(meta.get("epochs_run", 0)))
     res.add("best_epoch", float(meta.get("best_epoch", 0)))
     res.add("train_seconds", float(meta.get("wall_seconds", 0.0)))
     extra: dict[str, Any] = {"checkpoint_reused": reused, "val_curve": meta.get("val_curve"),
-                             **cell.tuned, "measure_seconds": round(time.perf_counter() - t0, 2)}
+                             "data_fingerprint": meta.get("data_fingerprint"),
+                             "measure_seconds": round(time.perf_counter() - t0, 2)}
+    if cell.tune is not None:
+        from invlab.sweep import cell_id
+
+        extra["tune_cell"] = cell_id(cell.tune)
     if cell.figures:
         extra["figures"] = figure_data(model, test.images, test.labels, cell.train.group,
                                        cell.ig_steps)
@@ -188,18 +225,17 @@ def tune_cells(p: GenuinePreset, checkpoints: str) -> list[TuneCell]:
             for d in p.datasets for g in p.groups]
 
 
-def genuine_cells(p: GenuinePreset, checkpoints: str, tuned: dict[tuple[str, str], dict[str, float]]
-                  ) -> list[GenuineCell]:
+def genuine_cells(p: GenuinePreset, checkpoints: str) -> list[GenuineCell]:
+    """Every (dataset, group, method, seed) cell; IR cells refer to their tuning cell."""
+    tunes = {(c.data.dataset, c.train.group): c for c in tune_cells(p, checkpoints)}
     cells = []
     for d in p.datasets:
         for g in p.groups:
             for method in p.methods:
                 for s in p.seeds:
-                    info = tuned.get((d, g), {}) if method == "ir" else {}
-                    nu = info.get("nu", 0.0) if method == "ir" else 0.0
-                    cells.append(GenuineCell(p.data_config(d), p.train_config(method, g, s, nu),
+                    cells.append(GenuineCell(p.data_config(d), p.train_config(method, g, s),
                                              p.n_si, p.ig_steps, s == p.seeds[0], checkpoints,
-                                             dict(info)))
+                                             tunes[(d, g)] if method == "ir" else None))
     return cells
 
 
@@ -210,19 +246,6 @@ def run_stage1_cell(cell: TuneCell | GenuineCell, ctx: CellContext) -> CellResul
     return run_genuine_cell(cell, ctx)
 
 
-def tuned_nus(store: ResultsStore, cells: list[TuneCell]) -> dict[tuple[str, str], dict[str, float]]:
-    from invlab.sweep import cell_id
-
-    by_id = {cell_id(c): c for c in cells}
-    out: dict[tuple[str, str], dict[str, float]] = {}
-    for r in store.rows():
-        c = by_id.get(r["cell_id"])
-        if c is not None:
-            out.setdefault((c.data.dataset, c.train.group), {})[
-                "nu" if r["metric"] == "nu" else f"tune_{r['metric']}"] = r["value"]
-    return out
-
-
 def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path | None = None,
                 workers: int = 1, progress: bool = True, preset_name: str = "custom"
                 ) -> Path:
@@ -230,27 +253,28 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
     from invlab.report.genuine import build_report
 
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
-    out, store = open_study(out, STUDY, {"preset": preset_name, **asdict(preset),
-                                         "checkpoints": ckpt, "workers": workers})
-    executor = "process" if workers > 1 else "serial"
-    t0 = time.perf_counter()
-    tcells = tune_cells(preset, ckpt)
-    base = [c for c in genuine_cells(preset, ckpt, {}) if c.train.method != "ir"]
-    log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs + %d DA/WT cells",
-             len(tcells), len(base))
-    run_study([*tcells, *base], run_stage1_cell, store, STUDY, executor=executor,
-              workers=workers, progress=progress, root=out)
-    ir = [c for c in genuine_cells(preset, ckpt, tuned_nus(store, tcells))
-          if c.train.method == "ir"]
-    log.info("stage 2/2: %d IR cells with the tuned nu", len(ir))
-    if ir:
-        run_study(ir, run_genuine_cell, store, STUDY, executor=executor, workers=workers,
-                  progress=progress, root=out)
-    log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
-    build_report(out)
-    from invlab.report.html import write_html_report
+    config = {"preset": preset_name, **asdict(preset), "checkpoints": ckpt, "workers": workers,
+              "data": {d: source_fingerprint(d) for d in preset.datasets}}
+    with open_study(out, STUDY, config) as (out, store):
+        executor = "process" if workers > 1 else "serial"
+        t0 = time.perf_counter()
+        tcells = tune_cells(preset, ckpt)
+        cells = genuine_cells(preset, ckpt)
+        base = [c for c in cells if c.train.method != "ir"]
+        log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs + %d DA/WT cells",
+                 len(tcells), len(base))
+        run_study([*tcells, *base], run_stage1_cell, store, STUDY, executor=executor,
+                  workers=workers, progress=progress, root=out)
+        ir = [c for c in cells if c.train.method == "ir"]
+        log.info("stage 2/2: %d IR cells with the tuned nu", len(ir))
+        if ir:
+            run_study(ir, run_genuine_cell, store, STUDY, executor=executor, workers=workers,
+                      progress=progress, root=out)
+        log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
+        build_report(out)
+        from invlab.report.html import write_html_report
 
-    write_html_report(out, wall_seconds=time.perf_counter() - t0)
+        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 
 
@@ -268,7 +292,7 @@ def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, 
     if tcells:
         run_study(tcells, run_tune_cell, store, STUDY + "-tune", executor="process" if workers > 1
                   else "serial", workers=min(workers, len(tcells)), progress=progress, root=out)
-    return genuine_cells(p, checkpoints, tuned_nus(store, tcells))
+    return genuine_cells(p, checkpoints)
 
 
 def preset(name: str, **overrides: Any) -> GenuinePreset:

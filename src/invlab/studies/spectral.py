@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from invlab.data import DataConfig
-from invlab.studies.common import get_data, open_study, trained_model
-from invlab.studies.presets import load_preset
-from invlab.sweep import (
-    CellContext,
-    CellResult,
-    cell_id,
-    run_study,
+from invlab.studies.common import (
+    NOT_IN_ID,
+    get_data,
+    open_study,
+    resolve_train,
+    source_fingerprint,
+    trained_model,
 )
+from invlab.studies.presets import load_preset
+from invlab.sweep import CellContext, CellResult, run_study
 from invlab.train import TrainConfig, evaluate_accuracy
 
 log = logging.getLogger("invlab.studies")
@@ -52,13 +54,19 @@ class SpectralCell:
     data: DataConfig
     train: TrainConfig
     n_eval: int
-    checkpoints: str
+    checkpoints: str = field(metadata=NOT_IN_ID)
+    tune: Any = None  #: the TuneCell whose ν this (IR) model uses, else None
+
+    @property
+    def threads(self) -> int:
+        return self.train.threads
 
 
 def run_spectral_cell(cell: SpectralCell, ctx: CellContext) -> CellResult:
     from invlab.metrics.functional import jacobian_spectral_norm
 
-    model, meta, reused = trained_model(cell.train, cell.data, cell.checkpoints)
+    train_cfg = resolve_train(cell.train, cell.tune, ctx)
+    model, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
     test = get_data(cell.data, cell.train.group).test
     x = test.images[: cell.n_eval]
     sig = jacobian_spectral_norm(model, x)
@@ -66,7 +74,7 @@ def run_spectral_cell(cell: SpectralCell, ctx: CellContext) -> CellResult:
     res.add("sigma_max", float(sig.mean()), float(sig.std()), len(sig))
     res.add("accuracy", evaluate_accuracy(model, test), n=len(test))
     if cell.train.method == "ir":
-        res.add("nu", cell.train.nu)
+        res.add("nu", train_cfg.nu)
     return res
 
 
@@ -82,37 +90,37 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
 
     gp = replace(genuine.preset(p.genuine_preset, **(genuine_overrides or {})),
                  datasets=("mnist",))
-    out, store = open_study(out, STUDY, {"preset": preset_name, **asdict(p),
-                                         "genuine": asdict(gp), "checkpoints": checkpoints})
-    executor = "process" if workers > 1 else "serial"
-    t0 = time.perf_counter()
-    tcells = {(g, r): genuine.TuneCell(gp.data_config("mnist"),
-                                      gp.train_config("ir", g, gp.seeds[0], regularizer=r),
-                                      gp.tune_target, gp.tune_n_val_si, gp.tune_nu_start,
-                                      gp.tune_max_trials, checkpoints)
-              for g in gp.groups for r in p.regularizers}
-    log.info("spectral stage 1/2: tuning nu for %d (group, regularizer) pairs", len(tcells))
-    run_study(list(tcells.values()), genuine.run_tune_cell, store, "spectral-tune",
-              executor=executor, workers=min(workers, len(tcells)), progress=progress, root=out)
-    nus = {r["cell_id"]: r["value"] for r in store.rows("spectral-tune") if r["metric"] == "nu"}
-    cells = []
-    for g in gp.groups:
-        for s in gp.seeds:
-            cells.append(SpectralCell(gp.data_config("mnist"), gp.train_config("da", g, s),
-                                      p.n_eval, checkpoints))
-            for r in p.regularizers:
-                nu = nus[cell_id(tcells[(g, r)])]
-                cells.append(SpectralCell(gp.data_config("mnist"),
-                                          gp.train_config("ir", g, s, nu=nu, regularizer=r),
+    config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
+              "checkpoints": checkpoints, "data": {"mnist": source_fingerprint("mnist")}}
+    with open_study(out, STUDY, config) as (out, store):
+        executor = "process" if workers > 1 else "serial"
+        t0 = time.perf_counter()
+        tcells = {(g, r): genuine.TuneCell(gp.data_config("mnist"),
+                                          gp.train_config("ir", g, gp.seeds[0], regularizer=r),
+                                          gp.tune_target, gp.tune_n_val_si, gp.tune_nu_start,
+                                          gp.tune_max_trials, checkpoints)
+                  for g in gp.groups for r in p.regularizers}
+        log.info("spectral stage 1/2: tuning nu for %d (group, regularizer) pairs", len(tcells))
+        run_study(list(tcells.values()), genuine.run_tune_cell, store, "spectral-tune",
+                  executor=executor, workers=min(workers, len(tcells)), progress=progress,
+                  root=out)
+        cells = []
+        for g in gp.groups:
+            for s in gp.seeds:
+                cells.append(SpectralCell(gp.data_config("mnist"), gp.train_config("da", g, s),
                                           p.n_eval, checkpoints))
-    log.info("spectral stage 2/2: %d cells", len(cells))
-    run_study(cells, run_spectral_cell, store, STUDY, executor=executor, workers=workers,
-              progress=progress, root=out)
-    log.info("spectral finished in %.1f min", (time.perf_counter() - t0) / 60)
-    build_report(out)
-    from invlab.report.html import write_html_report
+                for r in p.regularizers:
+                    cells.append(SpectralCell(gp.data_config("mnist"),
+                                              gp.train_config("ir", g, s, regularizer=r),
+                                              p.n_eval, checkpoints, tcells[(g, r)]))
+        log.info("spectral stage 2/2: %d cells", len(cells))
+        run_study(cells, run_spectral_cell, store, STUDY, executor=executor, workers=workers,
+                  progress=progress, root=out)
+        log.info("spectral finished in %.1f min", (time.perf_counter() - t0) / 60)
+        build_report(out)
+        from invlab.report.html import write_html_report
 
-    write_html_report(out, wall_seconds=time.perf_counter() - t0)
+        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 
 

@@ -60,6 +60,7 @@ from invlab.sweep.io import (
     atomic_write_text,
     write_resolved_config,
 )
+from invlab.sweep.lock import OutputLocked, output_lock
 from invlab.sweep.provenance import git_revision, invlab_version
 from invlab.sweep.runner import (
     CellContext,
@@ -68,17 +69,20 @@ from invlab.sweep.runner import (
     StudySummary,
     describe,
     run_study,
+    threads_for,
 )
-from invlab.sweep.store import ResultsStore
+from invlab.sweep.store import ResultsStore, StoreError
 
 __all__ = [
     "CellContext",
     "CellResult",
     "ConfigError",
     "Executor",
+    "OutputLocked",
     "ProcessPoolExecutorBackend",
     "ResultsStore",
     "SerialExecutor",
+    "StoreError",
     "StudyError",
     "StudySummary",
     "atomic_write_bytes",
@@ -94,7 +98,9 @@ __all__ = [
     "git_revision",
     "invlab_version",
     "make_executor",
+    "output_lock",
     "run_study",
+    "threads_for",
     "validate",
     "write_resolved_config",
 ]

@@ -1,20 +1,20 @@
 """Atomic file writes and the resolved-config files written beside results.
 
-Every writer goes through a temporary file in the destination directory, ``fsync``, then
-``os.replace``: a reader (or a run killed with ``kill -9``) sees either the old file or the
-new one, never a torn one::
+Every writer goes through :func:`invlab.io.atomic_write` (a uniquely named temporary file in
+the destination directory, ``fsync``, then ``os.replace``): a reader (or a run killed with
+``kill -9``) sees either the old file or the new one, never a torn one::
 
     >>> atomic_write_json("runs/demo/summary.json", {"acc": 0.95})  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from invlab.io import atomic_write
 
 __all__ = [
     "atomic_write_bytes",
@@ -24,51 +24,9 @@ __all__ = [
 ]
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once: os.umask is process-global and not thread-safe
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Best-effort fsync of a directory so the rename itself is durable."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; create parent directories. Returns the path.
-
-    The file gets the usual permissions (``0o666 & ~umask``), not ``mkstemp``'s 0600.
-    On any error the destination is left untouched and the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """Write ``data`` to ``path`` atomically (:func:`invlab.io.atomic_write`)."""
+    return atomic_write(path, bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

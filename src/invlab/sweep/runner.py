@@ -28,6 +28,7 @@ __all__ = [
     "StudySummary",
     "describe",
     "run_study",
+    "threads_for",
 ]
 
 log = logging.getLogger("invlab.sweep")
@@ -71,6 +72,26 @@ class CellContext:
     study: str
     root: Path
     seed: int
+    threads: int = 1
+    store_path: Path | None = None
+
+    def value(self, cfg: Any, metric: str) -> float:
+        """A metric of the already-finished cell ``cfg`` (e.g. the ν a tuning cell chose), read
+        from the study's store: a derived value is fetched from its producing cell, so it is
+        never part of the consuming cell's identity.
+
+        Raises:
+            LookupError: the producing cell has not been run (or lacks ``metric``).
+        """
+        if self.store_path is None:
+            raise LookupError("this cell context has no results store")
+        cid = _cell_id(cfg)
+        with ResultsStore(self.store_path) as store:
+            v = store.value(cid, metric)
+        if v is None:
+            raise LookupError(f"cell {cid} ({type(cfg).__name__}) has no {metric!r} in "
+                              f"{self.store_path}; run it first (an earlier study stage)")
+        return v
 
     @property
     def dir(self) -> Path:
@@ -99,12 +120,17 @@ class StudyError(RuntimeError):
         self.study = study
         self.failures = dict(failures)
         self.summary = summary
-        lines = "\n".join(f"  {cid}: {msg}" for cid, msg in self.failures.items())
+        lines = "\n".join(f"  {cid}: {_one_line(msg)}" for cid, msg in self.failures.items())
         super().__init__(
             f"{len(self.failures)} of {summary.total} cells of study {study!r} failed "
             f"(nothing recorded for them; {summary.ran} others were written):\n{lines}\n"
             "Fix the cause and rerun: finished cells are skipped, only these run again."
         )
+
+
+def _one_line(msg: str, width: int = 300) -> str:
+    s = " ".join(str(msg).split())
+    return s if len(s) <= width else s[: width - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -159,11 +185,33 @@ def _coerce_result(res: Any) -> CellResult:
     )
 
 
+def threads_for(cfg: Any) -> int:
+    """Intra-op threads a cell runs with: its config's ``threads`` (a field or property,
+    e.g. ``cfg.train.threads``), else 1. Fixed per cell, whatever the executor, so results
+    do not depend on ``--workers``; being in the config, it is part of the cell id."""
+    t = getattr(cfg, "threads", 1)
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ValueError(f"{type(cfg).__name__}.threads must be an int >= 1, found {t!r}")
+    return t
+
+
 def _execute(task: _Task) -> _Outcome:
-    """Run one cell (in whichever process the executor chose); never raises Exceptions."""
+    """Run one cell (in whichever process the executor chose); never raises Exceptions.
+
+    The cell runs with exactly ``task.ctx.threads`` torch intra-op threads (restored after,
+    for the serial executor's sake)."""
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            torch = None
+    before = torch.get_num_threads() if torch is not None else None
     try:
+        if torch is not None:
+            torch.set_num_threads(task.ctx.threads)
         _seed_everything(task.ctx.seed)
         res = _coerce_result(task.fn(task.cfg, task.ctx))
         # fail here, in the worker, if the result cannot travel back or be stored
@@ -172,6 +220,22 @@ def _execute(task: _Task) -> _Outcome:
     except Exception as e:  # noqa: BLE001 - a failing cell must not stop the study
         return _Outcome(None, f"{type(e).__name__}: {e}", traceback.format_exc(), started,
                         time.perf_counter() - t0)
+    finally:
+        if torch is not None and before is not None:
+            torch.set_num_threads(before)
+
+
+def _save_traceback(root: Path, cid: str, cfg: Any, tb: str | None) -> Path | None:
+    """Keep a failed cell's traceback in ``root/failures/<cell_id>.txt`` (best effort)."""
+    if not tb:
+        return None
+    from invlab.io import atomic_write
+
+    try:
+        return atomic_write(root / "failures" / f"{cid}.txt",
+                            f"{type(cfg).__name__}: {describe(cfg, 10_000)}\n\n{tb}")
+    except OSError:
+        return None
 
 
 def describe(cfg: Any, width: int = 60) -> str:
@@ -256,7 +320,8 @@ def run_study(
 
     tasks = [
         _Task(fn, by_id[cid][0],
-              CellContext(cid, study, root_path, _seed_for(by_id[cid][0], cid)))
+              CellContext(cid, study, root_path, _seed_for(by_id[cid][0], cid),
+                          threads_for(by_id[cid][0]), store.path))
         for cid in todo
     ]
     failures: dict[str, str] = {}
@@ -282,14 +347,16 @@ def run_study(
                           err)
             elif outcome.error is not None:
                 failures[cid] = outcome.error
-                log.error("study %s: cell %s (%s) failed: %s\n%s", study, cid,
-                          describe(task.cfg), outcome.error, outcome.traceback)
+                where = _save_traceback(root_path, cid, task.cfg, outcome.traceback)
+                log.error("study %s: cell %s (%s) failed: %s%s", study, cid, describe(task.cfg),
+                          _one_line(outcome.error), f" (traceback: {where})" if where else "")
             else:
                 assert outcome.result is not None
                 try:
                     store.put_cell(cid, study, by_id[cid][1], outcome.result.rows,
                                    outcome.wall_seconds, outcome.result.extra,
-                                   started_at=outcome.started_at, seed=task.ctx.seed)
+                                   started_at=outcome.started_at, seed=task.ctx.seed,
+                                   kind=type(task.cfg).__name__, threads=task.ctx.threads)
                 except (ValueError, TypeError) as e:  # bad rows/extra: the cell's fault
                     failures[cid] = f"{type(e).__name__}: {e}"
                     log.error("study %s: cell %s returned results that cannot be stored: %s",

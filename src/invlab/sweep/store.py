@@ -38,9 +38,13 @@ from invlab.sweep.provenance import git_revision, invlab_version
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SCHEMA_VERSION", "ResultsStore"]
+__all__ = ["SCHEMA_VERSION", "ResultsStore", "StoreError"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: cells.kind (config type) and cells.threads
+
+
+class StoreError(RuntimeError):
+    """The results store file cannot be used (not a database, read-only, newer schema)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -71,7 +75,9 @@ CREATE TABLE IF NOT EXISTS cells (
     finished_at  TEXT,
     wall_seconds REAL,
     seed         INTEGER,
-    extra        TEXT
+    extra        TEXT,
+    kind         TEXT,
+    threads      INTEGER
 );
 CREATE INDEX IF NOT EXISTS cells_study ON cells (study);
 """
@@ -93,8 +99,8 @@ ON CONFLICT (cell_id, metric) DO UPDATE SET
 
 _UPSERT_CELL = """
 INSERT INTO cells (cell_id, study, config, status, started_at, finished_at, wall_seconds,
-                   seed, extra)
-VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?)
+                   seed, extra, kind, threads)
+VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (cell_id) DO UPDATE SET
     study = excluded.study,
     config = excluded.config,
@@ -103,14 +109,16 @@ ON CONFLICT (cell_id) DO UPDATE SET
     finished_at = excluded.finished_at,
     wall_seconds = excluded.wall_seconds,
     seed = excluded.seed,
-    extra = excluded.extra
+    extra = excluded.extra,
+    kind = excluded.kind,
+    threads = excluded.threads
 """
 
 _ROW_KEYS = {"metric", "value", "std", "n"}
 _RESULT_COLS = ("cell_id", "study", "metric", "value", "std", "n", "config",
                 "invlab_version", "git_rev", "created_at", "updated_at")
 _CELL_COLS = ("cell_id", "study", "config", "status", "started_at", "finished_at",
-              "wall_seconds", "seed", "extra")
+              "wall_seconds", "seed", "extra", "kind", "threads")
 
 
 def _now() -> datetime:
@@ -218,6 +226,16 @@ class ResultsStore:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
+        try:
+            return self._open()
+        except sqlite3.DatabaseError as e:
+            hint = ("the file is not an SQLite database; move it away or choose another --out"
+                    if "not a database" in str(e) or "malformed" in str(e) else
+                    "check that the folder exists, is writable and has free space")
+            raise StoreError(f"{self.path}: cannot use this results store ({e}); {hint}") \
+                from None
+
+    def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
                                check_same_thread=False)
@@ -234,7 +252,7 @@ class ResultsStore:
                 time.sleep(0.05 * (attempt + 1))
         if str(mode).lower() != "wal":
             conn.close()
-            raise RuntimeError(
+            raise StoreError(
                 f"could not put {self.path} in WAL journal mode (got {mode!r}); the store "
                 "needs a local filesystem that supports shared memory (not NFS)"
             )
@@ -249,13 +267,20 @@ class ResultsStore:
                 conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise StoreError(
                     f"{self.path} has schema version {row[0]}, newer than this invlab "
                     f"understands ({SCHEMA_VERSION}); upgrade invlab"
                 )
+            have = {r[1] for r in conn.execute("PRAGMA table_info(cells)")}
+            for col, tp in (("kind", "TEXT"), ("threads", "INTEGER")):  # schema 1 -> 2
+                if col not in have:
+                    conn.execute(f"ALTER TABLE cells ADD COLUMN {col} {tp}")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND "
+                         "CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION), SCHEMA_VERSION))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.close()
             raise
         self._conn, self._pid = conn, os.getpid()
@@ -316,6 +341,8 @@ class ResultsStore:
         *,
         started_at: datetime | None = None,
         seed: int | None = None,
+        kind: str | None = None,
+        threads: int | None = None,
     ) -> None:
         """Write a finished cell: its metric rows and its ``done`` mark, atomically.
 
@@ -329,6 +356,8 @@ class ResultsStore:
             extra: JSON data to keep with the cell (e.g. the tuned ``nu``).
             started_at: start time (default: now − wall_seconds).
             seed: the seed the cell ran with.
+            kind: the cell's config type (e.g. ``"GenuineCell"``).
+            threads: intra-op threads the cell ran with.
 
         Rows are upserted on ``(cell_id, metric)``: a second write of the same cell updates
         values and ``updated_at`` and keeps ``created_at``. Metrics absent from the new rows
@@ -355,7 +384,8 @@ class ResultsStore:
             conn.execute(
                 _UPSERT_CELL,
                 (cell_id, study, config_json, _iso(started), ts, wall,
-                 None if seed is None else int(seed), extra_json),
+                 None if seed is None else int(seed), extra_json, kind,
+                 None if threads is None else int(threads)),
             )
 
     def delete_cells(self, cell_ids: Iterable[str]) -> int:
@@ -377,6 +407,12 @@ class ResultsStore:
         """Whether the cell has been written (and so will be skipped by the runner)."""
         return bool(self._query(
             "SELECT 1 FROM cells WHERE cell_id = ? AND status = 'done'", (cell_id,)))
+
+    def value(self, cell_id: str, metric: str) -> float | None:
+        """The stored value of one metric of one cell (None if absent or NULL)."""
+        q = self._query("SELECT value FROM results WHERE cell_id = ? AND metric = ?",
+                        (cell_id, metric))
+        return None if not q else q[0][0]
 
     def done_ids(self, study: str | None = None) -> set[str]:
         """Ids of done cells, of one study or of all."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,10 @@ class TrainConfig:
     seed: int = 0
     patience: int | None = None
     """Stop when validation accuracy has not improved for this many epochs (None: never)."""
+    threads: int = 1
+    """Intra-op threads training runs with (``torch.set_num_threads``). Part of the config
+    (and so of the checkpoint key): matmul blocking and reduction order depend on it, so the
+    same config gives bit-identical weights in any process, executor or worker count."""
 
     def __post_init__(self) -> None:
         _check(self.method in METHODS, "method", f"expected one of {METHODS}, found {self.method!r}")
@@ -72,6 +78,8 @@ class TrainConfig:
         _check(self.pool in ("max", "mean"), "pool", f"expected max or mean, found {self.pool!r}")
         _check(self.patience is None or self.patience >= 1, "patience",
                f"must be >= 1 or None, found {self.patience}")
+        _check(isinstance(self.threads, int) and self.threads >= 1, "threads",
+               f"must be an int >= 1, found {self.threads!r}")
 
     @property
     def model_name(self) -> str:
@@ -138,10 +146,28 @@ def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | Non
           progress: bool = True, metadata: dict[str, Any] | None = None) -> TrainResult:
     """Train per ``cfg`` on ``data.train``; select by accuracy on ``data.val``.
 
-    Deterministic on CPU: the same config, data and seed give identical weights.
+    Deterministic on CPU: the same config, data and seed give identical weights (training
+    runs with exactly ``cfg.threads`` intra-op threads; the caller's setting is restored).
     If ``checkpoint`` is given, the best model is saved there with ``save_checkpoint``
-    (model, group, normalization statistics, data and training config, seed).
+    (model, group, normalization statistics, data fingerprint, data and training config, seed).
     """
+    with intra_op_threads(cfg.threads):
+        return _train(cfg, data, checkpoint, progress, metadata)
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)``; restore the previous count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None,
+           progress: bool, metadata: dict[str, Any] | None) -> TrainResult:
     group = create_group(cfg.group)
     model = build_model(cfg, data.in_shape, data.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -196,5 +222,7 @@ def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | Non
             normalization={"mean": data.mean, "std": data.std},
             best_val_accuracy=best_acc, best_epoch=best_epoch, epochs_run=epochs_run,
             val_curve=[round(h["val_accuracy"], 4) for h in history],
-            wall_seconds=round(result.wall_seconds, 2), **(metadata or {}))
+            wall_seconds=round(result.wall_seconds, 2),
+            **({"data_fingerprint": data.fingerprint} if data.fingerprint else {}),
+            **(metadata or {}))
     return result
