@@ -18,7 +18,17 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--checkpoints", default=None,
                    help="shared checkpoint cache (default runs/checkpoints); studies reuse "
                         "models trained with identical configs")
-    p.add_argument("--workers", type=int, default=1, help="process-pool size (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel cells: process-pool size, or CPUs of a local Ray instance "
+                        "(default 1)")
+    p.add_argument("--executor", choices=["serial", "process", "ray"], default=None,
+                   help="where cells run (default: process when --workers > 1, else serial); "
+                        "ray needs `pip install 'invlab[ray]'`")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: 'auto' joins the cluster started by `ray start`, "
+                        "host:port or ray://host:10001 another one (default: start a local "
+                        "instance with --workers CPUs). Multi-node: --out and --checkpoints on a "
+                        "shared filesystem, INVLAB_DATA set on every node")
     p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=int, default=None, help="override max epochs")
@@ -32,6 +42,14 @@ def _ckpt(args: argparse.Namespace) -> str:
     if args.checkpoints:
         return args.checkpoints
     return os.path.join("runs", "checkpoints-quick" if args.quick else "checkpoints")
+
+
+def executor_from_flags(args: argparse.Namespace) -> object:
+    """The executor of a study command: :func:`invlab.sweep.choose_executor` of
+    ``--executor``, ``--workers`` and ``--ray-address`` (the one place they are read)."""
+    from invlab.sweep import choose_executor
+
+    return choose_executor(args.executor, args.workers, ray_address=args.ray_address)
 
 
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -56,7 +74,8 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
     p = preset(name, datasets=_csv(args.datasets), **_genuine_overrides(args))
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
-                      progress=not args.no_progress, preset_name=name)
+                      progress=not args.no_progress, preset_name=name,
+                      executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
 
 
@@ -68,7 +87,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     p = preset(name, modes=(args.mode,) if args.mode else None)
     t0 = time.perf_counter()
     out = run_drift(p, args.out, _ckpt(args), args.workers, not args.no_progress, name,
-                    _genuine_overrides(args))
+                    _genuine_overrides(args), executor=executor_from_flags(args))
     return _done(print_tables(out), out, t0)
 
 
@@ -79,7 +98,8 @@ def _cmd_spectral(args: argparse.Namespace) -> int:
     name = "quick" if args.quick else "full"
     t0 = time.perf_counter()
     out = run_spectral(preset(name), args.out, _ckpt(args), args.workers,
-                       not args.no_progress, name, _genuine_overrides(args))
+                       not args.no_progress, name, _genuine_overrides(args),
+                       executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
 
 

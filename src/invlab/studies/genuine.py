@@ -37,7 +37,7 @@ from invlab.studies.common import (
     trained_model,
 )
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, ResultsStore, run_study
+from invlab.sweep import CellContext, CellResult, Executor, ResultsStore, choose_executor, run_study
 from invlab.train import TrainConfig, evaluate_accuracy, tune_nu
 
 log = logging.getLogger("invlab.studies")
@@ -247,16 +247,20 @@ def run_stage1_cell(cell: TuneCell | GenuineCell, ctx: CellContext) -> CellResul
 
 
 def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path | None = None,
-                workers: int = 1, progress: bool = True, preset_name: str = "custom"
-                ) -> Path:
-    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report."""
+                workers: int = 1, progress: bool = True, preset_name: str = "custom",
+                executor: str | Executor | None = None) -> Path:
+    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report.
+
+    ``executor``: ``serial``, ``process``, ``ray`` or an Executor; default from ``workers``
+    (:func:`invlab.sweep.choose_executor`). The checkpoint folder is made absolute here
+    (cells may run elsewhere, e.g. on Ray workers); it is not part of any cell id."""
     from invlab.report.genuine import build_report
 
-    ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
+    ckpt = str((Path(checkpoints) if checkpoints else Path(out) / "checkpoints").absolute())
     config = {"preset": preset_name, **asdict(preset), "checkpoints": ckpt, "workers": workers,
               "data": {d: source_fingerprint(d) for d in preset.datasets}}
     with open_study(out, STUDY, config) as (out, store):
-        executor = "process" if workers > 1 else "serial"
+        executor = choose_executor(executor, workers)
         t0 = time.perf_counter()
         tcells = tune_cells(preset, ckpt)
         cells = genuine_cells(preset, ckpt)
@@ -280,7 +284,8 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
 
 def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, out: Path,
                   workers: int = 1, progress: bool = True, datasets: tuple[str, ...] = ("mnist",),
-                  methods: tuple[str, ...] = ("wt", "da", "ir")) -> list[GenuineCell]:
+                  methods: tuple[str, ...] = ("wt", "da", "ir"),
+                  executor: str | Executor | None = None) -> list[GenuineCell]:
     """The genuine study's cells for ``datasets`` and ``methods``, with IR's ν tuned.
 
     Runs the ν-tuning cells into ``store`` (study ``genuine``); with the shared checkpoint
@@ -290,8 +295,10 @@ def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, 
     p = replace(preset, datasets=datasets, methods=methods)
     tcells = tune_cells(p, checkpoints)
     if tcells:
-        run_study(tcells, run_tune_cell, store, STUDY + "-tune", executor="process" if workers > 1
-                  else "serial", workers=min(workers, len(tcells)), progress=progress, root=out)
+        ex = choose_executor(executor, workers) if executor is not None else \
+            choose_executor(None, min(workers, len(tcells)))
+        run_study(tcells, run_tune_cell, store, STUDY + "-tune", executor=ex,
+                  progress=progress, root=out)
     return genuine_cells(p, checkpoints)
 
 

@@ -26,7 +26,7 @@ from invlab.studies.common import (
     trained_model,
 )
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, run_study
+from invlab.sweep import CellContext, CellResult, Executor, choose_executor, run_study
 from invlab.train import TrainConfig, evaluate_accuracy
 
 log = logging.getLogger("invlab.studies")
@@ -84,16 +84,18 @@ def preset(name: str, **overrides: Any) -> SpectralPreset:
 
 def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: int = 1,
                  progress: bool = True, preset_name: str = "custom",
-                 genuine_overrides: dict[str, Any] | None = None) -> Path:
+                 genuine_overrides: dict[str, Any] | None = None,
+                 executor: str | Executor | None = None) -> Path:
     from invlab.report.spectral import build_report
     from invlab.studies import genuine
 
     gp = replace(genuine.preset(p.genuine_preset, **(genuine_overrides or {})),
                  datasets=("mnist",))
+    checkpoints = str(Path(checkpoints).absolute())  # cells may run elsewhere (Ray); not in ids
     config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
               "checkpoints": checkpoints, "data": {"mnist": source_fingerprint("mnist")}}
     with open_study(out, STUDY, config) as (out, store):
-        executor = "process" if workers > 1 else "serial"
+        executor = choose_executor(executor, workers)
         t0 = time.perf_counter()
         tcells = {(g, r): genuine.TuneCell(gp.data_config("mnist"),
                                           gp.train_config("ir", g, gp.seeds[0], regularizer=r),
@@ -102,8 +104,7 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
                   for g in gp.groups for r in p.regularizers}
         log.info("spectral stage 1/2: tuning nu for %d (group, regularizer) pairs", len(tcells))
         run_study(list(tcells.values()), genuine.run_tune_cell, store, "spectral-tune",
-                  executor=executor, workers=min(workers, len(tcells)), progress=progress,
-                  root=out)
+                  executor=executor, progress=progress, root=out)
         cells = []
         for g in gp.groups:
             for s in gp.seeds:

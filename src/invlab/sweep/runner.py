@@ -278,8 +278,9 @@ def run_study(
         store: where results go; written only by this (parent) process, one transaction
             per cell, in completion order.
         study: study name recorded with every row.
-        executor: ``"serial"``, ``"process"`` or an :class:`Executor` instance.
-        workers: process count for ``"process"``.
+        executor: ``"serial"``, ``"process"``, ``"ray"`` or an :class:`Executor` instance
+            (see :func:`invlab.sweep.choose_executor`).
+        workers: process count for ``"process"`` (CPUs of a local Ray instance).
         progress: show a tqdm bar on stderr.
         root: output root for cell artifacts (``root/cells/<cell_id>/``); default: the
             store's directory.
@@ -303,7 +304,8 @@ def run_study(
                 f"{ex!r} needs a picklable cell function (a module-level def, not a lambda "
                 f"or a nested function); got {fn!r}: {e}"
             ) from e
-    root_path = Path(root) if root is not None else store.path.parent
+    # absolute: cells may run in another working directory or on another node (Ray)
+    root_path = (Path(root) if root is not None else store.path.parent).absolute()
     t_start = time.perf_counter()
 
     # expand: resolve ids and configs up front so bad configs fail before any work
@@ -321,7 +323,7 @@ def run_study(
     tasks = [
         _Task(fn, by_id[cid][0],
               CellContext(cid, study, root_path, _seed_for(by_id[cid][0], cid),
-                          threads_for(by_id[cid][0]), store.path))
+                          threads_for(by_id[cid][0]), store.path.absolute()))
         for cid in todo
     ]
     failures: dict[str, str] = {}
