@@ -149,13 +149,15 @@ def test_checkpoint_round_trip(data: TransformingData, tmp_path: Path) -> None:
 
 def test_study_cache_checkpoint_records_data_and_is_reused(mnist_test_dir: Path,
                                                             tmp_path: Path) -> None:
-    from invlab.studies.common import trained_model
+    from invlab.studies.common import pin_source, trained_model
 
     c = cfg(method="da", epochs=1)
     m1, meta1, reused1 = trained_model(c, DATA_CFG, tmp_path)
     m2, meta2, reused2 = trained_model(c, DATA_CFG, tmp_path)
     assert (reused1, reused2) == (False, True)
-    assert meta1["data"] == asdict(DATA_CFG) and meta1["train"] == asdict(c)
+    # the data config is pinned to the content hash of the data it was trained on
+    assert meta1["data"] == asdict(pin_source(DATA_CFG)) and meta1["train"] == asdict(c)
+    assert meta1["data"]["source_hash"] == meta1["data_fingerprint"]["hash"]
     assert meta1 == meta2 and same_weights(m1, m2)
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
 

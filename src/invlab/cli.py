@@ -118,7 +118,7 @@ def _sigterm_raises() -> Iterator[None]:
 def _error_types() -> tuple[type[BaseException], ...]:
     from invlab.sweep import OutputLocked, StoreError, StudyError
 
-    return (ValueError, OSError, LookupError, StoreError, StudyError, OutputLocked)
+    return (ValueError, OSError, StoreError, StudyError, OutputLocked)
 
 
 def _message(e: BaseException) -> str:

@@ -35,6 +35,7 @@ def _read_umask() -> int:
 
 _UMASK = _read_umask()  # read once: os.umask is process-global and not thread-safe
 _TEMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+_LEGACY_TEMP_RE = re.compile(r"^\..+\.tmp(\d+)$")  # invlab <= 0.1.0: ".<name>.tmp<pid>"
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -126,7 +127,7 @@ def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
     except OSError:
         return removed
     for p in entries:
-        m = _TEMP_RE.match(p.name)
+        m = _TEMP_RE.match(p.name) or _LEGACY_TEMP_RE.match(p.name)
         if m is None or _pid_alive(int(m.group(1))):
             continue
         with contextlib.suppress(OSError):

@@ -112,6 +112,35 @@ NOT_IN_ID: dict[str, Any] = {"cell_id": False}
 """Field metadata: stored with the cell's config but not part of its id."""
 
 
+def model_label(data: DataConfig, train: TrainConfig) -> str:
+    """``mnist/r4/ir/seed0`` (plus the regularizer when it is not the default)."""
+    reg = f"/{train.regularizer}" if train.method == "ir" and train.regularizer != "logit_l2" \
+        else ""
+    return f"{data.dataset}/{train.group}/{train.method}{reg}/seed{train.seed}"
+
+
+def run_stages(study: str, stages: list[Any]) -> None:
+    """Run ``stages`` (callables returning a ``StudySummary``) in order, all of them even if
+    one has failing cells; then raise one ``StudyError`` listing every failure."""
+    from invlab.sweep import StudyError, StudySummary
+
+    failures: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    total = ran = 0
+    for stage in stages:
+        try:
+            s = stage()
+        except StudyError as e:
+            failures.update(e.failures)
+            labels.update(e.labels)
+            s = e.summary
+        if s is not None:
+            total, ran = total + s.total, ran + s.ran
+    if failures:
+        raise StudyError(study, failures, StudySummary(study, total, total - ran - len(failures),
+                                                       ran, tuple(failures), 0.0), labels)
+
+
 def resolve_train(train_cfg: TrainConfig, tune: Any, ctx: Any) -> TrainConfig:
     """``train_cfg`` with ν read from the finished tuning cell ``tune`` (if any)."""
     if tune is None:
@@ -132,6 +161,9 @@ class TrainCell:
     @property
     def threads(self) -> int:
         return self.train.threads
+
+    def describe(self) -> str:
+        return f"train {model_label(self.data, self.train)}"
 
 
 def run_train_cell(cell: TrainCell, ctx: Any) -> Any:

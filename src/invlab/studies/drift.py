@@ -27,6 +27,7 @@ from invlab.studies.common import (
     NOT_IN_ID,
     add_sample_means,
     get_data,
+    model_label,
     open_study,
     pin_source,
     resolve_train,
@@ -77,6 +78,9 @@ class DriftCell:
     @property
     def threads(self) -> int:
         return self.train.threads
+
+    def describe(self) -> str:
+        return f"{model_label(self.data, self.train)} {self.mode} beta={self.beta}"
 
 
 def drifted(cell: DriftCell) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

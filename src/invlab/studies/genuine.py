@@ -30,14 +30,24 @@ from invlab.studies.common import (
     NOT_IN_ID,
     add_sample_means,
     get_data,
+    model_label,
     open_study,
     pin_source,
     resolve_train,
+    run_stages,
     source_fingerprint,
     trained_model,
 )
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, Executor, ResultsStore, choose_executor, run_study
+from invlab.sweep import (
+    CellContext,
+    CellResult,
+    Executor,
+    ResultsStore,
+    StudyError,
+    choose_executor,
+    run_study,
+)
 from invlab.train import TrainConfig, evaluate_accuracy, tune_nu
 
 log = logging.getLogger("invlab.studies")
@@ -114,6 +124,9 @@ class TuneCell:
     def threads(self) -> int:
         return self.train.threads
 
+    def describe(self) -> str:
+        return f"tune nu {model_label(self.data, self.train)}"
+
 
 @dataclass(frozen=True)
 class GenuineCell:
@@ -131,6 +144,9 @@ class GenuineCell:
     @property
     def threads(self) -> int:
         return self.train.threads
+
+    def describe(self) -> str:
+        return model_label(self.data, self.train)
 
 
 def run_tune_cell(cell: TuneCell, ctx: CellContext) -> CellResult:
@@ -191,7 +207,8 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
     test = data.test
     res = CellResult()
     res.add("accuracy", evaluate_accuracy(model, test), n=len(test))
-    m = measure(model, test.images, labels=test.labels, group=cell.train.group, metrics=OUTPUT_METRICS)
+    m = measure(model, test.images, labels=test.labels, group=cell.train.group,
+                metrics=OUTPUT_METRICS)
     add_sample_means(res, m, *OUTPUT_METRICS)
     idx = _si_subset(len(test), cell.n_si, seed=cell.data.data_seed + 17)
     si = measure(model, test.images[idx], labels=test.labels[idx], group=cell.train.group,
@@ -267,13 +284,27 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
         base = [c for c in cells if c.train.method != "ir"]
         log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs + %d DA/WT cells",
                  len(tcells), len(base))
-        run_study([*tcells, *base], run_stage1_cell, store, STUDY, executor=executor,
-                  workers=workers, progress=progress, root=out)
-        ir = [c for c in cells if c.train.method == "ir"]
-        log.info("stage 2/2: %d IR cells with the tuned nu", len(ir))
-        if ir:
-            run_study(ir, run_genuine_cell, store, STUDY, executor=executor, workers=workers,
-                      progress=progress, root=out)
+
+        def stage1() -> Any:
+            return run_study([*tcells, *base], run_stage1_cell, store, STUDY,
+                             executor=executor, workers=workers, progress=progress, root=out)
+
+        def stage2() -> Any:
+            from invlab.sweep import cell_id
+
+            tuned = store.done_ids(STUDY)  # IR cells whose tuning failed cannot run
+            ir = [c for c in cells if c.train.method == "ir" and cell_id(c.tune) in tuned]
+            log.info("stage 2/2: %d IR cells with the tuned nu", len(ir))
+            if not ir:
+                return None
+            return run_study(ir, run_genuine_cell, store, STUDY, executor=executor,
+                             workers=workers, progress=progress, root=out)
+
+        try:
+            run_stages(STUDY, [stage1, stage2])
+        except StudyError:
+            build_report(out)  # report whatever finished, then name the failures
+            raise
         log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
         build_report(out)
         from invlab.report.html import write_html_report

@@ -20,6 +20,7 @@ from invlab.data import DataConfig
 from invlab.studies.common import (
     NOT_IN_ID,
     get_data,
+    model_label,
     open_study,
     resolve_train,
     source_fingerprint,
@@ -60,6 +61,9 @@ class SpectralCell:
     @property
     def threads(self) -> int:
         return self.train.threads
+
+    def describe(self) -> str:
+        return model_label(self.data, self.train)
 
 
 def run_spectral_cell(cell: SpectralCell, ctx: CellContext) -> CellResult:

@@ -116,11 +116,15 @@ class StudyError(RuntimeError):
         summary: the :class:`StudySummary` of the run.
     """
 
-    def __init__(self, study: str, failures: Mapping[str, str], summary: StudySummary) -> None:
+    def __init__(self, study: str, failures: Mapping[str, str], summary: StudySummary,
+                 labels: Mapping[str, str] | None = None) -> None:
         self.study = study
         self.failures = dict(failures)
         self.summary = summary
-        lines = "\n".join(f"  {cid}: {_one_line(msg)}" for cid, msg in self.failures.items())
+        self.labels = dict(labels or {})  #: ``{cell_id: short description}``
+        lines = "\n".join(
+            f"  {cid}{f' ({self.labels[cid]})' if cid in self.labels else ''}: {_one_line(msg)}"
+            for cid, msg in self.failures.items())
         super().__init__(
             f"{len(self.failures)} of {summary.total} cells of study {study!r} failed "
             f"(nothing recorded for them; {summary.ran} others were written):\n{lines}\n"
@@ -381,5 +385,6 @@ def run_study(
     log.info("study %s: %d ran, %d skipped, %d failed in %.1f s", study, ran, skipped,
              len(failures), summary.wall_seconds)
     if failures:
-        raise StudyError(study, failures, summary)
+        raise StudyError(study, failures, summary,
+                         {cid: describe(by_id[cid][0], 80) for cid in failures})
     return summary

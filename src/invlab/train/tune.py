@@ -39,7 +39,8 @@ def validation_si(model: nn.Module, data: TransformingData, group: str, n: int) 
     from invlab.metrics import measure
 
     val = data.val.subset(n)
-    m = measure(model, val.images, labels=val.labels, group=group, metrics=["saliency_similarity"])
+    m = measure(model, val.images, labels=val.labels, group=group,
+                metrics=["saliency_similarity"])
     return float(m.summary["saliency_similarity"])
 
 

@@ -1,0 +1,556 @@
+"""What invlab promises under bad or careless input (issue 9), one test per case.
+
+Each test either asserts a clear error (what was expected, what was found, what to do) or
+asserts that the result is unchanged. Read top to bottom as the list of guarantees:
+
+1. results do not depend on ``--workers``            → tests/test_determinism.py
+2. cell identity: the checkpoint path and measured values are not part of it; tables count
+   seeds, not cells
+3. a checkpoint measured on other data than it was trained on is refused (or, when
+   explicitly allowed, the mismatch is reported); cached models are keyed by the data
+5. one writer per output folder; unique temporary names; one atomic writer; stale
+   temporaries of killed processes are removed
+6. checkpoint metadata is validated before anything is built
+7. one line instead of a traceback: garbage store, read-only folder, full disk, failing cell,
+   SIGTERM, overflowing IDX dimensions, out-of-range labels; ``--debug`` for the traceback
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from invlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from invlab.cli import main
+from invlab.models import create_model
+from invlab.sweep import OutputLocked, ResultsStore, StoreError, output_lock
+from test_study_genuine import PRESET, chdir, comparable, shared_tiny_study
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "invlab"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The ``invlab: error:`` line of stderr (there must be exactly one, and no traceback)."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("invlab: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def tiny_study(mnist_test_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+               tmp_path: Path) -> Path:
+    """A private copy of the session's tiny genuine study (``root/out``, ``root/ck``)."""
+    root = tmp_path / "copy"
+    shutil.copytree(shared_tiny_study(tmp_path_factory), root)
+    return root
+
+
+def use_tiny_preset(monkeypatch: pytest.MonkeyPatch, preset: Any = PRESET) -> None:
+    """Make ``invlab study genuine`` run ``preset`` (the CLI otherwise runs quick/full)."""
+    import invlab.studies.genuine as genuine
+
+    monkeypatch.setattr(genuine, "preset", lambda name, **kw: preset)
+
+
+# --------------------------------------------------------------------------- 2. identity
+
+
+def test_checkpoint_path_spelling_is_not_part_of_cell_identity(
+        tiny_study: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rerunning with ``--checkpoints`` spelled as an absolute path reuses every cell."""
+    from invlab.studies import common, genuine
+
+    before = ResultsStore(tiny_study / "out" / "store.sqlite").dump()
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished cell ran again")
+
+    for name in ("run_stage1_cell", "run_genuine_cell", "run_tune_cell"):
+        monkeypatch.setattr(genuine, name, no_work)
+    monkeypatch.setattr(common, "train", no_work)
+    with chdir(tiny_study):
+        genuine.run_genuine(PRESET, "out", checkpoints=str((tiny_study / "ck").resolve()),
+                            workers=1, progress=False)
+    after = ResultsStore(tiny_study / "out" / "store.sqlite").dump()
+    assert [c["cell_id"] for c in after["cells"]] == [c["cell_id"] for c in before["cells"]]
+    assert comparable(after) == comparable(before)
+    table = (tiny_study / "out" / "table1_mnist.md").read_text()
+    seeds = [row.rstrip(" |").rsplit("|", 1)[-1].strip() for row in table.splitlines()
+             if row.startswith("| R4")]
+    assert seeds == [str(len(PRESET.seeds))] * 3  # the real seed count, not the cell count
+
+
+def test_tables_count_distinct_seeds_not_cells() -> None:
+    from invlab.report.tables import aggregate_seeds
+
+    rows = [{"method": "da", "seed": 0, "metric": "acc", "value": 0.5},
+            {"method": "da", "seed": 0, "metric": "acc", "value": 0.5},  # same model twice
+            {"method": "wt", "seed": 0, "metric": "acc", "value": 0.7},
+            {"method": "wt", "seed": 1, "metric": "acc", "value": 0.9}]
+    by = {r["method"]: r for r in aggregate_seeds(rows, ["method"])}
+    assert by["da"]["n_seeds"] == 1 and by["da"]["std"] == 0.0
+    assert by["wt"]["n_seeds"] == 2 and by["wt"]["mean"] == pytest.approx(0.8)
+
+
+def test_measured_nu_is_not_part_of_the_ir_cell_identity(mnist_test_dir: Path) -> None:
+    from invlab.studies.genuine import genuine_cells, tune_cells
+    from invlab.sweep import cell_id
+
+    ir = [c for c in genuine_cells(PRESET, "ck") if c.train.method == "ir"]
+    assert ir and all(c.train.nu == 0.0 and c.tune in tune_cells(PRESET, "ck") for c in ir)
+    assert cell_id(ir[0]) == cell_id(genuine_cells(PRESET, "/elsewhere/ck")[2])
+
+
+# --------------------------------------------------------------------------- 3. data
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A 1-epoch model trained on the data $INVLAB_DATA resolves to, saved like a study's."""
+    from invlab.data import DataConfig, prepare_transforming
+    from invlab.train import TrainConfig, train
+
+    cfg = DataConfig(n_train=300, n_val=100, n_test_max=500)
+    data = prepare_transforming(cfg, "r4")
+    train(TrainConfig(epochs=1), data, checkpoint=path, progress=False,
+          metadata={"data": asdict(cfg)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt_15k(mnist_test_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck15k") / "m.safetensors")
+
+
+def test_checkpoint_records_the_data_fingerprint(ckpt_15k: Path) -> None:
+    from invlab.checkpoint import read_metadata
+
+    fp = read_metadata(ckpt_15k)["data_fingerprint"]
+    assert fp["source"] == "mnist" and fp["images"] == 15_000
+    assert fp["hash"].startswith("blake2b:") and "/mnist/t10k-images" in fp["where"]
+
+
+def test_measure_on_other_data_than_trained_is_refused(
+        ckpt_15k: Path, isolated_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """Trained on the 15k MNIST source, measured where only the bundled 5k subset resolves."""
+    code, out, err = run_cli(capsys, "measure", "--checkpoint", str(ckpt_15k), "--data",
+                             "mnist:test", "--metrics", "accuracy", "--no-progress")
+    assert code == 2 and out == ""
+    assert "Traceback" not in err
+    assert "trained on 'mnist' with 15,000 images" in err and "5,000 images" in err
+    assert "--allow-data-mismatch" in err and "$INVLAB_DATA" in err
+
+
+def test_measure_on_other_data_allowed_explicitly_is_reported(
+        ckpt_15k: Path, isolated_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    argv = ["measure", "--checkpoint", str(ckpt_15k), "--data", "mnist:test", "--metrics",
+            "accuracy", "--no-progress", "--allow-data-mismatch"]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and out.startswith("WARNING: DATA MISMATCH")
+    assert "trained on 15,000 mnist images" in out and "measured on 5,000" in out
+    code, out, _ = run_cli(capsys, *argv, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["data_check"]["mismatch"] is True
+    assert doc["data_check"]["trained_on"]["images"] == 15_000
+    assert doc["data_check"]["measured_on"]["images"] == 5_000
+
+
+def test_measure_on_the_training_data_is_verified(ckpt_15k: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "measure", "--checkpoint", str(ckpt_15k), "--data",
+                           "mnist:test", "--metrics", "accuracy", "--no-progress", "--json")
+    check = json.loads(out)["data_check"]
+    assert code == 0 and check["verified"] and not check["mismatch"]
+
+
+def test_library_load_for_checkpoint_refuses_or_reports(ckpt_15k: Path,
+                                                        isolated_data: dict[str, Path]) -> None:
+    from invlab.checkpoint import read_metadata
+    from invlab.data import DataMismatchError, last_data_check, load_for_checkpoint
+
+    meta = read_metadata(ckpt_15k)
+    with pytest.raises(DataMismatchError, match="15,000 images"):
+        load_for_checkpoint("mnist:test", meta)
+    x, _ = load_for_checkpoint("mnist:test", meta, allow_data_mismatch=True)
+    assert len(x) > 0 and last_data_check()["mismatch"] is True
+
+
+def test_cached_models_and_cells_are_keyed_by_the_data(
+        mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A study on other data never reuses a cached model or a finished cell."""
+    from invlab.data import DataConfig, DataMismatchError, prepare_transforming
+    from invlab.studies.common import model_key, pin_source
+    from invlab.studies.genuine import genuine_cells
+    from invlab.sweep import cell_id
+    from invlab.train import TrainConfig
+
+    real = pin_source(DataConfig(n_train=300, n_val=100, n_test_max=100))
+    cells_15k = {cell_id(c) for c in genuine_cells(PRESET, "ck")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("INVLAB_DATA", str(empty))
+    monkeypatch.setenv("INVLAB_CACHE", str(empty))
+    bundled = pin_source(DataConfig(n_train=300, n_val=100, n_test_max=100))
+    assert bundled.source_hash != real.source_hash
+    assert model_key(TrainConfig(), bundled) != model_key(TrainConfig(), real)
+    assert not cells_15k & {cell_id(c) for c in genuine_cells(PRESET, "ck")}
+    with pytest.raises(DataMismatchError, match="resolved to different data"):
+        prepare_transforming(real, "r4")  # a cell pinned to the 15k data, run on 5k
+
+
+# --------------------------------------------------------------------------- 5. one writer
+
+
+def _hold_lock(directory: Path) -> subprocess.Popen[str]:
+    code = ("import sys, time\nfrom invlab.sweep import output_lock\n"
+            "with output_lock(sys.argv[1]):\n    print('locked', flush=True)\n"
+            "    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(directory)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_writer_on_the_same_out_is_refused_naming_the_holder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    use_tiny_preset(monkeypatch)
+    out = tmp_path / "out"
+    holder = _hold_lock(out)
+    try:
+        code, _, err = run_cli(capsys, "study", "genuine", "--out", str(out), "--no-progress")
+        line = one_error_line(err)
+        assert code == 2 and f"pid {holder.pid}" in line and str(out) in line
+        assert not (out / "store.sqlite").exists()  # nothing was touched
+        ResultsStore(out / "store.sqlite").close()
+        code, _, err = run_cli(capsys, "report", str(out))
+        assert code == 2 and f"pid {holder.pid}" in one_error_line(err)
+    finally:
+        holder.kill()
+        holder.wait()
+    with output_lock(out):  # released when the holder died (kill -9 included)
+        pass
+
+
+def test_lock_is_reentrant_within_a_process_and_exclusive_across(tmp_path: Path) -> None:
+    with output_lock(tmp_path), output_lock(tmp_path):
+        assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(OutputLocked, match=f"pid {holder.pid}"), output_lock(tmp_path):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_concurrent_writes_to_one_path_use_unique_temporaries(tmp_path: Path) -> None:
+    from invlab.io import atomic_write
+
+    target = tmp_path / "fig.png"
+    seen: list[Path] = []
+
+    def outer(tmp: Path) -> None:
+        seen.append(tmp)
+        atomic_write(target, lambda inner: (seen.append(inner), inner.write_bytes(b"inner")))
+        tmp.write_bytes(b"outer")
+
+    atomic_write(target, outer)
+    assert len(set(seen)) == 2 and target.read_bytes() == b"outer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_one_atomic_writer_in_the_code_base() -> None:
+    """Every ``os.replace`` of invlab lives in ``invlab/io.py``; no fixed temporary names."""
+    offenders = []
+    for p in SRC.rglob("*.py"):
+        text = p.read_text()
+        if p.name != "io.py" or p.parent != SRC:
+            if "os.replace(" in text or ".replace(p)" in text or re.search(r"\.tmp\b\"", text):
+                offenders.append(str(p.relative_to(SRC)))
+    assert offenders == []
+
+
+def test_stale_temporary_checkpoint_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".m.safetensors.{dead.pid}.abc123.tmp"
+    live = tmp_path / f".m.safetensors.{os.getpid()}.def456.tmp"  # a live writer's: kept
+    legacy = tmp_path / f".m.safetensors.tmp{dead.pid}"  # the naming of invlab <= 0.1.0
+    for p in (stale, live, legacy):
+        p.write_bytes(b"half a checkpoint")
+    save_checkpoint(create_model("mlp5", hidden=8, depth=1), tmp_path / "m.safetensors")
+    assert not stale.exists() and not legacy.exists() and live.exists()
+    stale.write_bytes(b"again")
+    load_checkpoint(tmp_path / "m.safetensors")  # loading cleans up too
+    assert not stale.exists()
+
+
+# --------------------------------------------------------------------------- 6. metadata
+
+
+def _file(path: Path, meta: Any, hidden: int = 8) -> Path:
+    model = create_model("mlp5", hidden=hidden, depth=1)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"invlab": json.dumps(meta)})
+    return path
+
+
+@pytest.mark.parametrize(("hidden", "match"), [
+    (30_000, "input.weight (expected (30000, 1296), found (8, 1296))"),  # header vs meta model
+    (200_000, "model_kwargs['hidden'] = 200000 is outside 1..65536"),     # schema bound
+])
+def test_huge_hidden_in_metadata_is_rejected_without_allocating(tmp_path: Path, hidden: int,
+                                                                match: str) -> None:
+    meta = {"model": "mlp5", "model_kwargs": {"hidden": hidden, "depth": 1,
+                                              "in_shape": [1, 36, 36], "num_classes": 9}}
+    path = _file(tmp_path / "m.safetensors", meta)
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert time.perf_counter() - t0 < 2.0  # no multi-GB allocation happened
+    assert match in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(("meta", "match"), [
+    ([1, 2, 3], "expected a JSON object, found list"),
+    ({"model": "mlp5", "model_kwargs": "hidden=8"}, "'model_kwargs' must be an object, found str"),
+    ({"model": "mlp5", "model_kwargs": {"hidden": {"a": 1}}}, "must be a scalar"),
+    ({"model": "mlp5", "model_kwargs": {"hidden": 10**9}}, "outside 1..65536"),
+    ({"model": "mlp5", "model_kwargs": {"hidden": -1}}, "outside 1..65536"),
+    ({"model": "mlp5", "wrapper": "pooled"}, "'wrapper' must be"),
+    ({"model": "mlp5", "normalization": {"mean": 0, "std": 0}}, "'normalization' must be"),
+    ({"model": "mlp5", "seed": "zero"}, "'seed' must be a int"),
+    ({"model": 5}, "does not describe a known model"),
+])
+def test_malformed_metadata_gives_a_checkpoint_error_not_a_traceback(
+        tmp_path: Path, meta: Any, match: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _file(tmp_path / "m.safetensors", meta)
+    with pytest.raises(CheckpointError, match=re.escape(match)):
+        load_checkpoint(path)
+    code, _, err = run_cli(capsys, "measure", "--checkpoint", str(path), "--data", "digits")
+    assert code == 2 and "Traceback" not in err and match in err and str(path) in err
+
+
+# --------------------------------------------------------------------------- 7. one line
+
+
+def test_garbage_store_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    (tmp_path / "store.sqlite").write_bytes(b"this is not a database, just text " * 100)
+    with pytest.raises(StoreError, match="not an SQLite database"):
+        ResultsStore(tmp_path / "store.sqlite")
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    line = one_error_line(err)
+    assert code == 2 and str(tmp_path / "store.sqlite") in line and "not a database" in line
+
+
+def test_read_only_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import invlab.io
+
+    use_tiny_preset(monkeypatch)
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores permissions: make the folder refuse new files
+        def refuse(*args: object, dir: str = "", **kwargs: object) -> tuple[int, str]:
+            raise PermissionError(errno.EACCES, "Permission denied", dir)
+
+        monkeypatch.setattr(invlab.io.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr("invlab.sweep.lock.os.open", lambda *a, **k: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, "Permission denied", str(out / ".lock"))))
+    try:
+        code, _, err = run_cli(capsys, "study", "genuine", "--out", str(out), "--no-progress")
+    finally:
+        out.chmod(0o755)
+    line = one_error_line(err)
+    assert code == 2 and "Permission denied" in line and str(out) in line
+    assert "writable --out" in line
+
+
+def test_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    import invlab.io
+    from invlab.io import atomic_write
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "keep.json").write_text("old")
+    monkeypatch.setattr(invlab.io, "_write_all", full)
+    with pytest.raises(OSError, match="could not write") as e:
+        atomic_write(tmp_path / "keep.json", "new")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "keep.json")
+    assert (tmp_path / "keep.json").read_text() == "old"  # untouched, no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]
+    use_tiny_preset(monkeypatch)
+    code, _, err = run_cli(capsys, "study", "genuine", "--out", str(tmp_path / "out"),
+                           "--no-progress")
+    line = one_error_line(err)
+    assert code == 2 and "No space left on device" in line and "config.yaml" in line
+
+
+def test_failing_cell_is_named_in_one_line_and_others_are_kept(
+        tiny_study: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    import invlab.studies.genuine as genuine
+
+    store = ResultsStore(tiny_study / "out" / "store.sqlite")
+    da = [c["cell_id"] for c in store.cells() if c["kind"] == "GenuineCell"
+          and c["config"]["train"]["method"] == "da"]
+    store.delete_cells(da)
+    kept = comparable(store.dump())
+
+    def boom(cell: Any, ctx: Any) -> Any:
+        raise RuntimeError("boom: simulated failure\nwith a second line")
+
+    monkeypatch.setattr(genuine, "run_genuine_cell", boom)
+    use_tiny_preset(monkeypatch)
+    with chdir(tiny_study):
+        code, _, err = run_cli(capsys, "study", "genuine", "--out", "out", "--checkpoints",
+                               "ck", "--no-progress")
+    assert code == 1 and "Traceback" not in err
+    assert "invlab: error: 1 of 4 cells of study 'genuine' failed" in err
+    assert (f"  {da[0]} (mnist/r4/da/seed0): RuntimeError: boom: simulated failure with a "
+            "second line") in err
+    assert comparable(ResultsStore(tiny_study / "out" / "store.sqlite").dump()) == kept
+    assert (tiny_study / "out" / "failures" / f"{da[0]}.txt").read_text().count("boom") >= 1
+
+
+SIGTERM_DRIVER = """
+import sys, time
+import invlab.studies.genuine as genuine
+from invlab.studies.common import open_study
+from invlab.sweep import CellResult, run_study
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class Slow:
+    i: int
+
+def slow(cfg, ctx):
+    time.sleep(0.3)
+    return CellResult().add("i", cfg.i)
+
+def fake_run_genuine(p, out, ckpt, workers=1, progress=False, preset_name=""):
+    with open_study(out, "genuine", {}) as (out, store):
+        run_study([Slow(i) for i in range(200)], slow, store, "slow", progress=False)
+    return out
+
+genuine.run_genuine = fake_run_genuine
+from invlab.cli import main
+sys.exit(main(["study", "genuine", "--out", sys.argv[1], "--no-progress"]))
+"""
+
+
+def test_sigterm_stops_cleanly_with_a_message(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_DRIVER, str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / "store.sqlite").exists() and len(
+                    ResultsStore(out / "store.sqlite").done_ids()) >= 2:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "invlab: terminated (SIGTERM)" in err and "Traceback" not in err
+    store = ResultsStore(out / "store.sqlite")
+    done = store.done_ids()
+    assert 2 <= len(done) < 200
+    assert {r["cell_id"] for r in store.rows()} == done  # consistent: no half-written cell
+    with output_lock(out):  # released
+        pass
+
+
+def test_idx_with_overflowing_dimensions_names_the_file(isolated_data: dict[str, Path]
+                                                        ) -> None:
+    from invlab.data import IDXError, load_source, read_idx
+
+    folder = isolated_data["data"] / "mnist"
+    folder.mkdir()
+    bad = folder / "t10k-images-idx3-ubyte"
+    dims = np.array([2**31, 2**31, 2**31], ">u4").tobytes()
+    bad.write_bytes(bytes([0, 0, 0x08, 3]) + dims + bytes(64))
+    with pytest.raises(IDXError) as e:
+        read_idx(bad)
+    assert str(bad) in str(e.value) and "truncated" in str(e.value)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 1, 3]))
+    with pytest.raises(IDXError, match=re.escape(str(bad))):
+        load_source("mnist")
+
+
+def test_mnist_labels_outside_0_to_9_are_refused_naming_the_file(
+        isolated_data: dict[str, Path], write_idx_split: Any) -> None:
+    from invlab.data import DataError, load_source
+
+    folder = isolated_data["data"] / "mnist"
+    labels = (np.arange(20) % 10).astype(np.uint8)
+    labels[3] = 200
+    write_idx_split(folder, n=20, labels=labels)
+    with pytest.raises(DataError) as e:
+        load_source("mnist")
+    msg = str(e.value)
+    assert "t10k-labels-idx1-ubyte" in msg and "expected labels 0..9" in msg and "200" in msg
+
+
+def test_debug_flag_and_env_show_the_traceback(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "store.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError):
+        main(["--debug", "report", str(tmp_path)])
+    monkeypatch.setenv("INVLAB_DEBUG", "1")
+    with pytest.raises(StoreError):
+        main(["report", str(tmp_path)])
+
+
+def test_quick_preset_with_threads_override_is_recorded(tmp_path: Path,
+                                                        mnist_test_dir: Path) -> None:
+    """``--threads`` reaches every cell and training config and config.json."""
+    from invlab.studies.cli import _genuine_overrides
+    from invlab.studies.genuine import genuine_cells, preset
+
+    class Args:
+        groups = None
+        epochs = None
+        seeds = None
+        threads = 2
+
+    p = preset("quick", **_genuine_overrides(Args()))  # type: ignore[arg-type]
+    assert p.threads == 2 and all(c.train.threads == 2 for c in genuine_cells(p, "ck"))
+    assert replace(p, threads=1).threads == 1
+    assert torch.get_num_threads() >= 1
