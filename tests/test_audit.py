@@ -167,3 +167,18 @@ def test_cli_prints_the_table_and_verdicts(files: Path, capsys: pytest.CaptureFi
 
 def test_audit_error_is_a_value_error() -> None:
     assert issubclass(AuditError, ValueError)
+
+
+def test_audit_page_in_headless_chromium(plain: tuple[dict, Path], tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_report_html import assert_page_ok, check_page, chromium_binary
+
+    exe = chromium_binary()
+    if exe is None:
+        pytest.skip("no headless Chromium (Debian's `chromium`; .ci/run installs it)")
+    _, out = plain
+    c = check_page(exe, out / "audit.html", tmp_path / "profile")
+    assert_page_ok(c, 4)  # 2 profiles + 2 saliency grids, all decode; no console errors
+    assert c.title.startswith("invlab audit")

@@ -331,13 +331,17 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _nums(di: float, agreement: float, si: float | None) -> str:
+    return f"DI {di:.3g}, agreement {agreement:.2f}" + (f", SI {si:.2f}" if si is not None
+                                                        else "")
+
+
 def verdict(di: float, agreement: float, si: float | None, invertible: bool,
             th: dict[str, float] | None = None) -> tuple[str, str]:
     """``(label, sentence)``: ``invariant``, ``outputs only``, ``outputs, mechanism not
     measured`` or ``not invariant``, with the numbers behind it."""
     th = th or THRESHOLDS
-    nums = f"DI {di:.3g}, agreement {agreement:.2f}" + (f", SI {si:.2f}" if si is not None
-                                                        else "")
+    nums = _nums(di, agreement, si)
     out_ok = di <= th["di_max"] and agreement >= th["agreement_min"]
     if not out_ok:
         return "not invariant", f"not invariant in its outputs: {nums}"
@@ -364,12 +368,13 @@ def _summarize(t: Any, res: dict[str, Any], th: dict[str, float]) -> dict[str, A
                           t.is_invertible, th)
     if t.kind == "family" and k > 1:
         ok = [res["member_names"][j] for j in range(k) if per[j][0] != "not invariant"]
+        nums = _nums(mean["kl"], mean["agreement"], mean["saliency_similarity"])
         if 0 < len(ok) < k:
             label = "partly invariant"
             text = (f"invariant in its outputs for {len(ok)} of {k} magnitudes ({', '.join(ok)})"
-                    f"; over all: {text.split(': ', 1)[1]}")
+                    f", not for the others; mean over magnitudes: {nums}")
         elif not ok:
-            text = f"not invariant at any magnitude: {text.split(': ', 1)[1]}"
+            text = f"not invariant at any magnitude: {nums}"
     return {"mean": mean, "verdict": label, "text": text,
             "member_verdicts": [{"member": n, "verdict": v[0], "text": v[1]}
                                 for n, v in zip(res["member_names"], per)]}
