@@ -38,14 +38,17 @@ def build_pooled() -> tuple[nn.Module, dict]:
 
 if __name__ == "__main__":  # train it with invlab: DA over r4 on MNIST (28x28, 10 classes)
     import sys
+    from dataclasses import asdict
 
     from invlab.data import DataConfig, prepare_transforming
     from invlab.train import TrainConfig, train
 
     epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    data = prepare_transforming(DataConfig(n_train=5000, n_val=1000, n_test_max=2000, pad_to=28,
-                                           exclude_class=None), "r4")
+    dcfg = DataConfig(n_train=5000, n_val=1000, n_test_max=2000, pad_to=28, exclude_class=None)
+    data = prepare_transforming(dcfg, "r4")
+    # metadata: the data config, so `--data mnist` on the checkpoint rebuilds its test split
     res = train(TrainConfig(method="da", group="r4", epochs=epochs, lr=3e-3, threads=2), data,
-                checkpoint="runs/my_cnn/cnn.safetensors", model="my_cnn:cnn")
+                checkpoint="runs/my_cnn/cnn.safetensors", model="my_cnn:cnn",
+                metadata={"data": asdict(dcfg)})
     print(f"val accuracy {res.best_val_accuracy:.3f} after {res.epochs_run} epochs, "
           f"{res.wall_seconds:.0f} s -> {res.checkpoint}")

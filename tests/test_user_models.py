@@ -267,3 +267,13 @@ def test_registry_derives_wt_for_every_backbone(tmp_path: Path) -> None:
     p = save_checkpoint(m, tmp_path / "w.safetensors")
     loaded, meta = load_checkpoint(p)
     assert meta["model"] == "wt_cnn_small" and torch.equal(loaded(x), m(x))
+
+
+def test_a_file_factory_trains_but_cannot_be_checkpointed(tmp_path: Path) -> None:
+    (tmp_path / "byfile.py").write_text(textwrap.dedent(USER_MODULE))
+    spec = f"{tmp_path}/byfile.py:cnn"
+    res = train(TrainConfig(**{**CFG, "epochs": 1}), tiny_data(), progress=False, model=spec)
+    assert not hasattr(res.model, "invlab_factory")
+    with pytest.raises(CheckpointError, match="not importable by name|pass factory="):
+        train(TrainConfig(**{**CFG, "epochs": 1}), tiny_data(), progress=False, model=spec,
+              checkpoint=tmp_path / "x.safetensors")

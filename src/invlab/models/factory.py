@@ -49,10 +49,12 @@ def model_factory(fn: F) -> F:
 def factory_path(fn: Callable[..., Any]) -> str:
     """``"module:function"`` of a module-level function, checked to import back to ``fn``."""
     mod, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if not mod or mod == "__main__" or "<" in name or "." in name:
+    if not mod or mod == "__main__" or mod.startswith("invlab_user_") or "<" in name \
+            or "." in name:
         raise FactoryError(f"{getattr(fn, '__name__', fn)!r} is not importable by name (defined "
                            f"in {mod!r} as {name!r}); define the factory at module level in an "
-                           "importable module, or pass factory='module:function'")
+                           "importable module (not a file loaded by path), or pass "
+                           "factory='module:function'")
     return f"{mod}:{name}"
 
 

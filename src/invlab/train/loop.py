@@ -196,11 +196,10 @@ def user_model(cfg: TrainConfig, data: TransformingData, model: Any,
                 net, _ = build_from_factory(fn, model_kwargs, str(model))
         except FactoryError as e:
             raise TrainConfigError(f"invalid model: {e}") from e
-        try:
-            spec = model if isinstance(model, str) and not model.split(":")[0].endswith(".py") \
-                else factory_path(fn)
+        try:  # a FILE.py factory has no import path: it trains, but cannot be checkpointed
+            spec = model if isinstance(model, str) and ".py:" not in model else factory_path(fn)
         except FactoryError:
-            spec = None  # trains; only a checkpoint would need the import path
+            spec = None
     else:
         raise TrainConfigError(f"invalid model: expected a registered name in TrainConfig, an "
                                f"nn.Module, a factory function or 'module:function', found a "
