@@ -182,3 +182,27 @@ def test_audit_page_in_headless_chromium(plain: tuple[dict, Path], tmp_path: Pat
     c = check_page(exe, out / "audit.html", tmp_path / "profile")
     assert_page_ok(c, 4)  # 2 profiles + 2 saliency grids, all decode; no console errors
     assert c.title.startswith("invlab audit")
+
+
+def test_checkpoint_model_and_named_layers(tmp_path: Path) -> None:
+    import torch
+
+    from invlab.checkpoint import save_checkpoint
+    from invlab.models import create_model
+
+    torch.manual_seed(0)
+    ck = save_checkpoint(create_model("wt_mlp5", group="r4", hidden=16, depth=2),
+                         tmp_path / "wt.safetensors", normalization={"mean": 0.1, "std": 0.3})
+    r = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", images=r.random((12, 36, 36)).astype(np.float32),
+             labels=r.integers(0, 9, 12))
+    s = AuditSettings(transforms=("r4",), layers=("hidden.0", "hidden"), limit=12, n_si=4,
+                      n_sensitivity=2, ig_steps=4)
+    doc = audit(str(ck), str(tmp_path / "d.npz"), s, progress=False)
+    (r4,) = doc["transforms"]
+    assert doc["model"]["kind"] == "checkpoint" and doc["normalization"]["std"] == [0.3]
+    assert r4["verdict"] == "invariant" and min(r4["metrics"]["saliency_similarity"]) > 0.999
+    assert {"representation_invariance@hidden.0", "representation_invariance@hidden"} <= set(
+        r4["metrics"])
+    # every layer after the tied, pooled first layer is invariant
+    assert min(r4["metrics"]["representation_invariance@hidden"]) > 0.999
