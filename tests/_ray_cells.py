@@ -15,3 +15,26 @@ def record_then_fail(cfg: W.KCell, ctx: W.CellContext) -> W.CellResult:
     if cfg.i == 3:
         raise RuntimeError(f"boom in cell {cfg.i}")
     return res
+
+
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Producer:
+    i: int
+
+
+@dataclass(frozen=True)
+class Consumer:
+    i: int
+
+
+def produce(cfg: Producer, ctx: W.CellContext) -> W.CellResult:
+    return W.CellResult().add("v", 10.0 * cfg.i)
+
+
+def consume(cfg: Consumer, ctx: W.CellContext) -> W.CellResult:
+    """Reads its producer's value through ``ctx.value``; records whether a reader served it."""
+    v = ctx.value(Producer(cfg.i), "v")
+    return W.CellResult().add("twice", 2 * v).add("via_reader", float(ctx.reader is not None))

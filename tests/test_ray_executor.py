@@ -92,6 +92,22 @@ def test_toy_study_matches_serial_and_failures_are_retried_once(cluster: str,
     assert all(W.calls_of(store.path.parent, c) == 1 for c in store.done_ids())
 
 
+def test_cells_read_earlier_results_through_the_driver_node(cluster: str,
+                                                             tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "s" / "r.sqlite")
+    ex = RayExecutor(2, address=cluster)
+    run_study([C.Producer(i) for i in range(3)], C.produce, store, "p", executor=ex,
+              progress=False)
+    run_study([C.Consumer(i) for i in range(3)], C.consume, store, "c", executor=ex,
+              progress=False)
+    rows = {(r["cell_id"], r["metric"]): r["value"] for r in store.dump()["results"]}
+    from invlab.sweep import cell_id
+
+    for i in range(3):
+        assert rows[(cell_id(C.Consumer(i)), "twice")] == 20.0 * i
+        assert rows[(cell_id(C.Consumer(i)), "via_reader")] == 1.0  # not the SQLite file
+
+
 def test_retry_runs_a_failing_cell_twice(cluster: str, tmp_path: Path) -> None:
     from invlab.sweep.ray_executor import _call_with_retry
 

@@ -16,6 +16,10 @@ down when the executor is closed or the process exits); ``"auto"`` joins the clu
 (``ray://host:10001`` for a remote client). An already initialised Ray (``ray.init`` called by
 the user) is used as it is.
 
+Store reads: a cell that reads an earlier cell's result (``ctx.value``, e.g. IR's tuned ν)
+asks a small actor pinned to the driver's node (``ctx.reader``), so the SQLite store (WAL: one
+host's shared memory) is only opened on that node.
+
 Multi-node: cells carry absolute paths only (the study resolves its output and checkpoint
 folders on the driver), so every node must see them at the same path — put ``--out`` and
 ``--checkpoints`` on a shared filesystem — and must find the data: set ``INVLAB_DATA`` (and
@@ -72,6 +76,42 @@ def _call_with_retry(fn: Callable[[Any], Any], item: Any) -> Any:
         log.warning("ray cell failed (%s); retrying once", getattr(result, "error", ""))
         return fn(item)
     return result
+
+
+class _StoreReader:
+    """Ray actor on the driver's node: serves ``store.value(cell_id, metric)`` to cells, so
+    only that node opens the SQLite file (WAL needs one host's shared memory, not NFS)."""
+
+    def __init__(self, path: str) -> None:
+        from invlab.sweep.store import ResultsStore
+
+        self.store = ResultsStore(path)
+
+    def value(self, cid: str, metric: str) -> float | None:
+        return self.store.value(cid, metric)
+
+
+class _RemoteValue:
+    """Picklable ``(cell_id, metric) -> value`` backed by a :class:`_StoreReader` actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def __call__(self, cid: str, metric: str) -> float | None:
+        import ray
+
+        return ray.get(self.actor.value.remote(cid, metric))
+
+
+def _with_reader(item: Any, reader: Any) -> Any:
+    """``item`` (a runner task) with ``ctx.reader`` set, when it has such a context."""
+    import dataclasses
+
+    ctx = getattr(item, "ctx", None)
+    if reader is None or ctx is None or not dataclasses.is_dataclass(item) \
+            or not hasattr(ctx, "reader"):
+        return item
+    return dataclasses.replace(item, ctx=dataclasses.replace(ctx, reader=reader))
 
 
 def _cpus(item: Any) -> int:
@@ -154,6 +194,8 @@ class RayExecutor:
         it = iter(items)
         pending: dict[Any, Any] = {}
         finished = False
+        actor: Any = None
+        reader: Any = None
         try:
             exhausted = False
             while True:
@@ -162,6 +204,11 @@ class RayExecutor:
                     if item is _END:
                         exhausted = True
                         break
+                    store = getattr(getattr(item, "ctx", None), "store_path", None)
+                    if store is not None and actor is None:
+                        actor = _store_reader(ray, str(store))
+                        reader = _RemoteValue(actor)
+                    item = _with_reader(item, reader)
                     ref = self._remote.options(num_cpus=_cpus(item)).remote(fn_ref, item)
                     pending[ref] = item
                 if not pending:
@@ -178,6 +225,18 @@ class RayExecutor:
                         ray.cancel(ref, force=True)
                     except Exception:  # noqa: BLE001 - best effort
                         pass
+            if actor is not None:
+                ray.kill(actor)
+
+
+def _store_reader(ray: Any, path: str) -> Any:
+    """A :class:`_StoreReader` actor pinned to this (the driver's) node, using no CPU."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    cls = ray.remote(num_cpus=0)(_StoreReader)
+    return cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+                       ).remote(path)
 
 
 _END = object()

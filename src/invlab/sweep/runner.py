@@ -74,6 +74,10 @@ class CellContext:
     seed: int
     threads: int = 1
     store_path: Path | None = None
+    reader: Callable[[str, str], float | None] | None = field(default=None, compare=False,
+                                                                repr=False)
+    """Where :meth:`value` reads when set (the Ray executor serves the store from the driver's
+    node, so workers on other nodes never open the SQLite file); else ``store_path``."""
 
     def value(self, cfg: Any, metric: str) -> float:
         """A metric of the already-finished cell ``cfg`` (e.g. the ν a tuning cell chose), read
@@ -83,11 +87,14 @@ class CellContext:
         Raises:
             LookupError: the producing cell has not been run (or lacks ``metric``).
         """
-        if self.store_path is None:
-            raise LookupError("this cell context has no results store")
         cid = _cell_id(cfg)
-        with ResultsStore(self.store_path) as store:
-            v = store.value(cid, metric)
+        if self.reader is not None:
+            v = self.reader(cid, metric)
+        elif self.store_path is None:
+            raise LookupError("this cell context has no results store")
+        else:
+            with ResultsStore(self.store_path) as store:
+                v = store.value(cid, metric)
         if v is None:
             raise LookupError(f"cell {cid} ({type(cfg).__name__}) has no {metric!r} in "
                               f"{self.store_path}; run it first (an earlier study stage)")
