@@ -11,6 +11,8 @@ timed in the same process, interleaved, median of ``--repeats``:
 - **per-image loop**: the way the official B21 code applies transforms — for each image, for
   each magnitude, one ``affine_grid`` + ``grid_sample`` call on that single ``[1, C, H, W]``
   image with the same theta as invlab (so outputs agree to float precision), then stacked;
+- **memory floor**: ``y * 2`` on a random tensor of the output's size (one elementwise
+  pass that writes ``[10, N, C, H, W]``), for scale;
 - **kornia**: ``kornia.geometry.transform.rotate`` / ``translate`` on the ``10·N`` batch
   (``x.repeat`` inside the timing, per-sample angles / shifts, ``align_corners=False`` to
   match invlab's convention) — skipped when kornia is not installed (it is not a dependency:
@@ -128,6 +130,8 @@ def bench_one(x: torch.Tensor, family: str, repeats: int) -> dict:
            "tv_loop": lambda: loop_torchvision_style(x, family)}
     if kornia is not None:
         fns["kornia"] = lambda: kornia_batch(x, family)
+    like = torch.rand(len(fam.magnitudes), *x.shape)
+    fns["floor"] = lambda: like * 2  # one elementwise pass producing an output-sized tensor
     times: dict = {k: [] for k in fns}
     outs: dict = {}
     for _ in range(repeats):
@@ -135,7 +139,8 @@ def bench_one(x: torch.Tensor, family: str, repeats: int) -> dict:
             dt, outs[k] = timed(fn)
             times[k].append(dt)
     med = {k: statistics.median(v) for k, v in times.items()}
-    diff = {k: float((outs[k] - outs["invlab"]).abs().max()) for k in outs if k != "invlab"}
+    diff = {k: float((outs[k] - outs["invlab"]).abs().max()) for k in outs
+            if k not in ("invlab", "floor")}
     return {"times": med, "diff": diff, "all": times}
 
 
@@ -159,19 +164,42 @@ def report(rows: list, args: argparse.Namespace, load: tuple[float, float]) -> s
           f"(shared machine; median of {args.repeats} interleaved repeats, wall clock); "
           f"kornia {kornia.__version__ if kornia else 'not installed'}.", "",
           "| family, N × canvas | invlab batched | lean loop | torchvision-style loop | "
-          "kornia | vs lean loop | vs tv-style loop | vs kornia | max abs diff lean / tv / "
-          "kornia |", "|---|---|---|---|---|---|---|---|---|"]
+          "kornia | memory floor | vs lean loop | vs tv-style loop | vs kornia | "
+          "max abs diff lean / tv / kornia |", "|---|---|---|---|---|---|---|---|---|---|"]
     for fam, shape, r in rows:
         t, d = r["times"], r["diff"]
         kt = f"{t['kornia']:.3f} s" if "kornia" in t else "-"
         kr = f"{t['kornia'] / t['invlab']:.2f}x" if "kornia" in t else "-"
         kd = f"{d['kornia']:.0e}" if "kornia" in d else "-"
         md.append(f"| {fam}, {args.n} × {'×'.join(map(str, shape))} | {t['invlab']:.3f} s | "
-                  f"{t['loop']:.2f} s | {t['tv_loop']:.2f} s | {kt} | "
+                  f"{t['loop']:.2f} s | {t['tv_loop']:.2f} s | {kt} | {t['floor']:.3f} s | "
                   f"{t['loop'] / t['invlab']:.1f}x | {t['tv_loop'] / t['invlab']:.1f}x | {kr} | "
                   f"{d['loop']:.0e} / {d['tv_loop']:.0e} / {kd} |")
     md += ["", "Targets (issue 8): batched ≥ 20x a per-image loop, and no slower than kornia "
-           "(ratio ≥ 1x). Ratios are time(reference) / time(invlab).", "",
+           "(ratio ≥ 1x). Ratios are time(reference) / time(invlab).", ""]
+    loop_ratios = [r["times"]["loop"] / r["times"]["invlab"] for _, _, r in rows]
+    tv_ratios = [r["times"]["tv_loop"] / r["times"]["invlab"] for _, _, r in rows]
+    k_ratios = [r["times"]["kornia"] / r["times"]["invlab"] for _, _, r in rows
+                if "kornia" in r["times"]]
+    fl = [r["times"]["invlab"] / r["times"]["floor"] for _, _, r in rows]
+    per = []
+    for fam, shape, r in rows:
+        outs = 10 * args.n * shape[0] * shape[1] * shape[2]
+        per.append(f"{fam} {'×'.join(map(str, shape))}: invlab "
+                   f"{1e9 * r['times']['invlab'] / outs:.1f} ns per output value, lean loop "
+                   f"{1e6 * r['times']['loop'] / (10 * args.n):.0f} µs per (image, magnitude)")
+    md += [f"Met: ≥ 20x the lean loop in {sum(v >= 20 for v in loop_ratios)} of {len(rows)} "
+           f"rows, ≥ 20x the torchvision-style loop in {sum(v >= 20 for v in tv_ratios)} of "
+           f"{len(rows)}, ≥ 1x kornia in {sum(v >= 1 for v in k_ratios)} of {len(k_ratios)}. "
+           "Where the 20x target is missed, the batched side is bound by `grid_sample`'s "
+           "bilinear gathers (cost per output value below) while a per-image call on a "
+           "1–3k-pixel image is mostly fixed overhead, so the ratio is at most the per-call "
+           "overhead over the per-image compute: " + "; ".join(per) + ". The memory floor "
+           "column is one elementwise multiply producing a tensor of the output's size "
+           "`[10, N, C, H, W]` on the same machine at the same time: the batched transform "
+           f"takes {min(fl):.1f}–{max(fl):.1f}x that floor (the cost of only writing its "
+           "output), so its time goes into producing output values, not into overhead; the "
+           "loops' time is mostly per-call overhead.", "",
            "Notes: every variant produces all 10 magnitudes (B21's grid; translate "
            "`linspace(0, W, 10)` px) for all N images, `[10, N, C, H, W]`, bilinear, zero fill, "
            "`align_corners=False`. invlab: `create_transform(family).apply_all(x)`, one "

@@ -297,7 +297,11 @@ def test_spec_parsing_good() -> None:
     assert noisy.name == "noise@seed=2" and noisy.kind == "family"
     t = create_transform("rotate:45")
     assert create_transform(t) is t
-    assert isinstance(invlab.list_transforms(), dict) and "rotate" in invlab.list_transforms()
+    listed = invlab.list_transforms()
+    assert set(FAMILIES) | {"r4", "t<n>", "flip", "d4", "grayscale", "invert"} == set(listed)
+    assert listed["r4"].endswith("flags: exact, invertible, group")
+    assert listed["rotate"].endswith("flags: invertible") and "-27, 45" in listed["rotate"]
+    assert "24.8889" in listed["translate_x"] and listed["posterize"].endswith("flags: none")
 
 
 @pytest.mark.parametrize("spec,match", [
@@ -421,3 +425,13 @@ def test_dtype_members_subset_and_device() -> None:
     assert create_transform("blur:1")(x).dtype == torch.float64
     with pytest.raises(TransformError, match=r"\[N, C, H, W\]"):
         create_transform("rotate:3")(torch.zeros(10, 10))
+
+
+def test_sampling_helpers_match_torch() -> None:
+    from invlab.transforms.sampling import _inv2, affine_grid
+
+    theta = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(0))
+    ref = F.affine_grid(theta, [6, 1, 9, 14], align_corners=False)
+    assert torch.allclose(affine_grid(theta, 9, 14, torch.float32), ref, atol=1e-6)
+    a = torch.randn(5, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(_inv2(a), torch.linalg.inv(a), atol=1e-12)

@@ -101,6 +101,9 @@ class TransformSet(ABC):
         (geometrically: all ones for exact and photometric transforms; 0 where a geometric
         transform moves a pixel out of the canvas and back)."""
         self.require(invertible=True, purpose="validity masks")
+        if not self.is_exact:
+            raise TransformError(f"{self.name}: {type(self).__name__} must define "
+                                 "validity_masks (only exact transforms default to all ones)")
         k = len(self._members(members))
         return torch.ones(k, 1, height, width, device=device)
 

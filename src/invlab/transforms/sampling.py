@@ -20,6 +20,14 @@ import torch.nn.functional as F
 ALIGN_CORNERS = False
 
 
+def _inv2(a: torch.Tensor) -> torch.Tensor:
+    """Closed-form inverse of ``[B, 2, 2]`` matrices (no LAPACK call, no thread pool)."""
+    det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]
+    adj = torch.stack([torch.stack([a[:, 1, 1], -a[:, 0, 1]], -1),
+                       torch.stack([-a[:, 1, 0], a[:, 0, 0]], -1)], 1)
+    return adj / det[:, None, None]
+
+
 def sampling_theta(forward: torch.Tensor, height: int, width: int,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``affine_grid`` thetas ``[B, 2, 3]`` from forward pixel-space affines ``[B, 2, 3]``.
@@ -27,7 +35,7 @@ def sampling_theta(forward: torch.Tensor, height: int, width: int,
     ``theta = [S⁻¹A⁻¹S | −S⁻¹A⁻¹b]`` with ``S = diag(W/2, H/2)`` (computed in float64).
     """
     f = forward.to(torch.float64)
-    a_inv = torch.linalg.inv(f[:, :, :2])
+    a_inv = _inv2(f[:, :, :2])
     s = torch.tensor([width / 2.0, height / 2.0], dtype=torch.float64)
     lin = a_inv * s[None, None, :] / s[None, :, None]
     off = -(a_inv @ f[:, :, 2:]).squeeze(-1) / s[None, :]
@@ -37,13 +45,23 @@ def sampling_theta(forward: torch.Tensor, height: int, width: int,
 def inverse_affine(forward: torch.Tensor) -> torch.Tensor:
     """Forward pixel affines of the inverse maps: ``[A⁻¹ | −A⁻¹b]`` (``[B, 2, 3]``)."""
     f = forward.to(torch.float64)
-    a_inv = torch.linalg.inv(f[:, :, :2])
+    a_inv = _inv2(f[:, :, :2])
     return torch.cat([a_inv, -(a_inv @ f[:, :, 2:])], dim=2).to(forward.dtype)
 
 
+def affine_grid(theta: torch.Tensor, height: int, width: int, dtype: torch.dtype,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """``F.affine_grid(theta, [B, 1, H, W], align_corners=False)`` as broadcast arithmetic
+    in float64 (``[B, H, W, 2]``): small elementwise ops, no batched matmul."""
+    t = theta.to(torch.float64)[:, :, :, None, None]  # [B, 2, 3, 1, 1]
+    xs = ((2 * torch.arange(width, dtype=torch.float64) + 1) / width - 1)[None, :]
+    ys = ((2 * torch.arange(height, dtype=torch.float64) + 1) / height - 1)[:, None]
+    grid = t[:, :, 0] * xs + t[:, :, 1] * ys + t[:, :, 2]  # [B, 2, H, W]
+    return grid.permute(0, 2, 3, 1).to(dtype=dtype, device=device).contiguous()
+
+
 def _grid(theta: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
-    return F.affine_grid(theta.to(device), [theta.shape[0], 1, height, width],
-                         align_corners=ALIGN_CORNERS)
+    return affine_grid(theta, height, width, theta.dtype, device)
 
 
 def warp_all(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
