@@ -131,7 +131,7 @@ def bench_speed(n: int, loop_n: int, repeats: int) -> dict:
             "flop_fraction": t_chain / t_engine}
 
 
-def captum_si(model, x, group, n_steps):
+def captum_si(model, x, group, n_steps, internal_batch_size=None):
     from captum.attr import IntegratedGradients
 
     g = create_group(group)
@@ -140,7 +140,7 @@ def captum_si(model, x, group, n_steps):
         target = model(x).argmax(-1)
     b = boundary_for_group(g)
     kw = {"target": target, "n_steps": n_steps, "method": "gausslegendre",
-          "internal_batch_size": None}
+          "internal_batch_size": internal_batch_size}
     m0 = saliency_map(ig.attribute(x, **kw), boundary=b)
     mts = [saliency_map(ig.attribute(g.act(x, e), **kw), boundary=b) for e in g.non_identity]
     return saliency_cosine(m0, torch.stack(mts), g, g.non_identity)
@@ -160,6 +160,61 @@ def bench_si(n: int, repeats: int, n_steps: int = 50) -> dict:
     return {"n": n, "n_steps": n_steps, "t_ours": t_ours, "t_captum": t_captum,
             "speedup": t_captum / t_ours, "max_abs_diff": float((ours - ref).abs().max()),
             "mean_si": float(ours.mean())}
+
+
+def bench_family(n: int, repeats: int) -> dict:
+    """(e) ``measure`` over the rotate family (10 magnitudes, identity included) vs the matmul
+    chain of the same shapes and chunking (as (b))."""
+    torch.manual_seed(0)
+    model = create_model("mlp5").eval()
+    x = torch.rand(n, 1, 36, 36)
+    kw = {"transform": "rotate", "include_identity": True, "metrics": METRICS,
+          "progress": False}
+    m = measure(model, x[:64], **kw)  # warm-up
+    k = len(m.members)
+    chunk = (k + 1) * m.settings["batch_size"]
+    rows = n * (k + 1)
+    lin = [mm for mm in model.modules() if isinstance(mm, torch.nn.Linear)]
+    ws = [mm.weight.detach().T.contiguous() for mm in lin]
+    bs = [mm.bias.detach() for mm in lin]
+    xs = torch.randn(rows, lin[0].in_features)
+
+    def chain():
+        for a in range(0, rows, chunk):
+            h = xs[a:a + chunk]
+            for w, b in zip(ws, bs):
+                h = torch.addmm(b, h, w)
+
+    chain()
+    t = interleaved({"engine": lambda: measure(model, x, **kw), "chain": chain}, repeats)
+    flops = mlp_flops_per_row(model) * rows
+    return {"n": n, "k": k, "rows_per_forward": chunk, "t_engine": t["engine"],
+            "t_chain": t["chain"], "gflops_engine": flops / t["engine"] / 1e9,
+            "gflops_chain": flops / t["chain"] / 1e9, "flop_fraction": t["chain"] / t["engine"]}
+
+
+def bench_si_cnn(n: int, repeats: int, n_steps: int = 50) -> dict:
+    """(f) SI on ``cnn_small`` vs Captum: Captum's default full batch and Captum with
+    ``internal_batch_size`` = our rows per chunk; the ratio is against the faster one."""
+    from invlab.attribution.integrated_gradients import MAX_CHUNK_ROWS, _bytes_per_row
+
+    torch.manual_seed(0)
+    model = create_model("cnn_small").eval()
+    x = torch.randn(n, 1, 36, 36)
+    rows = max(1, min(MAX_CHUNK_ROWS, (256 * 2**20) // _bytes_per_row(model, x)))
+    ours = F.saliency_similarity(model, x[:4], "r4", n_steps=n_steps)  # warm-up
+    captum_si(model, x[:4], "r4", n_steps)
+    t = interleaved({
+        "ours": lambda: F.saliency_similarity(model, x, "r4", n_steps=n_steps),
+        "captum": lambda: captum_si(model, x, "r4", n_steps),
+        "captum_chunked": lambda: captum_si(model, x, "r4", n_steps, internal_batch_size=rows),
+    }, repeats)
+    ours = F.saliency_similarity(model, x, "r4", n_steps=n_steps)
+    ref = captum_si(model, x, "r4", n_steps)
+    best = min(t["captum"], t["captum_chunked"])
+    return {"n": n, "rows": rows, "t_ours": t["ours"], "t_captum": t["captum"],
+            "t_captum_chunked": t["captum_chunked"], "speedup": best / t["ours"],
+            "max_abs_diff": float((ours - ref).abs().max())}
 
 
 def _status_kb(field: str) -> int:
@@ -220,6 +275,10 @@ def main() -> int:
     p.add_argument("--loop-n", type=int, default=300, help="loop subset for (a)")
     p.add_argument("--si-n", type=int, nargs="+", default=[200, 1000],
                    help="image counts for (c)")
+    p.add_argument("--family-n", type=int, default=2000, help="images for (e)")
+    p.add_argument("--cnn-si-n", type=int, default=100, help="images for (f)")
+    p.add_argument("--only", default=None, help="comma list of parts to run (a-f); others "
+                   "are skipped and RESULTS.md is not written")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
@@ -230,27 +289,44 @@ def main() -> int:
         return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    parts = set(args.only.split(",")) if args.only else set("abcdef")
     load0 = os.getloadavg()[0]
-    sp = bench_speed(args.n, args.loop_n, args.repeats)
-    sis = [bench_si(n, args.repeats) for n in args.si_n]
-    mem = bench_memory()
+    sp = bench_speed(args.n, args.loop_n, args.repeats) if parts & {"a", "b"} else None
+    sis = [bench_si(n, args.repeats) for n in args.si_n] if "c" in parts else []
+    mem = bench_memory() if "d" in parts else None
+    fam = bench_family(args.family_n, args.repeats) if "e" in parts else None
+    cnn = bench_si_cnn(args.cnn_si_n, args.repeats) if "f" in parts else None
     load1 = os.getloadavg()[0]
-    rows = [
-        ("(a) engine vs per-sample loop (mlp5, R4, kl+LI+EI)",
-         (f"{sp['t_engine']:.2f} s vs {sp['t_loop_extrapolated']:.1f} s "
-         f"(loop timed on {sp['loop_n']} imgs: {sp['t_loop_subset']:.2f} s, extrapolated)"),
-         f"{sp['speedup']:.1f}x", ">= 20x", f"max |diff| {sp['max_abs_diff']:.1e}"),
-        ("(b) FLOP rate engine vs plain matmul chain",
-         f"{sp['gflops_engine']:.1f} vs {sp['gflops_chain']:.1f} GFLOP/s",
-         f"{100 * sp['flop_fraction']:.0f}%", ">= 50%", ""),
-        *[(f"(c) SI vs Captum-based ({si['n']} imgs, 50 GL steps)",
-           f"{si['t_ours']:.2f} s vs {si['t_captum']:.2f} s",
-           f"{si['speedup']:.2f}x", ">= 2x", f"max |diff| {si['max_abs_diff']:.1e}")
-          for si in sis],
-        ("(d) peak memory 50k vs 10k images",
-         f"{mem['delta_mb'][1]:.1f} MB vs {mem['delta_mb'][0]:.1f} MB",
-         f"{100 * (mem['ratio'] - 1):+.1f}%", "within 10%", ""),
-    ]
+    rows = []
+    if sp is not None:
+        rows += [
+            ("(a) engine vs per-sample loop (mlp5, R4, kl+LI+EI)",
+             (f"{sp['t_engine']:.2f} s vs {sp['t_loop_extrapolated']:.1f} s "
+              f"(loop timed on {sp['loop_n']} imgs: {sp['t_loop_subset']:.2f} s, "
+              f"extrapolated)"),
+             f"{sp['speedup']:.1f}x", ">= 20x", f"max |diff| {sp['max_abs_diff']:.1e}"),
+            ("(b) FLOP rate engine vs plain matmul chain",
+             f"{sp['gflops_engine']:.1f} vs {sp['gflops_chain']:.1f} GFLOP/s",
+             f"{100 * sp['flop_fraction']:.0f}%", ">= 50%", "")]
+    rows += [(f"(c) SI vs Captum-based ({si['n']} imgs, 50 GL steps)",
+              f"{si['t_ours']:.2f} s vs {si['t_captum']:.2f} s",
+              f"{si['speedup']:.2f}x", ">= 2x", f"max |diff| {si['max_abs_diff']:.1e}")
+             for si in sis]
+    if mem is not None:
+        rows.append(("(d) peak memory 50k vs 10k images",
+                     f"{mem['delta_mb'][1]:.1f} MB vs {mem['delta_mb'][0]:.1f} MB",
+                     f"{100 * (mem['ratio'] - 1):+.1f}%", "within 10%", ""))
+    if fam is not None:
+        rows.append((f"(e) FLOP rate, measure over rotate ({fam['k']} magnitudes, "
+                     f"{fam['n']} imgs) vs matmul chain",
+                     f"{fam['gflops_engine']:.1f} vs {fam['gflops_chain']:.1f} GFLOP/s "
+                     f"({fam['t_engine']:.2f} s vs {fam['t_chain']:.2f} s)",
+                     f"{100 * fam['flop_fraction']:.0f}%", ">= 50%", ""))
+    if cnn is not None:
+        rows.append((f"(f) SI on cnn_small vs Captum ({cnn['n']} imgs, R4, 50 GL steps)",
+                     f"{cnn['t_ours']:.2f} s vs {cnn['t_captum']:.2f} s (full batch) / "
+                     f"{cnn['t_captum_chunked']:.2f} s (internal_batch_size={cnn['rows']})",
+                     f"{cnn['speedup']:.2f}x", ">= 2x", f"max |diff| {cnn['max_abs_diff']:.1e}"))
     head = ("benchmark", "measured", "ratio", "target", "check")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
     table = "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
@@ -259,27 +335,34 @@ def main() -> int:
     md = ["## Metrics engine", "",
           (f"Command: `.venv/bin/python benchmarks/bench_metrics.py --n {args.n} "
           f"--loop-n {args.loop_n} --si-n {' '.join(map(str, args.si_n))} "
-          f"--repeats {args.repeats}"
+          f"--family-n {args.family_n} --cnn-si-n {args.cnn_si_n} --repeats {args.repeats}"
           + (f" --threads {args.threads}" if args.threads is not None else "") + "`  "),
           (f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; load average {load0:.1f} → {load1:.1f} "
           f"(shared machine; median of {args.repeats} interleaved repeats, wall clock)."), "",
           "| benchmark | measured | ratio | target | check |", "|---|---|---|---|---|"]
     md += ["| " + " | ".join(r) + " |" for r in rows]
+    chunk = sp["chain_rows_per_forward"] if sp else "?"
     md += ["", ("Notes: (a) the per-sample loop (for each image: forward x; for each g: forward "
            "g·x and the three metrics of the pair, `.item()` per value) is timed on a subset "
            "and extrapolated linearly per sample. (b) compares the whole `measure` call "
            "(orbit construction, forwards, metrics) with the bias+matmul chain alone on a "
-           f"pre-stacked input in chunks of {sp['chain_rows_per_forward']} rows (the "
+           f"pre-stacked input in chunks of {chunk} rows (the "
            "engine's rows per forward); FLOPs = 2·in·out per row per Linear for both. "
            "(c) the Captum reference runs `IntegratedGradients.attribute(n_steps=50, "
            "method='gausslegendre', internal_batch_size=None)` on x and on each "
            "g·x (full batch, Captum's default), with the same saliency map and cosine. "
            "(d) RSS high-water mark (VmHWM, reset before the call) minus RSS before the call, in a fresh child process per "
            "size (glibc `MALLOC_MMAP_THRESHOLD_=65536`); the input images are allocated before "
-           "and are not counted.")]
-    print(json.dumps({"speed": sp, "si": sis, "memory": mem}, indent=1))
-    if not args.no_write:
+           "and are not counted. (e) the same comparison as (b) for `measure(transform="
+           "'rotate', include_identity=True)` on pixel-space images: the engine's time includes "
+           "the batched bilinear rotations (one grid_sample for all magnitudes) of every chunk. "
+           "(f) `cnn_small` (conv-pool-conv-pool-conv-GAP-linear, 36×36): Captum is run with its "
+           "default full batch and with `internal_batch_size` equal to our rows per chunk; the "
+           "ratio is against the faster of the two.")]
+    print(json.dumps({"speed": sp, "si": sis, "memory": mem, "family": fam, "cnn_si": cnn},
+                     indent=1))
+    if not args.no_write and not args.only:
         write_results("\n".join(md), Path(__file__).with_name("RESULTS.md"))
     return 0
 

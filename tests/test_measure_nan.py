@@ -119,3 +119,40 @@ def test_finite_inputs_give_finite_values():
     x, y = _x()
     m = measure(_model(), x, labels=y, metrics=["kl", "SI", "RI", "sensitivity"], n_steps=4)
     assert all(bool(torch.isfinite(v).all()) for v in m.per_sample.values())
+
+
+def test_cli_nan_checkpoint_exits_2_with_the_reason(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from invlab import checkpoint, data
+    from invlab.metrics.cli import add_measure_parser
+
+    path = tmp_path / "nan.safetensors"
+    checkpoint.save_checkpoint(_nan_model(), path, group="r4",
+                               normalization={"mean": 0.0, "std": 1.0})
+    x, y = _x()
+    monkeypatch.setattr(data, "load_for_checkpoint", lambda spec, meta, limit=None: (x, y))
+    parser = argparse.ArgumentParser()
+    add_measure_parser(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["measure", "--checkpoint", str(path), "--data", "fake",
+                              "--metrics", "SI", "--n-steps", "4"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "NaN/inf weights" in err and "saliency_similarity" in err
+
+
+def test_progress_bar_counts_every_image(capsys):
+    x, y = _x()
+    measure(_model(), x, labels=y, metrics=["kl", "SI"], n_steps=4, progress=True,
+            batch_size=4)
+    err = capsys.readouterr().err
+    assert "10/10" in err and "measure r4" in err
+    measure(_model(), x, labels=y, metrics=["kl"], progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_huge_finite_pixels_are_not_called_nan():
+    x, y = _x()
+    x[2] = 3e37  # the image's sum overflows to inf; its pixels are finite
+    m = measure(_model(), x, labels=y, metrics=["agreement"])
+    assert m.per_sample["agreement"].shape == (10, 3)

@@ -118,14 +118,15 @@ def _work(plan: Plan, n: int, k: int, n_steps: int) -> tuple[float, float]:
     return total, (si / total if total else 0.0)
 
 
-def _make_bar(progress: bool | None, work: float, desc: str) -> Any:
+def _make_bar(progress: bool | None, work: float, desc: str, total: int) -> Any:
     show = progress if progress is not None else (work >= _PROGRESS_MIN_WORK
                                                   and sys.stderr.isatty())
     if not show:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=None, unit="img", file=sys.stderr, desc=desc, dynamic_ncols=True)
+    return tqdm(total=total, unit="img", file=sys.stderr, desc=desc, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}]")
 
 
 def _loop(run: Run, images: torch.Tensor, bounds: list[tuple[int, int]], device: Any,
@@ -324,9 +325,7 @@ def _measure(model: Any, images: Any, labels: Any, transform: Any, group: Any,
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):
         model.eval()
-    run.progress = _make_bar(progress, work, f"measure {t.name}")
-    if run.progress is not None:
-        run.progress.total = n
+    run.progress = _make_bar(progress, work, f"measure {t.name}", n)
     try:
         _loop(run, images, bounds, device, dtype)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from invlab.groups import Group
 from invlab.metrics.errors import MeasureError
 
-__all__ = ["Normalized", "build_orbit", "chunks", "near_equal_chunks", "normalizer"]
+__all__ = ["Normalized", "Orbit", "build_orbit", "chunks", "near_equal_chunks", "normalizer"]
 
 
 class Normalized(nn.Module):
@@ -99,26 +100,53 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
     return out
 
 
-@torch.inference_mode()
-def build_orbit(buf: torch.Tensor, t: Any, xb: torch.Tensor, members: Sequence[Any]) -> torch.Tensor:
-    """Write ``[x, T_1 x, …, T_k x]`` into ``buf`` and return the ``[(k+1)·n, C, H, W]`` view.
+@dataclass
+class Orbit:
+    """The orbit of a chunk as forward-ready parts: ``parts[i]`` is ``[b_i·n, C, H, W]``
+    (``b_i`` blocks of ``n`` images); block ``index[j]`` of their concatenation is ``T_j x``
+    (``j = 0``: ``x``). Identity members reuse the block of ``x``."""
 
-    Exact groups act element by element straight into the buffer; other transforms are
-    applied in one batched ``apply_all`` call.
+    parts: list[torch.Tensor]
+    index: torch.Tensor
+    n: int
+
+    def gather(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        """``[k+1, n, ...]`` from per-part outputs ``[b_i·n, ...]`` (in member order)."""
+        y = outs[0] if len(outs) == 1 else torch.cat(outs)
+        y = y.reshape(-1, self.n, *y.shape[1:])
+        if self.index.numel() == y.shape[0] and bool(
+                (self.index == torch.arange(y.shape[0])).all()):
+            return y
+        return y.index_select(0, self.index.to(y.device))
+
+
+@torch.inference_mode()
+def build_orbit(buf: torch.Tensor, t: Any, xb: torch.Tensor, members: Sequence[Any]) -> Orbit:
+    """The :class:`Orbit` of ``xb`` for ``members``.
+
+    Exact groups act element by element straight into ``buf`` (one part of ``(k+1)·n``
+    rows, one forward); other transforms apply all non-identity members in one batched
+    ``apply_all`` call, used as it is (parts ``[x, T x]``: no copy into a buffer).
     """
     k, nb = len(members), xb.shape[0]
-    orbit = buf[:(k + 1) * nb]
-    ov = orbit.view(k + 1, nb, *xb.shape[1:])
-    ov[0].copy_(xb)
-    if not k:
-        return orbit
-    if isinstance(t, Group):  # exact: element by element straight into the buffer
+    if isinstance(t, Group) or not k:
+        orbit = buf[:(k + 1) * nb]
+        ov = orbit.view(k + 1, nb, *xb.shape[1:])
+        ov[0].copy_(xb)
         for j, e in enumerate(members):
-            ov[j + 1].copy_(t.act(xb, e))
-    else:
-        y = t.apply_all(xb, list(members))
-        if tuple(y.shape) != (k, *xb.shape):
+            ov[j + 1].copy_(t.act(xb, e))  # type: ignore[union-attr]
+        return Orbit([orbit], torch.arange(k + 1), nb)
+    ident = [t.identity is not None and m == t.identity for m in members]
+    moved = [m for m, i in zip(members, ident) if not i]
+    index, pos = [0], 1
+    for i in ident:
+        index.append(0 if i else pos)
+        pos += 0 if i else 1
+    parts = [xb]
+    if moved:
+        y = t.apply_all(xb, moved)
+        if tuple(y.shape) != (len(moved), *xb.shape):
             raise MeasureError(f"transform {t.name}: apply_all returned {tuple(y.shape)}, "
-                               f"expected {(k, *xb.shape)}")
-        ov[1:].copy_(y)
-    return orbit
+                               f"expected {(len(moved), *xb.shape)}")
+        parts.append(y.reshape(-1, *xb.shape[1:]))
+    return Orbit(parts, torch.tensor(index), nb)

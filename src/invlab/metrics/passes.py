@@ -17,6 +17,7 @@ from invlab.metrics.features import FeatureCapture
 from invlab.metrics.functional.representation import derangement, ri_distances
 from invlab.metrics.functional.saliency import saliency_similarity
 from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
+from invlab.metrics.orbit import Orbit
 from invlab.metrics.plan import Plan
 from invlab.metrics.registry import REGISTRY, StackedLogits
 
@@ -41,6 +42,7 @@ class Run:
     image_shape: tuple[int, ...]
     bad_logits: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
     bad_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    feats: dict[str, torch.Tensor] = field(default_factory=dict)
     progress: Any = None
 
     @property
@@ -55,27 +57,42 @@ def ri_keys(layer: str, default_only: bool) -> tuple[str, str, str]:
     return base + sfx, f"{base}_d_same{sfx}", f"{base}_d_other{sfx}"
 
 
-def _forward(run: Run, orbit: torch.Tensor) -> torch.Tensor:
+def _net(run: Run, x: torch.Tensor) -> torch.Tensor:
     try:
-        if run.capture is not None and run.capture.hooked:
-            with run.capture.hooks():
-                logits = run.net(orbit)
-        else:
-            logits = run.net(orbit)
+        out = run.net(x)
     except RuntimeError as e:
         shape = expected_shape(run.model)
         raise MeasureError(
             f"the model failed on images of shape [C, H, W] = {list(run.image_shape)}"
             + (f" (model.in_shape = {list(shape)})" if shape else "") + f": {e}") from e
-    return check_logits(logits, orbit.shape[0])
+    return check_logits(out, x.shape[0])
 
 
-def logits_pass(run: Run, orbit: torch.Tensor, a: int, b: int, first: bool) -> torch.Tensor | None:
+def _forward(run: Run, orbit: Orbit) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits ``[k+1, n, K]`` of the orbit and the hooked layers' features
+    ``{layer: [k+1, n, D]}`` (one forward per part, hooks registered only when needed)."""
+    cap = run.capture
+    hooked = cap is not None and bool(cap.hooked)
+    outs: list[torch.Tensor] = []
+    feats: dict[str, list[torch.Tensor]] = {}
+    for part in orbit.parts:
+        if hooked:
+            with cap.hooks():  # type: ignore[union-attr]
+                outs.append(_net(run, part))
+            for name, z in cap.out.items():  # type: ignore[union-attr]
+                feats.setdefault(name, []).append(z)
+            cap.out.clear()  # type: ignore[union-attr]
+        else:
+            outs.append(_net(run, part))
+    return orbit.gather(outs), {name: orbit.gather(v) for name, v in feats.items()}
+
+
+def logits_pass(run: Run, orbit: Orbit, a: int, b: int, first: bool) -> torch.Tensor | None:
     """One forward of the orbit; pair metrics and accuracy. Returns the prediction on ``x``
-    ``[n]`` (the SI target without labels), or None when the chunk's logits are non-finite."""
-    nb = b - a
+    ``[n]`` (the SI target without labels), or None when the chunk's logits are non-finite.
+    Hooked features are left in ``run.feats`` for :func:`features_pass`."""
     with torch.inference_mode():
-        logits = _forward(run, orbit).view(run.k + 1, nb, -1)
+        logits, run.feats = _forward(run, orbit)
         bad = ~torch.isfinite(logits).all(-1).all(0)
         if bool(bad.any()):
             run.bad_logits[a:b] |= bad.cpu()
@@ -96,21 +113,20 @@ def logits_pass(run: Run, orbit: torch.Tensor, a: int, b: int, first: bool) -> t
     return pred.clone()
 
 
-def features_pass(run: Run, orbit: torch.Tensor, a: int, b: int) -> None:
+def features_pass(run: Run, orbit: Orbit, a: int, b: int) -> None:
     """Representation invariance per layer: one derangement π per chunk, shared by layers
     and members; stores the score and both distances ``[n, k]``."""
     cap = run.capture
     assert cap is not None
     nb, k = b - a, run.k
-    feats = dict(cap.out)
-    if cap.uses_forward_features:
-        with torch.no_grad():
-            feats["penultimate"] = cap.forward_features(orbit)
+    feats = dict(run.feats)
     if not run.plan.need_logits and cap.hooked:
         with torch.no_grad():
-            _forward(run, orbit)
-        feats.update(cap.out)
-    perm = derangement(nb, run.generator, device=orbit.device)
+            feats.update(_forward(run, orbit)[1])
+    if cap.uses_forward_features:
+        with torch.no_grad():
+            feats["penultimate"] = orbit.gather([cap.forward_features(p) for p in orbit.parts])
+    perm = derangement(nb, run.generator, device=orbit.parts[0].device)
     only_default = run.plan.layers == ["penultimate"]
     for layer in run.plan.layers:
         z = feats[layer].reshape(k + 1, nb, -1)
@@ -123,7 +139,7 @@ def features_pass(run: Run, orbit: torch.Tensor, a: int, b: int) -> None:
                                               run.opts["representation_distance"])
         for key, v in zip(ri_keys(layer, only_default), (score, d_same, d_other)):
             run.per[key][a:b] = v.T.float().cpu()
-    cap.out.clear()
+    run.feats = {}
 
 
 def saliency_pass(run: Run, xb: torch.Tensor, a: int, b: int, pred: torch.Tensor | None) -> None:
