@@ -143,7 +143,6 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
     from invlab.studies import genuine
 
     gp = genuine.preset(p.genuine_preset, **(genuine_overrides or {}))
-    checkpoints = str(Path(checkpoints).absolute())  # cells may run elsewhere (Ray); not in ids
     config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
               "checkpoints": checkpoints,
               "data": {d: source_fingerprint(d) for d in ("mnist", "fashion-mnist")}}

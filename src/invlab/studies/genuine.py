@@ -269,11 +269,11 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
     """Run the study into ``out`` (store ``out/store.sqlite``) and build its report.
 
     ``executor``: ``serial``, ``process``, ``ray`` or an Executor; default from ``workers``
-    (:func:`invlab.sweep.choose_executor`). The checkpoint folder is made absolute here
-    (cells may run elsewhere, e.g. on Ray workers); it is not part of any cell id."""
+    (:func:`invlab.sweep.choose_executor`). Relative ``out``/``checkpoints`` are resolved
+    where each cell runs, against the driver's working directory (``CellContext.cwd``)."""
     from invlab.report.genuine import build_report
 
-    ckpt = str((Path(checkpoints) if checkpoints else Path(out) / "checkpoints").absolute())
+    ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
     config = {"preset": preset_name, **asdict(preset), "checkpoints": ckpt, "workers": workers,
               "data": {d: source_fingerprint(d) for d in preset.datasets}}
     with open_study(out, STUDY, config) as (out, store):

@@ -95,7 +95,6 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
 
     gp = replace(genuine.preset(p.genuine_preset, **(genuine_overrides or {})),
                  datasets=("mnist",))
-    checkpoints = str(Path(checkpoints).absolute())  # cells may run elsewhere (Ray); not in ids
     config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
               "checkpoints": checkpoints, "data": {"mnist": source_fingerprint("mnist")}}
     with open_study(out, STUDY, config) as (out, store):

@@ -20,9 +20,9 @@ Store reads: a cell that reads an earlier cell's result (``ctx.value``, e.g. IR'
 asks a small actor pinned to the driver's node (``ctx.reader``), so the SQLite store (WAL: one
 host's shared memory) is only opened on that node.
 
-Multi-node: cells carry absolute paths only (the study resolves its output and checkpoint
-folders on the driver), so every node must see them at the same path — put ``--out`` and
-``--checkpoints`` on a shared filesystem — and must find the data: set ``INVLAB_DATA`` (and
+Multi-node: a cell runs in the driver's working directory (``CellContext.cwd``; relative
+``--out``/``--checkpoints`` resolve against it), so every node must see it and the output and
+checkpoint folders at the same path — put them on a shared filesystem — and must find the data: set ``INVLAB_DATA`` (and
 ``INVLAB_CACHE``) in the environment of ``ray start`` on every node. Cells check the content
 hash of the data they load against the one the driver pinned, so a node with other data fails
 loudly instead of computing other numbers.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pickle
 import random
 import sys
@@ -76,6 +77,9 @@ class CellContext:
     store_path: Path | None = None
     reader: Callable[[str, str], float | None] | None = field(default=None, compare=False,
                                                                 repr=False)
+    cwd: str | None = None
+    """The driver's working directory (absolute): the cell runs in it, so relative paths in
+    its config (``--out``, ``--checkpoints``) mean the same on every worker and node."""
     """Where :meth:`value` reads when set (the Ray executor serves the store from the driver's
     node, so workers on other nodes never open the SQLite file); else ``store_path``."""
 
@@ -220,7 +224,9 @@ def _execute(task: _Task) -> _Outcome:
         except ImportError:  # pragma: no cover - torch is a dependency
             torch = None
     before = torch.get_num_threads() if torch is not None else None
+    here = os.getcwd()
     try:
+        _enter(task.ctx.cwd)
         if torch is not None:
             torch.set_num_threads(task.ctx.threads)
         _seed_everything(task.ctx.seed)
@@ -234,6 +240,20 @@ def _execute(task: _Task) -> _Outcome:
     finally:
         if torch is not None and before is not None:
             torch.set_num_threads(before)
+        if os.getcwd() != here:
+            os.chdir(here)
+
+
+def _enter(cwd: str | None) -> None:
+    """chdir into the driver's working directory (a no-op in the driver's own processes)."""
+    if cwd is None or os.getcwd() == cwd:
+        return
+    if not os.path.isdir(cwd):
+        raise FileNotFoundError(
+            f"the driver's working directory {cwd} does not exist on this worker's node; run "
+            "the study from a folder on the shared filesystem (same path on every node) or "
+            "give absolute --out/--checkpoints on it")
+    os.chdir(cwd)
 
 
 def _save_traceback(root: Path, cid: str, cfg: Any, tb: str | None) -> Path | None:
@@ -334,7 +354,8 @@ def run_study(
     tasks = [
         _Task(fn, by_id[cid][0],
               CellContext(cid, study, root_path, _seed_for(by_id[cid][0], cid),
-                          threads_for(by_id[cid][0]), store.path.absolute()))
+                          threads_for(by_id[cid][0]), store.path.absolute(),
+                          cwd=os.getcwd()))
         for cid in todo
     ]
     failures: dict[str, str] = {}
