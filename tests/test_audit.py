@@ -206,3 +206,8 @@ def test_checkpoint_model_and_named_layers(tmp_path: Path) -> None:
         r4["metrics"])
     # every layer after the tied, pooled first layer is invariant
     assert min(r4["metrics"]["representation_invariance@hidden"]) > 0.999
+    # wt_mlp5 computes its first layer from the tied weights: the `input` module never runs
+    with pytest.raises(AuditError, match="layer 'input' produced no output"):
+        audit(str(ck), str(tmp_path / "d.npz"), AuditSettings(
+            transforms=("r4",), layers=("input",), limit=12, n_si=2, n_sensitivity=2,
+            ig_steps=2), progress=False)
