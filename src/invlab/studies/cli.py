@@ -18,6 +18,19 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--checkpoints", default=None,
                    help="shared checkpoint cache (default runs/checkpoints); studies reuse "
                         "models trained with identical configs")
+    add_executor_flags(p)
+    p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
+    p.add_argument("--epochs", type=int, default=None, help="override max epochs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads per cell and training run (default 1; part of every "
+                        "cell id and checkpoint key, so results never depend on --workers)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--executor``, ``--ray-address``: every study command takes them and
+    reads them with :func:`executor_from_flags`."""
     p.add_argument("--workers", type=int, default=1,
                    help="parallel cells: process-pool size, or CPUs of a local Ray instance "
                         "(default 1)")
@@ -29,13 +42,6 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
                         "host:port or ray://host:10001 another one (default: start a local "
                         "instance with --workers CPUs). Multi-node: --out and --checkpoints on a "
                         "shared filesystem, INVLAB_DATA set on every node")
-    p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
-    p.add_argument("--epochs", type=int, default=None, help="override max epochs")
-    p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads per cell and training run (default 1; part of every "
-                        "cell id and checkpoint key, so results never depend on --workers)")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def _ckpt(args: argparse.Namespace) -> str:
