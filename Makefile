@@ -8,7 +8,7 @@ SHARED  := $(abspath ../shared/data)
 export INVLAB_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow test-ray bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The Ray executor's tests (real local Ray instance; ~5-10 min on 2 cores): installs the extra.
+test-ray: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[ray]'
+	$(BIN)/python -m pytest -q -m ray tests/test_ray_executor.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py

@@ -91,7 +91,8 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "models", "list")
     assert code == 0
     rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
-    assert set(rows) == {"mlp5", "wt_mlp5", "cnn_small", "mlp", "cnn_medium", "vit_tiny"}
+    assert set(rows) == {"mlp5", "wt_mlp5", "cnn_small", "wt_cnn_small", "mlp", "wt_mlp",
+        "cnn_medium", "wt_cnn_medium", "vit_tiny", "wt_vit_tiny"}
     assert rows["mlp5"][1] == "233,225" and rows["wt_mlp5"][1] == "233,225"
     assert rows["cnn_small"][1] == "23,881"
 
@@ -133,7 +134,7 @@ def test_unknown_model_exits_2_with_valid_names(capsys: pytest.CaptureFixture[st
     code, _, err = run(capsys, "models", "list")
     assert code == 2
     assert err.startswith("invlab: error: unknown model 'vit'")
-    assert "cnn_small, mlp, mlp5, vit_tiny, wt_mlp5" in err and "Traceback" not in err
+    assert "cnn_medium, cnn_small, mlp, mlp5, vit_tiny, wt_cnn_medium" in err and "Traceback" not in err
 
 
 def test_fetch_unknown_source_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -472,7 +472,7 @@ def slow(cfg, ctx):
     time.sleep(0.3)
     return CellResult().add("i", cfg.i)
 
-def fake_run_genuine(p, out, ckpt, workers=1, progress=False, preset_name=""):
+def fake_run_genuine(p, out, ckpt, workers=1, progress=False, preset_name="", executor=None):
     with open_study(out, "genuine", {}) as (out, store):
         run_study([Slow(i) for i in range(200)], slow, store, "slow", progress=False)
     return out

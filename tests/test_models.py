@@ -164,7 +164,8 @@ def test_gradients_flow_through_wt_mlp5() -> None:
 
 
 def test_registry_and_serializable_kwargs() -> None:
-    assert set(list_models()) == {"mlp5", "wt_mlp5", "cnn_small", "mlp", "cnn_medium", "vit_tiny"}
+    assert set(list_models()) == {"mlp5", "wt_mlp5", "cnn_small", "wt_cnn_small", "mlp", "wt_mlp",
+        "cnn_medium", "wt_cnn_medium", "vit_tiny", "wt_vit_tiny"}
     for name in list_models():
         m = create_model(name)
         assert m.model_name == name

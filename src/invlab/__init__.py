@@ -32,9 +32,15 @@ _setup_logging()
 from invlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from invlab.groups import create_group, list_groups  # noqa: E402
 from invlab.metrics import Measurement, measure  # noqa: E402
-from invlab.models import GroupPooled, create_model, list_models  # noqa: E402
+from invlab.models import (  # noqa: E402
+    GroupPooled,
+    WeightTied,
+    create_model,
+    list_models,
+    model_factory,
+)
 from invlab.transforms import create_transform, list_transforms  # noqa: E402
 
 __all__ = ["__version__", "create_group", "list_groups", "create_transform",
            "list_transforms", "create_model", "list_models",
-           "GroupPooled", "save_checkpoint", "load_checkpoint", "measure", "Measurement"]
+           "GroupPooled", "WeightTied", "model_factory", "save_checkpoint", "load_checkpoint", "measure", "Measurement"]

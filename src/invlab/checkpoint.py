@@ -34,30 +34,69 @@ def _version() -> str:
     return __version__
 
 
-def _describe(model: nn.Module) -> dict[str, Any]:
+def _describe(model: nn.Module, factory: Any = None,
+              factory_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How to rebuild ``model``: a registry ``model`` + ``model_kwargs``, or a user
+    ``factory`` (import path, marked with ``@model_factory``) + ``factory_kwargs``; plus
+    ``wrapper`` for GroupPooled / WeightTied around either."""
+    from invlab.models import WeightTied
+
     if isinstance(model, GroupPooled):
-        return {"model": _describe(model.model)["model"], "model_kwargs": _describe(model.model)[
-            "model_kwargs"], "wrapper": {"group_pooled": model.group.name}}
+        inner = _describe(model.model, factory, factory_kwargs)
+        return {**inner, "wrapper": {**inner.get("wrapper", {}), "group_pooled": model.group.name}}
+    if isinstance(model, WeightTied) and getattr(model, "model_name", None) is None:
+        inner = _describe(model.backbone, factory, factory_kwargs)
+        tied = {"group": model.group.name, "in_shape": list(model.in_shape)}
+        return {**inner, "wrapper": {**inner.get("wrapper", {}), "weight_tied": tied}}
     name = getattr(model, "model_name", None)
-    if name is None:
+    if name is not None and factory is None:
+        return {"model": name, "model_kwargs": dict(getattr(model, "model_kwargs", {}))}
+    factory = factory if factory is not None else getattr(model, "invlab_factory", None)
+    if factory is None:
         raise CheckpointError(
-            f"{type(model).__name__} was not built by invlab.create_model, so a checkpoint "
-            "could not rebuild it; create it with create_model(name, **kwargs)")
-    return {"model": name, "model_kwargs": dict(getattr(model, "model_kwargs", {}))}
+            f"{type(model).__name__} was not built by invlab.create_model; to checkpoint it, "
+            "pass factory='package.module:function' (a module-level function marked "
+            "@invlab.models.model_factory that rebuilds it, with JSON factory_kwargs) — weights "
+            "go in safetensors, the factory's import path in the metadata, never a pickle")
+    from invlab.models.factory import FactoryError, factory_path, import_factory
+
+    try:
+        spec = factory if isinstance(factory, str) else factory_path(factory)
+        import_factory(spec, trusted=False)  # importable and marked, or fail now, not at load
+    except FactoryError as e:
+        raise CheckpointError(f"cannot checkpoint {type(model).__name__}: {e}") from e
+    kwargs = dict(factory_kwargs if factory_kwargs is not None
+                  else getattr(model, "invlab_factory_kwargs", None) or {})
+    return {"factory": spec, "factory_kwargs": kwargs}
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], **metadata: Any) -> Path:
+def describe_model(model: nn.Module) -> dict[str, Any]:
+    """The metadata that rebuilds ``model`` (registry name or marked factory, wrappers);
+    raises :class:`CheckpointError` for a model that could not be rebuilt."""
+    return _describe(model)
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, factory: Any = None,
+                    factory_kwargs: dict[str, Any] | None = None, **metadata: Any) -> Path:
     """Write ``model``'s weights and ``metadata`` (JSON-serializable) atomically.
+
+    A model invlab did not build needs ``factory``: ``"package.module:function"`` (or the
+    function itself) marked with :func:`invlab.models.model_factory`, called with
+    ``factory_kwargs`` at load time (``train()`` records it for models it built from a
+    factory).
 
     Example:
         >>> save_checkpoint(model, "run/best.safetensors", group="r4", seed=0,
         ...                 normalization={"mean": 0.08, "std": 0.25})
+        >>> save_checkpoint(my_cnn, "cnn.safetensors", factory="mylab.models:cnn",
+        ...                 factory_kwargs={"width": 32})
     """
     from safetensors.torch import save_file
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**_describe(model), **metadata, "invlab_version": _version()}
+    meta = {**_describe(model, factory, factory_kwargs), **metadata,
+            "invlab_version": _version()}
     try:
         meta_json = json.dumps(meta, sort_keys=True)
     except TypeError as e:
@@ -146,19 +185,19 @@ def validate_metadata(meta: Any, path: str | os.PathLike[str] = "<checkpoint>") 
     p = Path(path)
     if not isinstance(meta, dict):
         raise _bad(p, f"expected a JSON object, found {type(meta).__name__}")
-    name = meta.get("model")
-    if not isinstance(name, str) or name not in list_models():
-        raise CheckpointError(f"{p}: metadata does not describe a known model: 'model' must "
-                              f"be one of {sorted(list_models())}, found {name!r}")
+    if "factory" in meta:
+        _validate_factory(meta, p)
+    else:
+        name = meta.get("model")
+        if not isinstance(name, str) or name not in list_models():
+            raise CheckpointError(f"{p}: metadata does not describe a known model: 'model' must "
+                                  f"be one of {sorted(list_models())}, found {name!r}")
     kwargs = meta.get("model_kwargs", {})
     if not isinstance(kwargs, dict):
         raise _bad(p, f"'model_kwargs' must be an object, found {type(kwargs).__name__}")
     for k, v in kwargs.items():
         _check_kwarg(p, k, v)
-    wrapper = meta.get("wrapper")
-    if wrapper is not None and not (isinstance(wrapper, dict) and all(
-            k == "group_pooled" and isinstance(v, str) for k, v in wrapper.items())):
-        raise _bad(p, f"'wrapper' must be {{'group_pooled': <group>}} or absent, found {wrapper!r}")
+    _validate_wrapper(meta.get("wrapper"), p)
     for key, tp in (("group", str), ("seed", int), ("train", dict), ("data", dict),
                     ("data_fingerprint", dict), ("normalization", dict)):
         if meta.get(key) is not None and not isinstance(meta[key], tp):
@@ -182,6 +221,38 @@ def _valid_normalization(norm: dict[str, Any]) -> bool:
             and all(s > 0 for s in std))
 
 
+def _validate_factory(meta: dict[str, Any], p: Path) -> None:
+    """``factory``: ``module:function``; ``factory_kwargs``: object of scalars / lists."""
+    from invlab.models.factory import SPEC
+
+    spec = meta.get("factory")
+    if not isinstance(spec, str) or not SPEC.match(spec):
+        raise _bad(p, f"'factory' must be 'package.module:function', found {spec!r}")
+    kwargs = meta.get("factory_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise _bad(p, f"'factory_kwargs' must be an object, found {type(kwargs).__name__}")
+    for k, v in kwargs.items():
+        _check_kwarg(p, k, v)
+
+
+def _validate_wrapper(wrapper: Any, p: Path) -> None:
+    """``{"group_pooled": str, "weight_tied": {"group": str, "in_shape": [C, H, W]}}``."""
+    if wrapper is None:
+        return
+    ok = isinstance(wrapper, dict) and set(wrapper) <= {"group_pooled", "weight_tied"}
+    if ok and "group_pooled" in wrapper:
+        ok = isinstance(wrapper["group_pooled"], str)
+    if ok and "weight_tied" in wrapper:
+        wt = wrapper["weight_tied"]
+        ok = isinstance(wt, dict) and set(wt) == {"group", "in_shape"} and isinstance(
+            wt["group"], str) and isinstance(wt["in_shape"], list) and len(wt["in_shape"]) == 3
+        if ok:
+            _check_kwarg(p, "weight_tied.in_shape", wt["in_shape"])
+    if not ok:
+        raise _bad(p, "'wrapper' must be {'group_pooled': <group>, 'weight_tied': {'group': "
+                      f"<group>, 'in_shape': [C, H, W]}} (either key optional), found {wrapper!r}")
+
+
 def _header_shapes(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{name: (shape, dtype)}`` from the safetensors header, without loading tensors."""
     from safetensors import safe_open
@@ -194,12 +265,37 @@ def _header_shapes(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
         raise CheckpointError(f"{p}: corrupt safetensors file ({e})") from e
 
 
+def _build_user(meta: dict[str, Any], p: Path) -> nn.Module:
+    """Import the (marked) factory the metadata names and call it with its kwargs."""
+    from invlab.models.factory import FactoryError, build_from_factory, import_factory
+
+    try:
+        fn = import_factory(meta["factory"], trusted=False)
+        model, _ = build_from_factory(fn, meta.get("factory_kwargs") or {}, meta["factory"])
+    except FactoryError as e:
+        raise CheckpointError(f"{p}: {e}") from e
+    model.invlab_factory = meta["factory"]  # type: ignore[assignment]
+    model.invlab_factory_kwargs = dict(meta.get("factory_kwargs") or {})  # type: ignore
+    return model
+
+
 def _build(meta: dict[str, Any], p: Path) -> nn.Module:
     try:
-        model: nn.Module = create_model(meta["model"], **meta.get("model_kwargs", {}))
+        model: nn.Module = (_build_user(meta, p) if "factory" in meta else
+                            create_model(meta["model"], **meta.get("model_kwargs", {})))
     except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{p}: metadata does not describe a known model ({e})") from e
     wrapper = meta.get("wrapper") or {}
+    if "weight_tied" in wrapper:
+        from invlab.models import WeightTied
+
+        wt = wrapper["weight_tied"]
+        try:
+            model = WeightTied(model, wt["group"], in_shape=wt["in_shape"])
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{p}: bad 'wrapper' in metadata ({e})") from e
     if "group_pooled" in wrapper:
         try:
             model = GroupPooled(model, wrapper["group_pooled"])
@@ -227,8 +323,10 @@ def check_shapes(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
     extra = sorted(set(found) - set(expected))
     wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
     raise CheckpointError(
-        f"{p}: weights do not match the metadata's model {meta['model']!r} "
-        f"{meta.get('model_kwargs', {})}: missing {missing}, unexpected {extra}, wrong shape "
+        f"{p}: weights do not match the metadata's model "
+        f"{meta.get('model', meta.get('factory'))!r} "
+        f"{meta.get('model_kwargs', meta.get('factory_kwargs', {}))}: "
+        f"missing {missing}, unexpected {extra}, wrong shape "
         + ", ".join(_diff(k, expected[k], found[k]) for k in wrong))
 
 

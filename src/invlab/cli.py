@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure, train and study invariance in image classifiers.",
         epilog="Examples:\n  invlab data list\n  invlab study genuine --quick\n"
                "  invlab measure --checkpoint best.safetensors --data mnist:test --group r4\n"
-               "  invlab transforms list",
+               "  invlab transforms list\n"
+               "  invlab audit --model my_model.py:build --data test.npz",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"invlab {__version__}")
     p.add_argument("--debug", action="store_true",
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     from invlab.zoo.cli import add_zoo_parser
     add_zoo_parser(sub)
+    from invlab.audit import add_audit_parser
+
+    add_audit_parser(sub)
     try:
         from invlab.studies.cli import add_study_parsers
         add_study_parsers(sub)

@@ -12,14 +12,16 @@ from typing import Any
 from torch import nn
 
 from invlab.models.cnn import CNNSmall
+from invlab.models.factory import model_factory
 from invlab.models.lenet import CNNMedium
 from invlab.models.mlp import MLP5, WeightTiedMLP5
 from invlab.models.pooled import GroupPooled
+from invlab.models.tied import WeightTied
 from invlab.models.vit import ViTTiny
 from invlab.transforms import TransformError
 
-__all__ = ["MLP5", "WeightTiedMLP5", "CNNSmall", "GroupPooled", "CNNMedium", "ViTTiny", "create_model", "list_models",
-           "ModelError"]
+__all__ = ["MLP5", "WeightTiedMLP5", "CNNSmall", "GroupPooled", "WeightTied", "CNNMedium",
+           "ViTTiny", "create_model", "list_models", "model_factory", "ModelError"]
 
 
 class ModelError(ValueError):
@@ -37,9 +39,28 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {
 }
 
 
+def _tied(base: str) -> Callable[..., nn.Module]:
+    """``wt_<base>``: the registered ``base`` with its first layer tied (:class:`WeightTied`)."""
+    def build(group: str = "r4", pool: str = "max", **kwargs: Any) -> nn.Module:
+        backbone = _REGISTRY[base][0](**kwargs)
+        model = WeightTied(backbone, group, pool=pool)
+        model.model_kwargs = {**getattr(backbone, "model_kwargs", kwargs),  # type: ignore
+                              "group": model.group.name, "pool": pool}
+        return model
+    return build
+
+
+def _derived() -> dict[str, tuple[Callable[..., nn.Module], str]]:
+    """``wt_<name>`` for every registered model without a dedicated weight-tied class."""
+    return {f"wt_{k}": (_tied(k), f"{k} with its first layer weight-tied over the group and "
+                        "max-pooled (WeightTied): invariant by construction")
+            for k in list(_REGISTRY) if not k.startswith("wt_") and f"wt_{k}" not in _REGISTRY}
+
+
 def list_models() -> dict[str, str]:
-    """Registered model names and one-line descriptions."""
-    return {k: d for k, (_, d) in _REGISTRY.items()}
+    """Registered model names and one-line descriptions (``wt_<name>`` derived for every
+    model whose first layer is tied generically)."""
+    return {k: d for k, (_, d) in {**_REGISTRY, **_derived()}.items()}
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -48,10 +69,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     The model keeps ``model.model_name`` and ``model.model_kwargs`` (JSON-serializable) so
     a checkpoint can rebuild it.
     """
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}")
+    table = {**_REGISTRY, **_derived()}
+    if name not in table:
+        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(table))}")
     try:
-        model = _REGISTRY[name][0](**kwargs)
+        model = table[name][0](**kwargs)
     except TransformError:
         raise  # already names the group/transform and what is wrong (GroupError included)
     except (TypeError, ValueError) as e:

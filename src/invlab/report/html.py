@@ -31,8 +31,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-__all__ = ["REPORT_NAME", "PROVENANCE_NAME", "render_html", "write_html_report",
-           "record_provenance"]
+__all__ = ["REPORT_NAME", "PROVENANCE_NAME", "FigureFile", "escape", "html_figures",
+           "html_table", "read_figures", "record_provenance", "render_html", "render_page",
+           "write_html_report"]
 
 REPORT_NAME = "report.html"
 PROVENANCE_NAME = "provenance.json"
@@ -428,8 +429,6 @@ def _config_section(out: Path, cfg: dict[str, Any]) -> str:
 
 def render_html(out_dir: str | Path, rendered_at: str | None = None) -> str:
     """The report page of the study in ``out_dir`` as one HTML string (see module doc)."""
-    from invlab.sweep.provenance import invlab_version
-
     out = Path(out_dir)
     if not out.is_dir():
         raise FileNotFoundError(f"no study directory at {out}; run a study with --out {out}")
@@ -446,21 +445,46 @@ def render_html(out_dir: str | Path, rendered_at: str | None = None) -> str:
                 ("Figures", _figures_section(figs)),
                 ("Provenance", _provenance_section(out, cfg, rendered_at)),
                 ("Resolved configuration", _config_section(out, cfg))]
-    toc = "".join(f'<li><a href="#{_slug(t)}">{_e(t)}</a></li>' for t, _ in sections)
     subtitle = (f"<p>{_e(STUDY_TITLES.get(study, f'Study {study}'))}</p>"
                 f"<p>study <code>{_e(study)}</code>" + (f", preset <code>{_e(preset)}</code>"
                                                        if preset else "")
                 + f" · {_plural(len(tables), 'table')} · {_plural(len(figs), 'figure')} · directory "
                   f"<code>{_e(out.name)}</code></p>")
-    page = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
-        title=_e(f"invlab report — {study}"), version=_e(invlab_version()), subtitle=subtitle,
+    return render_page(f"invlab report — {study}", subtitle, sections,
+                       f"Rendered {_e(rendered_at)} from the files in this directory; rebuild "
+                       "with <code>invlab report DIR --html</code>. Self-contained: figures are "
+                       "embedded, no network or scripts needed.")
+
+
+def render_page(title: str, subtitle_html: str, sections: list[tuple[str, str]],
+                footer_html: str) -> str:
+    """A page from the report template: ``title`` (plain text), a subtitle, ``(heading,
+    body HTML)`` sections with a table of contents, and a footer. Bodies are inserted as
+    they are: build them with :func:`html_table`, :func:`html_figures`, :func:`escape`."""
+    from invlab.sweep.provenance import invlab_version
+
+    toc = "".join(f'<li><a href="#{_slug(t)}">{_e(t)}</a></li>' for t, _ in sections)
+    return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+        title=_e(title), version=_e(invlab_version()), subtitle=subtitle_html,
         toc=f'<nav class="toc"><strong>Contents</strong><ol>{toc}</ol></nav>',
         sections="".join(f'<section id="{_slug(t)}"><h2>{_e(t)}</h2>{body}</section>'
                          for t, body in sections),
-        footer=f"Rendered {_e(rendered_at)} from the files in this directory; rebuild with "
-               "<code>invlab report DIR --html</code>. Self-contained: figures are embedded, "
-               "no network or scripts needed.")
-    return page
+        footer=footer_html)
+
+
+def html_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A table (numbers right-aligned, text left), every cell HTML-escaped."""
+    return _grid(columns, rows)
+
+
+def html_figures(figs: list[FigureFile]) -> str:
+    """Figures embedded as PNG data URIs with their captions."""
+    return _figures_section(figs)
+
+
+def escape(x: Any) -> str:
+    """HTML-escape ``str(x)`` (None → empty)."""
+    return _e(x)
 
 
 def write_html_report(out_dir: str | Path, wall_seconds: float | None = None) -> Path:

@@ -21,7 +21,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--checkpoints", default=None,
                    help="shared checkpoint cache (default runs/checkpoints); studies reuse "
                         "models trained with identical configs")
-    p.add_argument("--workers", type=int, default=1, help="process-pool size (default 1)")
+    add_executor_flags(p)
     p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=int, default=None, help="override max epochs")
@@ -35,11 +35,35 @@ def _preset_name(args: argparse.Namespace) -> str:
     return args.preset or ("quick" if args.quick else "full")
 
 
+def add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--executor``, ``--ray-address``: every study command takes them and
+    reads them with :func:`executor_from_flags`."""
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel cells: process-pool size, or CPUs of a local Ray instance "
+                        "(default 1)")
+    p.add_argument("--executor", choices=["serial", "process", "ray"], default=None,
+                   help="where cells run (default: process when --workers > 1, else serial); "
+                        "ray needs `pip install 'invlab[ray]'`")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: 'auto' joins the cluster started by `ray start`, "
+                        "host:port or ray://host:10001 another one (default: start a local "
+                        "instance with --workers CPUs). Multi-node: --out and --checkpoints on a "
+                        "shared filesystem, INVLAB_DATA set on every node")
+
+
 def _ckpt(args: argparse.Namespace) -> str:
     if args.checkpoints:
         return args.checkpoints
     name = _preset_name(args)
     return os.path.join("runs", "checkpoints" if name == "full" else f"checkpoints-{name}")
+
+
+def executor_from_flags(args: argparse.Namespace) -> object:
+    """The executor of a study command: :func:`invlab.sweep.choose_executor` of
+    ``--executor``, ``--workers`` and ``--ray-address`` (the one place they are read)."""
+    from invlab.sweep import choose_executor
+
+    return choose_executor(args.executor, args.workers, ray_address=args.ray_address)
 
 
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -64,7 +88,8 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
     p = preset(name, datasets=_csv(args.datasets), **_genuine_overrides(args))
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
-                      progress=not args.no_progress, preset_name=name)
+                      progress=not args.no_progress, preset_name=name,
+                      executor=executor_from_flags(args))
     if name != "full":
         print(f"(preset {name!r}: a reduced run. The paper's full study is "
               "`invlab study genuine --out results/genuine`: 2 datasets x 2 groups x 4 seeds, "
@@ -80,7 +105,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     p = preset(name, modes=(args.mode,) if args.mode else None)
     t0 = time.perf_counter()
     out = run_drift(p, args.out, _ckpt(args), args.workers, not args.no_progress, name,
-                    _genuine_overrides(args))
+                    _genuine_overrides(args), executor=executor_from_flags(args))
     return _done(print_tables(out), out, t0)
 
 
@@ -91,7 +116,8 @@ def _cmd_spectral(args: argparse.Namespace) -> int:
     name = _preset_name(args)
     t0 = time.perf_counter()
     out = run_spectral(preset(name), args.out, _ckpt(args), args.workers,
-                       not args.no_progress, name, _genuine_overrides(args))
+                       not args.no_progress, name, _genuine_overrides(args),
+                       executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
 
 
@@ -108,7 +134,8 @@ def _cmd_origins(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = run_origins(preset(name, **over), args.out, _ckpt(args), args.workers,
                       not args.no_progress, name, models_file=args.models,
-                      data=args.data if "dataset" not in over else None)
+                      data=args.data if "dataset" not in over else None,
+                      executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
 
 
@@ -126,10 +153,11 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
     from invlab.report.generalization import print_table
     from invlab.studies.generalization import preset, run_generalization
 
-    name = "quick" if args.quick else "full"
+    name = _preset_name(args)
     t0 = time.perf_counter()
     out = run_generalization(preset(name), args.out, _ckpt(args), args.workers,
-                             not args.no_progress, name, _kv(args.test_set), args.models)
+                             not args.no_progress, name, _kv(args.test_set), args.models,
+                             executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
 
 
@@ -181,9 +209,10 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz = ssub.add_parser("generalization",
                          help="D22: does invariance (EI) predict accuracy across a zoo and shifts?")
     gz.add_argument("--quick", action="store_true", help="small zoo: minutes on 2 CPU cores")
+    gz.add_argument("--preset", default=None, help="preset of generalization.yaml (full, quick)")
     gz.add_argument("--out", default="runs/generalization", help="output folder")
     gz.add_argument("--checkpoints", default=None, help="checkpoint cache (default runs/checkpoints)")
-    gz.add_argument("--workers", type=int, default=1, help="process-pool size (default 1)")
+    add_executor_flags(gz)
     gz.add_argument("--no-progress", action="store_true")
     gz.add_argument("--test-set", action="append", metavar="NAME=PATH",
                     help="extra test set: a .npz (images, labels) or a folder with one "

@@ -35,7 +35,7 @@ from invlab.studies.common import (
     trained_model,
 )
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, run_study
+from invlab.sweep import CellContext, CellResult, Executor, choose_executor, run_study
 from invlab.train import TrainConfig
 
 log = logging.getLogger("invlab.studies")
@@ -139,7 +139,8 @@ def preset(name: str, **overrides: Any) -> DriftPreset:
 
 def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 1,
               progress: bool = True, preset_name: str = "custom",
-              genuine_overrides: dict[str, Any] | None = None) -> Path:
+              genuine_overrides: dict[str, Any] | None = None,
+              executor: str | Executor | None = None) -> Path:
     from invlab.report.drift import build_report
     from invlab.studies import genuine
 
@@ -149,10 +150,11 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
               "data": {d: source_fingerprint(d) for d in ("mnist", "fashion-mnist")}}
     with open_study(out, STUDY, config) as (out, store):
         t0 = time.perf_counter()
-        models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress)
+        executor = choose_executor(executor, workers)
+        models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress,
+                                       executor=executor)
         from invlab.studies.common import TrainCell, run_train_cell
 
-        executor = "process" if workers > 1 else "serial"
         run_study([TrainCell(m.data, m.train, checkpoints, m.tune) for m in models],
                   run_train_cell, store, "drift-models", executor=executor, workers=workers,
                   progress=progress, root=out)

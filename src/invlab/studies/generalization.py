@@ -341,21 +341,22 @@ def _stacks(models: list[ZooModel], s: GeneralizationPreset) -> list[tuple[ZooMo
 
 
 def _train_stage(models: list[ZooModel], p: Preset, data: Any, store: Any, out: Path,
-                 checkpoints: str, workers: int, progress: bool) -> None:
+                 checkpoints: str, workers: int, progress: bool, executor: Any) -> None:
     s = p.settings
     threads = s.threads
     cells = [StackCell(st, s.n_pool, s.data_seed, data.fingerprint, s.stacked, checkpoints,
                        threads) for st in _stacks(models, s)]
     log.info("generalization: training %d models in %d stacks", len(models), len(cells))
     run_study(cells, run_stack_cell, store, f"{STUDY}-zoo",
-              executor="process" if workers > 1 else "serial", workers=workers,
+              executor=executor, workers=workers,
               progress=progress, root=out)
 
 
 def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: int = 1,
                        progress: bool = True, preset_name: str = "custom",
                        test_sets: Mapping[str, str] | None = None,
-                       models_file: str | None = None) -> Path:
+                       models_file: str | None = None,
+                       executor: Any = None) -> Path:
     """Run the study into ``out`` (resumable); returns ``out``.
 
     Args:
@@ -369,9 +370,11 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
     from invlab.data.sources import cache_dir
     from invlab.report.generalization import build_report
     from invlab.studies.common import open_study
+    from invlab.sweep import choose_executor
     from invlab.zoo import train_zoo, write_zoo_table, zoo_data
 
     s = p.settings
+    executor = choose_executor(executor, workers)
     test_sets = dict(test_sets or {})
     sets_dir = str(cache_dir() / "generalization")
     cfg = {"preset": preset_name, **asdict(s), "zoo": [asdict(m) for m in p.zoo],
@@ -385,7 +388,8 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         if use_builtin or models_file is None:
             data = zoo_data(s.n_pool, s.data_seed)
             zoo = [] if models_file else list(p.zoo)
-            _train_stage(zoo + list(p.reference), p, data, store, out, checkpoints, workers, progress)
+            _train_stage(zoo + list(p.reference), p, data, store, out, checkpoints, workers,
+                         progress, executor)
             if zoo:
                 write_zoo_table(train_zoo(zoo, data, checkpoints), out / "zoo.csv")
             refs = builtin_test_sets(p, data, checkpoints, sets_dir)
@@ -413,7 +417,7 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
 
         atomic_write_json(out / "current_cells.json", {"cells": [cell_id(c) for c in cells],
                                                        "test_sets": [r.name for r in refs]})
-        run_study(cells, fn, store, STUDY, executor="process" if workers > 1 else "serial",
+        run_study(cells, fn, store, STUDY, executor=executor,
                   workers=workers, progress=progress, root=out)
         log.info("generalization finished in %.1f min", (time.perf_counter() - t0) / 60)
         build_report(out, n_boot=s.n_boot, seed=s.boot_seed)

@@ -41,7 +41,15 @@ from invlab.studies.common import (
 )
 from invlab.studies.presets import load_preset
 from invlab.studies.tuning import TuneCell, run_tune_cell, tune_all
-from invlab.sweep import CellContext, CellResult, ResultsStore, StudyError, run_study
+from invlab.sweep import (
+    CellContext,
+    CellResult,
+    Executor,
+    ResultsStore,
+    StudyError,
+    choose_executor,
+    run_study,
+)
 from invlab.train import TrainConfig, evaluate_accuracy
 
 log = logging.getLogger("invlab.studies")
@@ -246,16 +254,20 @@ def genuine_cells(p: GenuinePreset, checkpoints: str) -> list[GenuineCell]:
 
 
 def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path | None = None,
-                workers: int = 1, progress: bool = True, preset_name: str = "custom"
-                ) -> Path:
-    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report."""
+                workers: int = 1, progress: bool = True, preset_name: str = "custom",
+                executor: str | Executor | None = None) -> Path:
+    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report.
+
+    ``executor``: ``serial``, ``process``, ``ray`` or an Executor; default from ``workers``
+    (:func:`invlab.sweep.choose_executor`). Relative ``out``/``checkpoints`` are resolved
+    where each cell runs, against the driver's working directory (``CellContext.cwd``)."""
     from invlab.report.genuine import build_report
 
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
     config = {"preset": preset_name, **asdict(preset), "checkpoints": ckpt, "workers": workers,
               "data": {d: source_fingerprint(d) for d in preset.datasets}}
     with open_study(out, STUDY, config) as (out, store):
-        executor = "process" if workers > 1 else "serial"
+        executor = choose_executor(executor, workers)
         t0 = time.perf_counter()
         tcells = tune_cells(preset, ckpt)
         cells = genuine_cells(preset, ckpt)
@@ -289,7 +301,8 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
 
 def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, out: Path,
                   workers: int = 1, progress: bool = True, datasets: tuple[str, ...] = ("mnist",),
-                  methods: tuple[str, ...] = ("wt", "da", "ir")) -> list[GenuineCell]:
+                  methods: tuple[str, ...] = ("wt", "da", "ir"),
+                  executor: str | Executor | None = None) -> list[GenuineCell]:
     """The genuine study's cells for ``datasets`` and ``methods``, with IR's ν tuned.
 
     Runs the ν-tuning cells into ``store`` (study ``genuine``); with the shared checkpoint
@@ -298,7 +311,7 @@ def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, 
     """
     p = replace(preset, datasets=datasets, methods=methods)
     tune_all(tune_cells(p, checkpoints), store, STUDY + "-tune",
-             executor="process" if workers > 1 else "serial", workers=workers,
+             executor=choose_executor(executor, workers), workers=workers,
              progress=progress, root=out)
     return genuine_cells(p, checkpoints)
 

@@ -545,14 +545,17 @@ def run_cell(cell: Any, ctx: CellContext) -> CellResult:
 
 def run_origins(p: OriginsPreset, out: str | Path, checkpoints: str | Path | None = None,
                 workers: int = 1, progress: bool = True, preset_name: str = "custom",
-                models_file: str | None = None, data: str | None = None) -> Path:
+                models_file: str | None = None, data: str | None = None,
+                executor: Any = None) -> Path:
     """Run the study into ``out`` (store ``out/store.sqlite``) and build its report."""
     from invlab.report.origins import build_report
     from invlab.studies.common import open_study
 
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
     dcfg = pin_data(data_config(p, data))
-    executor = "process" if workers > 1 else "serial"
+    from invlab.sweep import choose_executor
+
+    executor = choose_executor(executor, workers)
     conf = {"preset": preset_name, **asdict(p), "data": asdict(dcfg), "checkpoints": ckpt,
             "workers": workers, "models_file": models_file}
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ from invlab.studies.common import (
 )
 from invlab.studies.presets import load_preset
 from invlab.studies.tuning import tune_all
-from invlab.sweep import CellContext, CellResult, run_study
+from invlab.sweep import CellContext, CellResult, Executor, choose_executor, run_study
 from invlab.train import TrainConfig, evaluate_accuracy
 
 log = logging.getLogger("invlab.studies")
@@ -94,7 +94,8 @@ def preset(name: str, **overrides: Any) -> SpectralPreset:
 
 def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: int = 1,
                  progress: bool = True, preset_name: str = "custom",
-                 genuine_overrides: dict[str, Any] | None = None) -> Path:
+                 genuine_overrides: dict[str, Any] | None = None,
+                 executor: str | Executor | None = None) -> Path:
     from invlab.report.spectral import build_report
     from invlab.studies import genuine
 
@@ -103,7 +104,7 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
     config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
               "checkpoints": checkpoints, "data": {"mnist": source_fingerprint("mnist")}}
     with open_study(out, STUDY, config) as (out, store):
-        executor = "process" if workers > 1 else "serial"
+        executor = choose_executor(executor, workers)
         t0 = time.perf_counter()
         # the same tuning cells as the genuine study's (logit_l2): identical ids, trials and
         # checkpoints, so with the shared cache nothing genuine trained is trained again

@@ -48,10 +48,12 @@ from invlab.sweep.config import (
     validate,
 )
 from invlab.sweep.executors import (
+    EXECUTORS,
     Executor,
     ProcessPoolExecutorBackend,
     SerialExecutor,
     available_cores,
+    choose_executor,
     make_executor,
 )
 from invlab.sweep.io import (
@@ -74,6 +76,7 @@ from invlab.sweep.runner import (
 from invlab.sweep.store import ResultsStore, StoreError
 
 __all__ = [
+    "EXECUTORS",
     "CellContext",
     "CellResult",
     "ConfigError",
@@ -92,6 +95,7 @@ __all__ = [
     "canonical_json",
     "cell_id",
     "check",
+    "choose_executor",
     "config_to_dict",
     "describe",
     "from_dict",

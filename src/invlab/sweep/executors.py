@@ -12,8 +12,10 @@ All executors implement one protocol, :class:`Executor`::
   stops the workers.
 
 The study runner passes a module-level wrapper as ``fn`` and writes results in the parent
-process, so executors never touch the store. A Ray executor plugs in by implementing the
-same method (``ray.remote(fn)`` per item, ``ray.wait`` for completion order).
+process, so executors never touch the store. The Ray executor
+(:mod:`invlab.sweep.ray_executor`) implements the same method (one Ray task per item,
+``ray.wait`` for completion order). :func:`choose_executor` derives the executor from the
+study flags (``--executor``, ``--workers``, ``--ray-address``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ __all__ = [
     "Executor",
     "ProcessPoolExecutorBackend",
     "SerialExecutor",
+    "EXECUTORS",
     "available_cores",
+    "choose_executor",
     "make_executor",
 ]
 
@@ -204,19 +208,47 @@ class ProcessPoolExecutorBackend:
                 self._kill_pool(pool)
 
 
+EXECUTORS = ("serial", "process", "ray")
+
+
 def make_executor(executor: str | Executor = "serial", workers: int = 1, *,
-                  start_method: str = "spawn") -> Executor:
-    """Executor from a name (``"serial"``, ``"process"``) or pass an instance through."""
+                  start_method: str = "spawn", ray_address: str | None = None) -> Executor:
+    """Executor from a name (``"serial"``, ``"process"``, ``"ray"``) or pass an instance
+    through. ``ray_address``: see :class:`invlab.sweep.ray_executor.RayExecutor`."""
     if not isinstance(executor, str):
         if not isinstance(executor, Executor):
-            raise TypeError(f"executor must be 'serial', 'process' or an Executor (with "
+            raise TypeError(f"executor must be one of {EXECUTORS} or an Executor (with "
                             f"map_unordered), got {executor!r}")
         return executor
     name = executor.lower()
+    if ray_address is not None and name != "ray":
+        raise ValueError(f"--ray-address {ray_address!r} needs --executor ray (found "
+                         f"{executor!r})")
     if name == "serial":
         return SerialExecutor()
     if name in ("process", "processes", "pool"):
         return ProcessPoolExecutorBackend(workers, start_method=start_method)
     if name == "ray":
-        raise ValueError("the Ray executor is not available yet; use 'serial' or 'process'")
-    raise ValueError(f"unknown executor {executor!r}; expected 'serial' or 'process'")
+        from invlab.sweep.ray_executor import RayExecutor
+
+        return RayExecutor(workers, address=ray_address)
+    raise ValueError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
+
+
+def choose_executor(executor: str | Executor | None = None, workers: int = 1, *,
+                    ray_address: str | None = None) -> Executor:
+    """The one place that turns the study flags into an executor.
+
+    ``--executor`` (None: ``process`` when ``--workers`` > 1, else ``serial``), ``--workers``
+    (pool size; CPUs of a local Ray instance) and ``--ray-address`` (only with ``ray``:
+    None starts a local instance, ``auto`` joins a running cluster). An Executor instance
+    passes through, so a study's stages share one (e.g. one Ray connection).
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"--workers must be an int >= 1, found {workers!r}")
+    if executor is None:
+        if ray_address is not None:
+            executor = "ray"
+        else:
+            executor = "process" if workers > 1 else "serial"
+    return make_executor(executor, workers, ray_address=ray_address)

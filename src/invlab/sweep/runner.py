@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pickle
 import random
 import sys
@@ -74,6 +75,13 @@ class CellContext:
     seed: int
     threads: int = 1
     store_path: Path | None = None
+    reader: Callable[[str, str], float | None] | None = field(default=None, compare=False,
+                                                                repr=False)
+    cwd: str | None = None
+    """The driver's working directory (absolute): the cell runs in it, so relative paths in
+    its config (``--out``, ``--checkpoints``) mean the same on every worker and node."""
+    """Where :meth:`value` reads when set (the Ray executor serves the store from the driver's
+    node, so workers on other nodes never open the SQLite file); else ``store_path``."""
 
     def value(self, cfg: Any, metric: str) -> float:
         """A metric of the already-finished cell ``cfg`` (e.g. the ν a tuning cell chose), read
@@ -83,11 +91,14 @@ class CellContext:
         Raises:
             LookupError: the producing cell has not been run (or lacks ``metric``).
         """
-        if self.store_path is None:
-            raise LookupError("this cell context has no results store")
         cid = _cell_id(cfg)
-        with ResultsStore(self.store_path) as store:
-            v = store.value(cid, metric)
+        if self.reader is not None:
+            v = self.reader(cid, metric)
+        elif self.store_path is None:
+            raise LookupError("this cell context has no results store")
+        else:
+            with ResultsStore(self.store_path) as store:
+                v = store.value(cid, metric)
         if v is None:
             raise LookupError(f"cell {cid} ({type(cfg).__name__}) has no {metric!r} in "
                               f"{self.store_path}; run it first (an earlier study stage)")
@@ -213,7 +224,9 @@ def _execute(task: _Task) -> _Outcome:
         except ImportError:  # pragma: no cover - torch is a dependency
             torch = None
     before = torch.get_num_threads() if torch is not None else None
+    here = os.getcwd()
     try:
+        _enter(task.ctx.cwd)
         if torch is not None:
             torch.set_num_threads(task.ctx.threads)
         _seed_everything(task.ctx.seed)
@@ -227,6 +240,20 @@ def _execute(task: _Task) -> _Outcome:
     finally:
         if torch is not None and before is not None:
             torch.set_num_threads(before)
+        if os.getcwd() != here:
+            os.chdir(here)
+
+
+def _enter(cwd: str | None) -> None:
+    """chdir into the driver's working directory (a no-op in the driver's own processes)."""
+    if cwd is None or os.getcwd() == cwd:
+        return
+    if not os.path.isdir(cwd):
+        raise FileNotFoundError(
+            f"the driver's working directory {cwd} does not exist on this worker's node; run "
+            "the study from a folder on the shared filesystem (same path on every node) or "
+            "give absolute --out/--checkpoints on it")
+    os.chdir(cwd)
 
 
 def _save_traceback(root: Path, cid: str, cfg: Any, tb: str | None) -> Path | None:
@@ -282,8 +309,9 @@ def run_study(
         store: where results go; written only by this (parent) process, one transaction
             per cell, in completion order.
         study: study name recorded with every row.
-        executor: ``"serial"``, ``"process"`` or an :class:`Executor` instance.
-        workers: process count for ``"process"``.
+        executor: ``"serial"``, ``"process"``, ``"ray"`` or an :class:`Executor` instance
+            (see :func:`invlab.sweep.choose_executor`).
+        workers: process count for ``"process"`` (CPUs of a local Ray instance).
         progress: show a tqdm bar on stderr.
         root: output root for cell artifacts (``root/cells/<cell_id>/``); default: the
             store's directory.
@@ -307,7 +335,8 @@ def run_study(
                 f"{ex!r} needs a picklable cell function (a module-level def, not a lambda "
                 f"or a nested function); got {fn!r}: {e}"
             ) from e
-    root_path = Path(root) if root is not None else store.path.parent
+    # absolute: cells may run in another working directory or on another node (Ray)
+    root_path = (Path(root) if root is not None else store.path.parent).absolute()
     t_start = time.perf_counter()
 
     # expand: resolve ids and configs up front so bad configs fail before any work
@@ -325,7 +354,8 @@ def run_study(
     tasks = [
         _Task(fn, by_id[cid][0],
               CellContext(cid, study, root_path, _seed_for(by_id[cid][0], cid),
-                          threads_for(by_id[cid][0]), store.path))
+                          threads_for(by_id[cid][0]), store.path.absolute(),
+                          cwd=os.getcwd()))
         for cid in todo
     ]
     failures: dict[str, str] = {}

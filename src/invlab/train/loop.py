@@ -73,6 +73,10 @@ class TrainConfig:
     same config gives bit-identical weights in any process, executor or worker count."""
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.model, str), "model",
+               f"must be a registered model name (a str, e.g. 'mlp5'), found a "
+               f"{type(self.model).__name__}; pass your own nn.Module or factory as "
+               "train(cfg, data, model=...)")
         _check(self.method in METHODS, "method", f"expected one of {METHODS}, found {self.method!r}")
         create_group(self.group)  # raises GroupError naming valid groups
         _check(self.epochs >= 1, "epochs", f"must be >= 1, found {self.epochs}")
@@ -157,20 +161,76 @@ def train_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: G
 
 def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None = None,
           progress: bool = True, metadata: dict[str, Any] | None = None,
-          augment: Augment | None = None) -> TrainResult:
+          augment: Augment | None = None, *,
+          model: Any = None, model_kwargs: dict[str, Any] | None = None) -> TrainResult:
     """Train per ``cfg`` on ``data.train``; select by accuracy on ``data.val``.
+
+    The model is ``cfg.model`` from the registry, or ``model``: an ``nn.Module`` (trained in
+    place), or a factory — a function or its import path ``"package.module:function"`` /
+    ``"FILE.py:function"`` — called with ``model_kwargs`` under ``torch.manual_seed(cfg.seed)``
+    and returning an ``nn.Module`` (or ``(module, normalization)``). With ``method="wt"`` the
+    model's first layer is tied over ``cfg.group`` (:class:`invlab.models.WeightTied`).
 
     Deterministic on CPU: the same config, data and seed give identical weights (training
     runs with exactly ``cfg.threads`` intra-op threads; the caller's setting is restored).
     If ``checkpoint`` is given, the best model is saved there with ``save_checkpoint``
-    (model, group, normalization statistics, data fingerprint, data and training config, seed).
+    (model, group, normalization statistics, data fingerprint, data and training config, seed);
     ``augment(x, generator)`` (optional) transforms every training batch after the group
     element, drawing from the loop's seeded generator (e.g. ``Family.sample``); with the
     trivial group ``t1`` it is the only augmentation. It is not part of ``cfg``: callers
-    that cache checkpoints must key them on it themselves.
+    that cache checkpoints must key them on it themselves. A user's model needs a factory
+    marked ``@invlab.models.model_factory`` for that (checked
+    before training).
+
+    Raises:
+        TrainConfigError: bad config fields, or a ``model`` that is not a module / factory.
     """
     with intra_op_threads(cfg.threads):
-        return _train(cfg, data, checkpoint, progress, metadata, augment)
+        net = None if model is None else user_model(cfg, data, model, model_kwargs)
+        if net is not None and checkpoint is not None:
+            from invlab.checkpoint import describe_model
+
+            describe_model(net)  # a model that could not be rebuilt fails now, not after training
+        return _train(cfg, data, checkpoint, progress, metadata, net, augment)
+
+
+def user_model(cfg: TrainConfig, data: TransformingData, model: Any,
+               model_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """``model`` of :func:`train` as a module (factories built from ``cfg.seed``; WT tied)."""
+    from invlab.models import WeightTied
+    from invlab.models.factory import FactoryError, build_from_factory, factory_path, import_factory
+
+    spec: str | None = None
+    if isinstance(model, nn.Module):
+        net = model
+        if model_kwargs:
+            raise TrainConfigError("invalid model_kwargs: given with an nn.Module (they are for "
+                                   "a factory)")
+    elif isinstance(model, str) or callable(model):
+        try:
+            fn = import_factory(model) if isinstance(model, str) else model
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                net, _ = build_from_factory(fn, model_kwargs, str(model))
+        except FactoryError as e:
+            raise TrainConfigError(f"invalid model: {e}") from e
+        try:  # a FILE.py factory has no import path: it trains, but cannot be checkpointed
+            spec = model if isinstance(model, str) and ".py:" not in model else factory_path(fn)
+        except FactoryError:
+            spec = None
+    else:
+        raise TrainConfigError(f"invalid model: expected a registered name in TrainConfig, an "
+                               f"nn.Module, a factory function or 'module:function', found a "
+                               f"{type(model).__name__}")
+    if spec is not None:
+        net.invlab_factory = spec  # type: ignore[assignment]
+        net.invlab_factory_kwargs = dict(model_kwargs or {})  # type: ignore[assignment]
+    if cfg.method == "wt":
+        try:
+            net = WeightTied(net, cfg.group, in_shape=data.in_shape, pool=cfg.pool)
+        except ValueError as e:
+            raise TrainConfigError(f"invalid model for method 'wt': {e}") from e
+    return net
 
 
 @contextmanager
@@ -186,9 +246,10 @@ def intra_op_threads(n: int) -> Iterator[None]:
 
 def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None,
            progress: bool, metadata: dict[str, Any] | None,
-           augment: Augment | None = None) -> TrainResult:
+           model: nn.Module | None = None, augment: Augment | None = None) -> TrainResult:
     group = create_group(cfg.group)
-    model = build_model(cfg, data.in_shape, data.num_classes)
+    if model is None:
+        model = build_model(cfg, data.in_shape, data.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
     x_all, y_all = data.train.images, data.train.labels
