@@ -92,7 +92,7 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
     assert set(rows) == {"mlp5", "wt_mlp5", "cnn_small", "wt_cnn_small", "mlp", "wt_mlp",
-        "cnn_medium", "wt_cnn_medium", "vit_tiny", "wt_vit_tiny"}
+        "cnn_medium", "wt_cnn_medium", "vit_tiny"}
     assert rows["mlp5"][1] == "233,225" and rows["wt_mlp5"][1] == "233,225"
     assert rows["cnn_small"][1] == "23,881"
 

@@ -165,7 +165,7 @@ def test_gradients_flow_through_wt_mlp5() -> None:
 
 def test_registry_and_serializable_kwargs() -> None:
     assert set(list_models()) == {"mlp5", "wt_mlp5", "cnn_small", "wt_cnn_small", "mlp", "wt_mlp",
-        "cnn_medium", "wt_cnn_medium", "vit_tiny", "wt_vit_tiny"}
+        "cnn_medium", "wt_cnn_medium", "vit_tiny"}
     for name in list_models():
         m = create_model(name)
         assert m.model_name == name

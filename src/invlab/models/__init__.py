@@ -50,11 +50,18 @@ def _tied(base: str) -> Callable[..., nn.Module]:
     return build
 
 
+_NOT_TIEABLE = {"vit_tiny"}
+"""Models whose first layer does not see the image (the ViT's patch projection acts on a
+reshaped input), so weight tying over the image group is not defined for them."""
+
+
 def _derived() -> dict[str, tuple[Callable[..., nn.Module], str]]:
-    """``wt_<name>`` for every registered model without a dedicated weight-tied class."""
+    """``wt_<name>`` for every registered model without a dedicated weight-tied class
+    (except :data:`_NOT_TIEABLE`)."""
     return {f"wt_{k}": (_tied(k), f"{k} with its first layer weight-tied over the group and "
                         "max-pooled (WeightTied): invariant by construction")
-            for k in list(_REGISTRY) if not k.startswith("wt_") and f"wt_{k}" not in _REGISTRY}
+            for k in list(_REGISTRY) if not k.startswith("wt_") and f"wt_{k}" not in _REGISTRY
+            and k not in _NOT_TIEABLE}
 
 
 def list_models() -> dict[str, str]:

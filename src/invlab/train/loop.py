@@ -204,7 +204,7 @@ def user_model(cfg: TrainConfig, data: TransformingData, model: Any,
     if isinstance(model, nn.Module):
         net = model
         if model_kwargs:
-            raise TrainConfigError("invalid model_kwargs: given with an nn.Module (they are for "
+            raise TrainConfigError("model_kwargs", "invalid model_kwargs: given with an nn.Module (they are for "
                                    "a factory)")
     elif isinstance(model, str) or callable(model):
         try:
@@ -213,13 +213,13 @@ def user_model(cfg: TrainConfig, data: TransformingData, model: Any,
                 torch.manual_seed(cfg.seed)
                 net, _ = build_from_factory(fn, model_kwargs, str(model))
         except FactoryError as e:
-            raise TrainConfigError(f"invalid model: {e}") from e
+            raise TrainConfigError("model", f"invalid model: {e}") from e
         try:  # a FILE.py factory has no import path: it trains, but cannot be checkpointed
             spec = model if isinstance(model, str) and ".py:" not in model else factory_path(fn)
         except FactoryError:
             spec = None
     else:
-        raise TrainConfigError(f"invalid model: expected a registered name in TrainConfig, an "
+        raise TrainConfigError("model", f"invalid model: expected a registered name in TrainConfig, an "
                                f"nn.Module, a factory function or 'module:function', found a "
                                f"{type(model).__name__}")
     if spec is not None:
@@ -229,7 +229,7 @@ def user_model(cfg: TrainConfig, data: TransformingData, model: Any,
         try:
             net = WeightTied(net, cfg.group, in_shape=data.in_shape, pool=cfg.pool)
         except ValueError as e:
-            raise TrainConfigError(f"invalid model for method 'wt': {e}") from e
+            raise TrainConfigError("model", f"invalid model for method 'wt': {e}") from e
     return net
 
 
