@@ -125,7 +125,7 @@ def test_tiny_genuine_study_through_ray_is_bit_identical(
                     executor=RayExecutor(2, address=cluster))
     got = ResultsStore(tmp_path / "out" / "store.sqlite").dump()
     ref = ResultsStore(serial / "out" / "store.sqlite").dump()
-    assert len(got["cells"]) == N_CELLS
+    assert len(got["cells"]) == len(ref["cells"]) >= N_CELLS  # + the nu-trial cells
     assert _same(got) == _same(ref)
 
 
