@@ -159,64 +159,11 @@ def load_user_model(spec: str, device: str = "cpu"
 
 def _read_external(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``.npz`` (images [N,H,W]/[N,C,H,W] uint8 or float in [0,1], labels [N]) or a folder
-    ROOT/<class>/<image>. Uses :mod:`invlab.data.external` when present (branch
-    ``generalization``), else this minimal reader."""
-    try:
-        from invlab.data.external import load_images  # type: ignore[import-not-found]
-    except ImportError:
-        load_images = None
-    if load_images is not None:
-        ds = load_images(path)
-        return ds.images.float(), ds.labels.long()
-    import numpy as np
+    ROOT/<class>/<image>, read by :func:`invlab.data.load_images` (its errors name the file)."""
+    from invlab.data import load_images
 
-    if path.is_dir():
-        return _read_folder(path)
-    if path.suffix.lower() != ".npz":
-        raise AuditError(f"--data {path}: expected an invlab source name, a .npz file or an "
-                         "image folder with one sub-folder per class")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not {"images", "labels"} <= set(f.files):
-                raise AuditError(f"--data {path}: needs arrays 'images' and 'labels', found "
-                                 f"{f.files}")
-            x, y = f["images"], f["labels"]
-    except (OSError, ValueError) as e:
-        raise AuditError(f"--data {path}: not a readable .npz file ({e})") from e
-    x = x[:, None] if x.ndim == 3 else x
-    if x.ndim != 4 or y.shape != (x.shape[0],):
-        raise AuditError(f"--data {path}: images must be [N,H,W] or [N,C,H,W] and labels [N], "
-                         f"found {x.shape} and {y.shape}")
-    xt = torch.from_numpy(x.astype(np.float32) / 255.0 if x.dtype == np.uint8
-                          else x.astype(np.float32))
-    if xt.numel() and (xt.min() < 0 or xt.max() > 1):
-        raise AuditError(f"--data {path}: float images must be in [0, 1], found "
-                         f"[{float(xt.min()):.3g}, {float(xt.max()):.3g}]")
-    return xt, torch.from_numpy(y.astype(np.int64))
-
-
-def _read_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    import numpy as np
-    from PIL import Image
-
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not classes:
-        raise AuditError(f"--data {root}: no class sub-folders")
-    index = ({c: int(c) for c in classes} if all(c.isdigit() for c in classes)
-             else {c: i for i, c in enumerate(classes)})
-    xs, ys = [], []
-    for c in classes:
-        for f in sorted((root / c).iterdir()):
-            if f.is_file():
-                xs.append(np.asarray(Image.open(f).convert("RGB")))
-                ys.append(index[c])
-    try:
-        x = np.stack(xs).transpose(0, 3, 1, 2)
-    except ValueError as e:
-        raise AuditError(f"--data {root}: images differ in size ({e})") from e
-    if (x == x[:, :1]).all():  # grayscale stored as RGB
-        x = x[:, :1]
-    return torch.from_numpy(x.astype(np.float32) / 255.0), torch.tensor(ys)
+    ds = load_images(path)
+    return ds.images.float(), ds.labels.long()
 
 
 def load_audit_data(spec: str, info: dict[str, Any], limit: int, seed: int = 0

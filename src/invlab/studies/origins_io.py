@@ -20,8 +20,6 @@ def file_fingerprint(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-try:  # the generalization study's readers (same contract, one implementation)
-    from invlab.data.external import load_images
-    from invlab.studies.generalization import iter_user_models
-except ImportError:  # pragma: no cover - exercised only without the generalization study
-    from invlab.studies._origins_fallback import iter_user_models, load_images  # type: ignore
+# the generalization study's readers (same contract, one implementation)
+from invlab.data.external import load_images  # noqa: E402
+from invlab.studies.generalization import iter_user_models  # noqa: E402
