@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from invlab.io import atomic_write
 from invlab.sweep.io import atomic_write_json, atomic_write_text
 
 STUDY = "generalization"
@@ -267,16 +266,9 @@ def claims(stats: dict[str, Any], fx: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[str]:
-    import matplotlib.pyplot as plt
+    from invlab.report.genuine import _save as save
 
-    paths = []
-    for ext in ("png", "svg"):
-        p = out / f"{stem}.{ext}"
-        atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=110, bbox_inches="tight",
-                                                          format=ext))
-        paths.append(str(p))
-    plt.close(fig)
-    return paths
+    return save(fig, out, stem, dpi=110)
 
 
 def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> list[str]:

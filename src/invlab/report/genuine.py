@@ -87,11 +87,12 @@ def _fig_cells(store: ResultsStore) -> dict[tuple[str, str, str], dict[str, Any]
     return out
 
 
-def _save(fig: plt.Figure, out: Path, stem: str) -> list[str]:
+def _save(fig: plt.Figure, out: Path, stem: str, dpi: int = 130) -> list[str]:
+    """Write ``fig`` as ``out/stem.png`` and ``.svg`` (atomically) and close it."""
     paths = []
     for ext in ("png", "svg"):
         p = out / f"{stem}.{ext}"
-        atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=130, bbox_inches="tight",
+        atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=dpi, bbox_inches="tight",
                                                          format=ext))
         paths.append(str(p))
     plt.close(fig)
