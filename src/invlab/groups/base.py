@@ -122,11 +122,39 @@ class Group(TransformSet, ABC):
         if _is_scalar(g):
             return self._apply(x, self.check_element(g))
         idx = self._element_vector(x, g)
+        if x.dim() == 4 and self.is_exact:
+            table = self.pixel_table(x.shape[-2], x.shape[-1])
+            if table is not None:  # one gather for the whole batch (bit-identical values)
+                n, c, h, w = x.shape
+                index = table[idx].unsqueeze(1).expand(n, c, h * w)
+                return torch.gather(x.reshape(n, c, h * w), 2, index).view(n, c, h, w)
         out = torch.empty_like(x)
         for e in torch.unique(idx).tolist():
             mask = idx == e
             out[mask] = self._apply(x[mask], e)
         return out
+
+    def pixel_table(self, h: int, w: int) -> torch.Tensor | None:
+        """Source pixel of every output pixel per element, ``[order, H·W]`` (long), or None.
+
+        ``(g·x).flatten(-2)[..., p] == x.flatten(-2)[..., table[g, p]]``: built once per
+        ``(H, W)`` by applying each element to the index image ``arange(H·W)``; None when
+        the action is not a pixel permutation there (then :meth:`act` loops over elements).
+        """
+        cache = self.__dict__.setdefault("_pixel_tables", {})
+        if (h, w) not in cache:
+            ids = torch.arange(h * w).view(1, 1, h, w)
+            try:
+                rows = [self._apply(ids, e).reshape(-1) for e in self.elements]
+            except (RuntimeError, TypeError, ValueError):
+                rows = None
+            table = None
+            if rows is not None and all(r.shape == (h * w,) for r in rows):
+                table = torch.stack(rows)
+                ok = bool((table.sort(dim=1).values == torch.arange(h * w)).all())
+                table = table if ok and table.dtype == torch.long else None
+            cache[(h, w)] = table
+        return cache[(h, w)]
 
     def act_inverse(self, x: torch.Tensor, g: Element | torch.Tensor | Sequence[int]) -> torch.Tensor:
         """``g⁻¹·x`` (per-sample ``g`` allowed), used to realign saliency maps."""
