@@ -17,6 +17,7 @@ asserts that the result is unchanged. Read top to bottom as the list of guarante
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -29,6 +30,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -155,68 +157,108 @@ def tiny_checkpoint(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ckpt_15k(mnist_test_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ck15k") / "m.safetensors")
+def other_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root whose ``mnist`` resolves to 10,000 images in any clone: 5,000 new real
+    digits (the bundled subset transposed, written as the IDX test set) plus the bundled 5k
+    that ``mnist`` always merges in. The bundled-only environment of ``isolated_data`` has
+    5,000, so a model trained here is "trained on other data" there."""
+    from invlab.data import load_source, write_idx
+
+    root = tmp_path_factory.mktemp("other-data")
+    ds = load_source("mnist-5k")
+    folder = root / "mnist"
+    folder.mkdir()
+    write_idx(folder / "t10k-images-idx3-ubyte.gz",
+              np.ascontiguousarray(ds.images.reshape(-1, 28, 28).transpose(0, 2, 1)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", ds.labels.astype(np.uint8))
+    (root / "cache").mkdir()
+    return root
 
 
-def test_checkpoint_records_the_data_fingerprint(ckpt_15k: Path) -> None:
+@contextlib.contextmanager
+def data_root(root: Path) -> Iterator[None]:
+    """$INVLAB_DATA / $INVLAB_CACHE pointed at ``root`` for the block (module fixtures)."""
+    saved = {k: os.environ.get(k) for k in ("INVLAB_DATA", "INVLAB_CACHE")}
+    os.environ.update(INVLAB_DATA=str(root), INVLAB_CACHE=str(root / "cache"))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def ckpt_10k(other_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with data_root(other_data):
+        return tiny_checkpoint(tmp_path_factory.mktemp("ck10k") / "m.safetensors")
+
+
+def test_checkpoint_records_the_data_fingerprint(ckpt_10k: Path) -> None:
     from invlab.checkpoint import read_metadata
 
-    fp = read_metadata(ckpt_15k)["data_fingerprint"]
-    assert fp["source"] == "mnist" and fp["images"] == 15_000
+    fp = read_metadata(ckpt_10k)["data_fingerprint"]
+    assert fp["source"] == "mnist" and fp["images"] == 10_000
     assert fp["hash"].startswith("blake2b:") and "/mnist/t10k-images" in fp["where"]
 
 
 def test_measure_on_other_data_than_trained_is_refused(
-        ckpt_15k: Path, isolated_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+        ckpt_10k: Path, isolated_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
         ) -> None:
-    """Trained on the 15k MNIST source, measured where only the bundled 5k subset resolves."""
-    code, out, err = run_cli(capsys, "measure", "--checkpoint", str(ckpt_15k), "--data",
+    """Trained on a 10k MNIST source, measured where only the bundled 5k subset resolves."""
+    code, out, err = run_cli(capsys, "measure", "--checkpoint", str(ckpt_10k), "--data",
                              "mnist:test", "--metrics", "accuracy", "--no-progress")
     assert code == 2 and out == ""
     assert "Traceback" not in err
-    assert "trained on 'mnist' with 15,000 images" in err and "5,000 images" in err
+    assert "trained on 'mnist' with 10,000 images" in err and "5,000 images" in err
     assert "--allow-data-mismatch" in err and "$INVLAB_DATA" in err
 
 
 def test_measure_on_other_data_allowed_explicitly_is_reported(
-        ckpt_15k: Path, isolated_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+        ckpt_10k: Path, isolated_data: dict[str, Path], capsys: pytest.CaptureFixture[str]
         ) -> None:
-    argv = ["measure", "--checkpoint", str(ckpt_15k), "--data", "mnist:test", "--metrics",
+    argv = ["measure", "--checkpoint", str(ckpt_10k), "--data", "mnist:test", "--metrics",
             "accuracy", "--no-progress", "--allow-data-mismatch"]
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and out.startswith("WARNING: DATA MISMATCH")
-    assert "trained on 15,000 mnist images" in out and "measured on 5,000" in out
+    assert "trained on 10,000 mnist images" in out and "measured on 5,000" in out
     code, out, _ = run_cli(capsys, *argv, "--json")
     doc = json.loads(out)
     assert code == 0 and doc["data_check"]["mismatch"] is True
-    assert doc["data_check"]["trained_on"]["images"] == 15_000
+    assert doc["data_check"]["trained_on"]["images"] == 10_000
     assert doc["data_check"]["measured_on"]["images"] == 5_000
 
 
-def test_measure_on_the_training_data_is_verified(ckpt_15k: Path,
+def test_measure_on_the_training_data_is_verified(ckpt_10k: Path, other_data: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "measure", "--checkpoint", str(ckpt_15k), "--data",
+    monkeypatch.setenv("INVLAB_DATA", str(other_data))
+    monkeypatch.setenv("INVLAB_CACHE", str(other_data / "cache"))
+    code, out, _ = run_cli(capsys, "measure", "--checkpoint", str(ckpt_10k), "--data",
                            "mnist:test", "--metrics", "accuracy", "--no-progress", "--json")
     check = json.loads(out)["data_check"]
     assert code == 0 and check["verified"] and not check["mismatch"]
 
 
-def test_library_load_for_checkpoint_refuses_or_reports(ckpt_15k: Path,
+def test_library_load_for_checkpoint_refuses_or_reports(ckpt_10k: Path,
                                                         isolated_data: dict[str, Path]) -> None:
     from invlab.checkpoint import read_metadata
     from invlab.data import DataMismatchError, last_data_check, load_for_checkpoint
 
-    meta = read_metadata(ckpt_15k)
-    with pytest.raises(DataMismatchError, match="15,000 images"):
+    meta = read_metadata(ckpt_10k)
+    with pytest.raises(DataMismatchError, match="10,000 images"):
         load_for_checkpoint("mnist:test", meta)
     x, _ = load_for_checkpoint("mnist:test", meta, allow_data_mismatch=True)
     assert len(x) > 0 and last_data_check()["mismatch"] is True
 
 
 def test_cached_models_and_cells_are_keyed_by_the_data(
-        mnist_test_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        other_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A study on other data never reuses a cached model or a finished cell."""
+    monkeypatch.setenv("INVLAB_DATA", str(other_data))
+    monkeypatch.setenv("INVLAB_CACHE", str(other_data / "cache"))
     from invlab.data import DataConfig, DataMismatchError, prepare_transforming
     from invlab.studies.common import model_key, pin_source
     from invlab.studies.genuine import genuine_cells
@@ -224,7 +266,7 @@ def test_cached_models_and_cells_are_keyed_by_the_data(
     from invlab.train import TrainConfig
 
     real = pin_source(DataConfig(n_train=300, n_val=100, n_test_max=100))
-    cells_15k = {cell_id(c) for c in genuine_cells(PRESET, "ck")}
+    cells_10k = {cell_id(c) for c in genuine_cells(PRESET, "ck")}
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("INVLAB_DATA", str(empty))
@@ -232,9 +274,9 @@ def test_cached_models_and_cells_are_keyed_by_the_data(
     bundled = pin_source(DataConfig(n_train=300, n_val=100, n_test_max=100))
     assert bundled.source_hash != real.source_hash
     assert model_key(TrainConfig(), bundled) != model_key(TrainConfig(), real)
-    assert not cells_15k & {cell_id(c) for c in genuine_cells(PRESET, "ck")}
+    assert not cells_10k & {cell_id(c) for c in genuine_cells(PRESET, "ck")}
     with pytest.raises(DataMismatchError, match="resolved to different data"):
-        prepare_transforming(real, "r4")  # a cell pinned to the 15k data, run on 5k
+        prepare_transforming(real, "r4")  # a cell pinned to the 10k data, run on 5k
 
 
 # --------------------------------------------------------------------------- 5. one writer

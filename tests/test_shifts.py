@@ -100,7 +100,13 @@ def test_fingerprint_changes_with_content() -> None:
 
 
 def test_mnist_id_split_sizes(mnist_test_dir) -> None:
-    px, py, tx, ty = shifts.mnist_id_split(10_000, seed=0)
-    assert px.shape == (10_000, 1, 28, 28) and len(py) == 10_000
-    assert len(tx) == len(ty) >= 4000 and float(tx.max()) <= 1.0
+    from invlab.data import load_source
+
+    n = len(load_source("mnist"))  # 15,000 with the shared data, 5,000 bundled in a fresh clone
+    n_pool = n * 2 // 3
+    px, py, tx, ty = shifts.mnist_id_split(n_pool, seed=0)
+    assert px.shape == (n_pool, 1, 28, 28) and len(py) == n_pool
+    assert len(tx) == len(ty) == n - n_pool and float(tx.max()) <= 1.0
+    with pytest.raises(shifts.DataError, match="smaller pool"):
+        shifts.mnist_id_split(n, seed=0)
     assert len(set(py.tolist())) == 10  # all classes in the pool

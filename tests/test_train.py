@@ -48,15 +48,17 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_wt_is_exactly_invariant_and_ir_lowers_li_against_da(data: TransformingData) -> None:
-    # a larger lr than the paper's so that 3 epochs on 600 images move the logits enough
-    wt = train(cfg(method="wt", epochs=1, lr=3e-3), data, progress=False).model
-    da = train(cfg(method="da", epochs=3, lr=3e-3), data, progress=False).model
-    ir = train(cfg(method="ir", epochs=3, lr=3e-3, nu=1.0), data, progress=False).model
+    # a larger lr and a smaller batch than the paper's so that 3 epochs on 600 images are
+    # ~30 steps, enough to move the logits on any clone's data (15k shared or 5k bundled)
+    wt = train(cfg(method="wt", epochs=1, lr=3e-3, batch_size=64), data, progress=False).model
+    da = train(cfg(method="da", epochs=3, lr=3e-3, batch_size=64), data, progress=False).model
+    ir = train(cfg(method="ir", epochs=3, lr=3e-3, batch_size=64, nu=1.0), data,
+               progress=False).model
     li_wt, li_da, li_ir = li(wt, data), li(da, data), li(ir, data)
     # WT: max over the orbit after ReLU, invariant by construction (float rounding only)
     assert li_wt < 1e-6, li_wt
     # DA is not invariant; IR's pair term (same seed, same data order) removes most of LI
-    # (measured: DA 0.040, IR 0.003)
+    # (measured: DA 0.82, IR 0.053 on the shared 15k; DA 1.28, IR 0.16 on the bundled 5k)
     assert li_da > 0.01, li_da
     assert li_ir < 0.3 * li_da, (li_ir, li_da)
     # all three learned something (9 classes: chance is ~11 %)

@@ -61,7 +61,9 @@ def mnist_id_split(n_pool: int = 10_000, seed: int = 0
     ds = load_source("mnist")
     if len(ds) <= n_pool:
         raise DataError(f"mnist has {len(ds):,} images; need more than n_pool={n_pool:,} to "
-                        "leave a test split")
+                        f"leave a test split: use a smaller pool (n_pool / --n-pool, e.g. "
+                        f"{max(1, len(ds) * 3 // 5):,}) or put the MNIST IDX files in "
+                        "$INVLAB_DATA/mnist (`invlab data fetch mnist`)")
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     x = torch.from_numpy(ds.images).float().div_(255.0)[perm]
     y = torch.from_numpy(ds.labels).long()[perm]
