@@ -28,9 +28,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
