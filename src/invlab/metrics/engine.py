@@ -22,6 +22,7 @@ from invlab.attribution import DEFAULT_MEMORY_BUDGET, SUPPORTED_METHODS
 from invlab.metrics import checks
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture, resolve_layers
+from invlab.metrics.memory_format import channels_last_convs
 from invlab.metrics.orbit import Normalized, build_orbit, chunks, near_equal_chunks, normalizer
 from invlab.metrics.passes import (
     Run,
@@ -304,12 +305,23 @@ def _measure(model: Any, images: Any, labels: Any, transform: Any, group: Any,
     lab = checks.check_labels(labels, images.shape[0], names)
     checks.check_finite_images(images)
     checks.check_finite_weights(model, names, images.shape[0])
-    n, k = images.shape[0], len(els)
     p = _param(model)
     device = p.device if p is not None else images.device
     dtype = p.dtype if p is not None and p.is_floating_point() else images.dtype
     norm = normalizer(normalization, images.shape[1], dtype, device)
     net = model if norm is None else Normalized(model, *norm)
+    with channels_last_convs(model, net, images[:2].to(device, dtype)):
+        return _measure_run(model, net, images, t, els, lab, norm, names, layers, batch_size,
+                            generator, progress, opts, include_identity, normalization,
+                            device, dtype)
+
+
+def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[Any],
+                 lab: torch.Tensor | None, norm: Any, names: list[str], layers: Any,
+                 batch_size: int | None, generator: torch.Generator | None,
+                 progress: bool | None, opts: dict[str, Any], include_identity: bool,
+                 normalization: Any, device: torch.device, dtype: torch.dtype) -> Measurement:
+    n, k = images.shape[0], len(els)
     lays = resolve_layers(model, layers) if "representation_invariance" in names else []
     plan = make_plan(names, lab is not None, lays, hasattr(model, "forward_features"))
     bs = _batch_size(batch_size, images, dtype, k, plan, opts["memory_budget_bytes"])
