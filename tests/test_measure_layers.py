@@ -132,3 +132,17 @@ def test_unknown_layer_is_named():
     no_linear = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
     with pytest.raises(MeasureError, match="no forward_features and no nn.Linear"):
         measure(no_linear, _x(4), metrics=["RI"])
+
+
+def test_a_layer_the_forward_never_calls_is_named():
+    class WithUnusedHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = _sequential_cnn()
+            self.unused = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    with pytest.raises(MeasureError, match="'unused' never ran in the model's forward"):
+        measure(WithUnusedHead(), _x(4), metrics=["RI"], layers=["unused", "body.0"])

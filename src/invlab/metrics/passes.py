@@ -79,6 +79,12 @@ def _forward(run: Run, orbit: Orbit) -> tuple[torch.Tensor, dict[str, torch.Tens
         if hooked:
             with cap.hooks():  # type: ignore[union-attr]
                 outs.append(_net(run, part))
+            silent = [s for s in cap.hooked if s not in cap.out]  # type: ignore[union-attr]
+            if silent:
+                raise MeasureError(
+                    f"layer(s) {', '.join(map(repr, silent))} never ran in the model's forward "
+                    "(a submodule the forward does not call, e.g. an unused head): name a "
+                    "layer on the path from the input to the logits")
             for name, z in cap.out.items():  # type: ignore[union-attr]
                 feats.setdefault(name, []).append(z)
             cap.out.clear()  # type: ignore[union-attr]
