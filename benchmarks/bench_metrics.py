@@ -196,12 +196,18 @@ def bench_family(n: int, repeats: int) -> dict:
 def bench_si_cnn(n: int, repeats: int, n_steps: int = 50) -> dict:
     """(f) SI on ``cnn_small`` vs Captum: Captum's default full batch and Captum with
     ``internal_batch_size`` = our rows per chunk; the ratio is against the faster one."""
-    from invlab.attribution.integrated_gradients import MAX_CHUNK_ROWS, _bytes_per_row
+    from invlab.attribution.integrated_gradients import (
+        CHUNK_BYTES,
+        DEFAULT_MEMORY_BUDGET,
+        MAX_CHUNK_ROWS,
+        _bytes_per_row,
+    )
 
     torch.manual_seed(0)
     model = create_model("cnn_small").eval()
     x = torch.randn(n, 1, 36, 36)
-    rows = max(1, min(MAX_CHUNK_ROWS, (256 * 2**20) // _bytes_per_row(model, x)))
+    budget = min(DEFAULT_MEMORY_BUDGET, CHUNK_BYTES)  # the engine's rows per chunk
+    rows = max(1, min(MAX_CHUNK_ROWS, budget // _bytes_per_row(model, x)))
     ours = F.saliency_similarity(model, x[:4], "r4", n_steps=n_steps)  # warm-up
     captum_si(model, x[:4], "r4", n_steps)
     t = interleaved({

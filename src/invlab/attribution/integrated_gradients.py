@@ -38,6 +38,12 @@ MAX_CHUNK_ROWS = 8192
 """Rows per forward/backward pass are also capped here: beyond a few thousand rows the
 passes only get more memory-bound, not faster (measured on 2 CPU cores)."""
 
+CHUNK_BYTES = 64 * 2**20
+"""Chunks are also kept below this many bytes of saved activations, whatever the budget:
+larger chunks fall out of cache and get slower per row (measured on 2 CPU cores with
+``measure(metrics=["SI"])``: ``cnn_small`` 1.7× and ``mlp5`` 1.3× faster at 64 MiB than at
+256 MiB)."""
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -209,7 +215,8 @@ def integrated_gradients(
     alpha_t = torch.tensor(alphas, dtype=x.dtype, device=x.device)
     step_t = torch.tensor(steps, dtype=x.dtype, device=x.device)
     per_row = _bytes_per_row(forward, x)
-    rows = max(1, min(MAX_CHUNK_ROWS, int(memory_budget_bytes // max(per_row, 1))))
+    budget = min(memory_budget_bytes, CHUNK_BYTES)
+    rows = max(1, min(MAX_CHUNK_ROWS, int(budget // max(per_row, 1))))
     # A chunk is a block of samples × a block of steps (all steps of several samples when
     # they fit): the interpolated inputs are written once, by broadcasting, into the chunk.
     s_blk = min(n_steps, rows)
