@@ -144,5 +144,5 @@ def test_a_layer_the_forward_never_calls_is_named():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.body(x)
 
-    with pytest.raises(MeasureError, match="'unused' never ran in the model's forward"):
+    with pytest.raises(MeasureError, match="layer 'unused' produced no output"):
         measure(WithUnusedHead(), _x(4), metrics=["RI"], layers=["unused", "body.0"])

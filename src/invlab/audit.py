@@ -374,9 +374,6 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
             res = _measure_one(model, images, labels, t, s, normalization, progress)
         except ValueError as e:  # MeasureError: names what is wrong
             raise AuditError(f"measuring {t.name}: {e}") from e
-        except KeyError as e:  # a named layer whose forward hook never fired
-            raise AuditError(f"measuring {t.name}: layer {e} produced no output (it never runs "
-                             "in the model's forward pass); choose another --layers name") from e
         res["member_names"] = [_member_name(t, m) for m in res["members"]]
         entry = {"name": t.name, "kind": t.kind, **t.flags(), **res}
         entry.update(_summarize(t, entry, s.thresholds))

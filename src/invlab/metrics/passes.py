@@ -94,9 +94,9 @@ def _forward(run: Run, orbit: Orbit) -> tuple[torch.Tensor, dict[str, torch.Tens
             silent = [s for s in cap.hooked if s not in cap.out]  # type: ignore[union-attr]
             if silent:
                 raise MeasureError(
-                    f"layer(s) {', '.join(map(repr, silent))} never ran in the model's forward "
-                    "(a submodule the forward does not call, e.g. an unused head): name a "
-                    "layer on the path from the input to the logits")
+                    f"layer{'s' if len(silent) > 1 else ''} {', '.join(map(repr, silent))} "
+                    "produced no output (the model's forward never runs it, e.g. an unused "
+                    "head); name a layer on the path from the input to the logits")
             for name, z in cap.out.items():  # type: ignore[union-attr]
                 zs.setdefault(name, []).append(z)
             cap.out.clear()  # type: ignore[union-attr]
