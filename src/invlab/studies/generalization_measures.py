@@ -74,23 +74,21 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequ
     """Every measure of this module for one model on one test set (pixel images ``x``)."""
     from invlab.metrics.memory_format import channels_last_convs
 
-    probe = ((x[:2].float() - torch.tensor(list(mean)).view(1, -1, 1, 1))
-             / torch.tensor(list(std)).view(1, -1, 1, 1))
-    model.eval()
-    with channels_last_convs(model, model, probe):  # oneDNN's fast conv layout, when it works
-        return _measure_model(model, x, y, mean, std, transforms)
-
-
-def _measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
-                   std: Sequence[float], transforms: Sequence[str]) -> dict[str, float]:
-    from invlab.metrics import functional as fm
-    from invlab.metrics import measure
-
     m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
     norm = lambda t: (t - m) / s  # noqa: E731
     model.eval()
     xn = norm(x.float())
+    with channels_last_convs(model, model, xn[:2]):  # oneDNN's fast conv layout, when it works
+        return _measure_model(model, x, xn, y, norm, transforms)
+
+
+def _measure_model(model: nn.Module, x: torch.Tensor, xn: torch.Tensor, y: torch.Tensor,
+                   norm: Callable[[torch.Tensor], torch.Tensor],
+                   transforms: Sequence[str]) -> dict[str, float]:
+    from invlab.metrics import functional as fm
+    from invlab.metrics import measure
+
     lg = _logits(model, xn)
     out = {"accuracy": float((lg.argmax(1) == y).float().mean()),
            "confidence": float(torch.softmax(lg, 1).amax(1).mean())}
