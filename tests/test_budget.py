@@ -71,7 +71,10 @@ def test_demo_preset_fixes_nu_from_the_full_study() -> None:
     rows = json.loads(summary.read_text())
     committed = next(r["mean"] for r in rows if (r["dataset"], r["group"], r["method"],
                                                  r["metric"]) == ("mnist", "r4", "ir", "nu"))
-    assert p.nu["mnist"]["r4"] == pytest.approx(committed)
+    # the demo's smaller budget needs the full study's next passing grid point (genuine.yaml)
+    nu = p.nu["mnist"]["r4"]
+    k = 2 * math.log10(nu)
+    assert nu >= committed and k == pytest.approx(round(k)), (nu, committed)
     with pytest.raises(ValueError, match="fixed nu is needed for mnist/t3"):
         genuine.preset("demo", groups=("r4", "t3"))
 
