@@ -55,14 +55,17 @@ def per_image_loop(model: torch.nn.Module, x: torch.Tensor) -> float:
     return time.perf_counter() - t0
 
 
-def bench(arch: str, n: int, loop_n: int) -> dict[str, float]:
+def bench(arch: str, n: int, loop_n: int, repeats: int = 1) -> dict[str, float]:
     torch.manual_seed(0)
     model = create_model(arch, in_shape=[1, 28, 28], num_classes=10).eval()
     x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     profile(model, x[:64], NORM, [PENULTIMATE])  # warm-up
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = profile(model, x, NORM, [PENULTIMATE])[PENULTIMATE]
-    batched, cpu = time.perf_counter() - t0, time.process_time() - c0
+    runs = []
+    for _ in range(repeats):  # the median run (wall, CPU) of `repeats`
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = profile(model, x, NORM, [PENULTIMATE])[PENULTIMATE]
+        runs.append((time.perf_counter() - t0, time.process_time() - c0))
+    batched, cpu = sorted(runs)[len(runs) // 2]
     assert out.shape == (13, n, 10)
     loop = per_image_loop(model, x[:loop_n]) / loop_n * n
     return {"batched_s": batched, "cpu_s": cpu, "loop_s": loop, "speedup": loop / batched}
@@ -85,6 +88,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=2000, help="profile images (default 2000)")
     p.add_argument("--loop-n", type=int, default=40, help="images for the per-image loop")
     p.add_argument("--archs", default="mlp5,cnn_medium,vit_tiny")
+    p.add_argument("--repeats", type=int, default=3, help="profile runs; the median is kept")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     a = p.parse_args()
@@ -93,16 +97,17 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     rows = []
     for arch in archs:
-        r = bench(arch, a.n, a.loop_n)
+        r = bench(arch, a.n, a.loop_n, a.repeats)
         rows.append((arch, r))
         print(f"{arch:>10}: profile {r['batched_s']:.1f} s ({r['cpu_s']:.1f} CPU s), per-image loop {r['loop_s']:.0f} s "
               f"(extrapolated from {a.loop_n} images), {r['speedup']:.0f}x", flush=True)
     load1 = os.getloadavg()[0]
     md = ["## Origins profile", "",
           f"`.venv/bin/python benchmarks/bench_origins.py --n {a.n} --loop-n {a.loop_n} "
-          f"--threads {a.threads}`: one model's full profile (13 transformations × 10 "
+          f"--repeats {a.repeats} --threads {a.threads}`: one model's full profile (13 transformations × 10 "
           f"magnitudes × {a.n} random 28×28 images, penultimate layer) with "
-          "`invlab.studies.origins.profile` (one batched `measure` per family) vs a per-image "
+          "`invlab.studies.origins.profile` (one batched `measure` per family; median of "
+          f"{a.repeats} runs) vs a per-image "
           "loop that transforms and embeds one image at a time (timed on "
           f"{a.loop_n} images, extrapolated). Load average {load0:.1f} → {load1:.1f} on "
           f"{os.cpu_count()} cores (shared machine).", "",

@@ -33,6 +33,7 @@ from invlab.metrics.passes import (
     sensitivity_pass,
 )
 from invlab.metrics.plan import Plan, make_plan
+from invlab.metrics.slicing import rows_per_call
 from invlab.metrics.registry import (
     ALIASES,
     DEFAULT_METRICS,
@@ -332,7 +333,8 @@ def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[A
     run = Run(net=net, model=model, transform=t, members=els, plan=plan,
               per=_allocate(plan, n, k), labels=lab, capture=capture, generator=generator,
               opts=opts, image_shape=tuple(images.shape[1:]),
-              bad_logits=torch.zeros(n, dtype=torch.bool))
+              bad_logits=torch.zeros(n, dtype=torch.bool),
+              rows=rows_per_call(model, net, images[:1].to(device, dtype)))
     bounds = (near_equal_chunks if plan.features else chunks)(n, bs)
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):

@@ -5,7 +5,10 @@ weight is stored channels-last (``[O, I, kH, kW]`` with strides of ``[O, kH, kW,
 values are the same, only the memory layout changes, and outputs agree with the default
 layout to float rounding (logits ~1e-7; ``tests/test_measure_memory_format.py``). ``measure`` runs
 the model this way and restores the original weight tensors afterwards, so a caller's
-model is never left changed. Only ``nn.Conv2d`` weights are touched (a layer whose forward
+model is never left changed. 1-channel weights get exact channels-last strides too, so
+that the first convolution of a grayscale CNN outputs channels-last and the max-pool after
+it runs there (~4× faster than in the default layout; ``cnn_medium``: 13 → 7 ms per
+256-image forward on 2 cores). Only ``nn.Conv2d`` weights are touched (a layer whose forward
 is ``F.conv2d``, which accepts any strides); a model whose outputs differ on a probe batch,
 or that fails with the new layout, is run as it was.
 """
@@ -21,18 +24,34 @@ from torch import nn
 CL = torch.channels_last
 
 
-def _swap(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
-    saved = []
+def _channels_last(w: torch.Tensor) -> torch.Tensor:
+    """``w`` ``[O, I, kH, kW]`` copied with exactly channels-last strides
+    ``(kH·kW·I, 1, kW·I, I)``. ``w.contiguous(memory_format=channels_last)`` is not enough
+    when ``I = 1``: a 1-channel weight already counts as channels-last and comes back with
+    the default strides, oneDNN then returns the output in the default layout, and the ReLU
+    and max-pool after the first convolution of a grayscale CNN run there, ~4× slower."""
+    o, i, kh, kw = w.shape
+    return torch.empty_strided(w.shape, (kh * kw * i, 1, kw * i, i), dtype=w.dtype,
+                               device=w.device).copy_(w)
+
+
+Saved = list[tuple[nn.Parameter, torch.Tensor]]
+
+
+def _swap(model: nn.Module) -> Saved:
+    saved: Saved = []
     for mod in model.modules():
         w = getattr(mod, "weight", None)
         if (isinstance(mod, nn.Conv2d) and isinstance(w, nn.Parameter) and w.dim() == 4
-                and w.device.type == "cpu" and not w.is_contiguous(memory_format=CL)):
-            saved.append((w, w.data))
-            w.data = w.data.contiguous(memory_format=CL)
+                and w.device.type == "cpu"):
+            fast = _channels_last(w.data)
+            if fast.stride() != w.stride():
+                saved.append((w, w.data))
+                w.data = fast
     return saved
 
 
-def _restore(saved: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+def _restore(saved: Saved) -> None:
     for w, data in saved:
         w.data = data
 

@@ -20,6 +20,7 @@ from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
 from invlab.metrics.orbit import Orbit
 from invlab.metrics.plan import Plan
 from invlab.metrics.registry import REGISTRY, StackedLogits
+from invlab.metrics.slicing import MAX_ROWS
 
 __all__ = ["Run", "features_pass", "logits_pass", "ri_keys", "saliency_pass",
            "sensitivity_pass"]
@@ -44,6 +45,7 @@ class Run:
     bad_features: dict[str, torch.Tensor] = field(default_factory=dict)
     feats: dict[str, torch.Tensor] = field(default_factory=dict)
     progress: Any = None
+    rows: int = MAX_ROWS  #: images per model call (:func:`invlab.metrics.slicing.rows_per_call`)
 
     @property
     def k(self) -> int:
@@ -68,16 +70,9 @@ def _net(run: Run, x: torch.Tensor) -> torch.Tensor:
     return check_logits(out, x.shape[0])
 
 
-FORWARD_ROWS = 1024
-"""Rows per model call in the no-grad passes. A chunk's orbit part can hold thousands of
-images; feeding them in slices of this size keeps a small CNN's activations in cache
-(``cnn_medium`` on 4,096 images: 2.6× faster in 1,024-row slices than in one call, measured
-in ``benchmarks/bench_origins.py``) and costs nothing for matmul-bound models."""
-
-
 def _forward(run: Run, orbit: Orbit) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits ``[k+1, n, K]`` of the orbit and the hooked layers' features
-    ``{layer: [k+1, n, D]}`` (model calls of :data:`FORWARD_ROWS` rows; hooks registered
+    ``{layer: [k+1, n, D]}`` (model calls of ``run.rows`` images; hooks registered
     only when needed)."""
     cap = run.capture
     hooked = cap is not None and bool(cap.hooked)
@@ -85,7 +80,7 @@ def _forward(run: Run, orbit: Orbit) -> tuple[torch.Tensor, dict[str, torch.Tens
     feats: dict[str, list[torch.Tensor]] = {}
     for part in orbit.parts:
         logits, zs = [], {}
-        for sub in part.split(FORWARD_ROWS):
+        for sub in part.split(run.rows):
             if not hooked:
                 logits.append(_net(run, sub))
                 continue
@@ -145,7 +140,7 @@ def features_pass(run: Run, orbit: Orbit, a: int, b: int) -> None:
     if cap.uses_forward_features:
         with torch.no_grad():
             feats["penultimate"] = orbit.gather([
-                torch.cat([cap.forward_features(sub) for sub in p.split(FORWARD_ROWS)])
+                torch.cat([cap.forward_features(sub) for sub in p.split(run.rows)])
                 for p in orbit.parts])
     perm = derangement(nb, run.generator, device=orbit.parts[0].device)
     only_default = run.plan.layers == ["penultimate"]

@@ -65,8 +65,10 @@ def pixel_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @torch.inference_mode()
-def _logits(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from invlab.metrics.slicing import rows_per_call
+
+    return torch.cat(list(map(model, x.split(rows_per_call(model, model, x[:1])))))
 
 
 def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
