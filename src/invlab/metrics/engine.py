@@ -33,7 +33,6 @@ from invlab.metrics.passes import (
     sensitivity_pass,
 )
 from invlab.metrics.plan import Plan, make_plan
-from invlab.metrics.slicing import rows_per_call
 from invlab.metrics.registry import (
     ALIASES,
     DEFAULT_METRICS,
@@ -42,6 +41,7 @@ from invlab.metrics.registry import (
     resolve_metrics,
 )
 from invlab.metrics.result import Measurement
+from invlab.metrics.slicing import rows_per_call
 from invlab.metrics.transform import resolve_members, resolve_transform
 
 __all__ = ["ALIASES", "DEFAULT_METRICS", "METRICS", "Measurement", "measure",
