@@ -72,3 +72,22 @@ def test_any_slice_gives_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> No
     for key, v in ref.per_sample.items():
         atol = 3e-4 if key == "representation_invariance" else 1e-5
         torch.testing.assert_close(got.per_sample[key], v, rtol=1e-4, atol=atol)
+
+
+def test_no_probe_when_no_slice_could_split_the_calls() -> None:
+    calls: list[int] = []
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape[0])
+            return self.lin(x.flatten(1))
+
+    m = Counting()
+    assert rows_per_call(m, m, torch.rand(1, 1, 4, 4), largest_call=MIN_ROWS) == MAX_ROWS
+    assert not calls
+    rows_per_call(m, m, torch.rand(1, 1, 4, 4), largest_call=MIN_ROWS + 1)
+    assert calls == [1]

@@ -334,7 +334,7 @@ def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[A
               per=_allocate(plan, n, k), labels=lab, capture=capture, generator=generator,
               opts=opts, image_shape=tuple(images.shape[1:]),
               bad_logits=torch.zeros(n, dtype=torch.bool),
-              rows=rows_per_call(model, net, images[:1].to(device, dtype)))
+              rows=rows_per_call(model, net, images[:1].to(device, dtype), bs * (k + 1)))
     bounds = (near_equal_chunks if plan.features else chunks)(n, bs)
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):

@@ -56,13 +56,17 @@ def _largest_output_bytes(model: nn.Module, forward: Callable[[torch.Tensor], An
 
 
 def rows_per_call(model: object, forward: Callable[[torch.Tensor], Any] | None = None,
-                  probe: torch.Tensor | None = None) -> int:
+                  probe: torch.Tensor | None = None, largest_call: int | None = None) -> int:
     """Images per model call for ``model`` (see the module docstring).
 
     ``forward`` (default ``model``) is called once on ``probe`` (one or a few images
-    ``[n, C, H, W]``). A model that is not an ``nn.Module``, or whose probe fails, gets
-    :data:`MAX_ROWS` (the failure itself is reported by the measurement that follows)."""
+    ``[n, C, H, W]``), unless ``largest_call`` (the most images the caller will feed at
+    once) is at most :data:`MIN_ROWS`, when no slice could split it. A model that is not an
+    ``nn.Module``, or whose probe fails, gets :data:`MAX_ROWS` (the failure itself is
+    reported by the measurement that follows)."""
     if not isinstance(model, nn.Module) or probe is None or probe.shape[0] < 1:
+        return MAX_ROWS
+    if largest_call is not None and largest_call <= MIN_ROWS:
         return MAX_ROWS
     try:
         per_image = _largest_output_bytes(model, forward or model, probe) / probe.shape[0]

@@ -68,7 +68,7 @@ def pixel_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     from invlab.metrics.slicing import rows_per_call
 
-    return torch.cat(list(map(model, x.split(rows_per_call(model, model, x[:1])))))
+    return torch.cat(list(map(model, x.split(rows_per_call(model, model, x[:1], len(x))))))
 
 
 def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
