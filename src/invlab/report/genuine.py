@@ -194,7 +194,11 @@ def figure_nu_search(store: ResultsStore, out: Path, study: str = "genuine",
     axes[1].set(xscale="log", xlabel="ν", ylabel="validation accuracy %", title="accuracy(ν)")
     axes[0].plot([], [], marker="*", ms=10, color="0.5", markeredgecolor="k", ls="none",
                  label="chosen ν")
-    axes[0].legend(fontsize=7)
+    if len(cells) <= 4:
+        axes[0].legend(fontsize=7)
+    else:  # many searches (spectral: 8): one legend below both panels, off the curves
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center",
+                   bbox_to_anchor=(0.5, -0.04), ncol=3, fontsize=7)
     return _save(fig, out, stem)
 
 
