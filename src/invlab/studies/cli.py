@@ -155,7 +155,7 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
 
     name = _preset_name(args)
     t0 = time.perf_counter()
-    out = run_generalization(preset(name), args.out, _ckpt(args), args.workers,
+    out = run_generalization(preset(name, n_pool=args.n_pool), args.out, _ckpt(args), args.workers,
                              not args.no_progress, name, _kv(args.test_set), args.models,
                              executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
@@ -211,6 +211,9 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz.add_argument("--quick", action="store_true", help="small zoo: minutes on 2 CPU cores")
     gz.add_argument("--preset", default=None, help="preset of generalization.yaml (full, quick)")
     gz.add_argument("--out", default="runs/generalization", help="output folder")
+    gz.add_argument("--n-pool", type=int, default=None,
+                    help="MNIST training pool (default: the preset's 10,000; the rest is the ID "
+                         "test split, so a clone with only the bundled 5k needs e.g. 3000)")
     gz.add_argument("--checkpoints", default=None, help="checkpoint cache (default runs/checkpoints)")
     add_executor_flags(gz)
     gz.add_argument("--no-progress", action="store_true")

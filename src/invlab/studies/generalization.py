@@ -388,6 +388,13 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         if use_builtin or models_file is None:
             data = zoo_data(s.n_pool, s.data_seed)
             zoo = [] if models_file else list(p.zoo)
+            too_big = sorted({m.n_train for m in zoo + list(p.reference) if m.n_train > s.n_pool})
+            if too_big:  # fail before any training, not cell by cell
+                raise ValueError(
+                    f"zoo members train on n_train = {', '.join(map(str, too_big))} images, more "
+                    f"than the training pool n_pool = {s.n_pool}; use a larger pool (it needs "
+                    "more MNIST: `invlab data fetch mnist` or the IDX files in $INVLAB_DATA/mnist)"
+                    " or a zoo whose n_train fits")
             _train_stage(zoo + list(p.reference), p, data, store, out, checkpoints, workers,
                          progress, executor)
             if zoo:
