@@ -325,3 +325,15 @@ def test_zoo_train_cli(mnist_test_dir, tmp_path: Path, capsys: pytest.CaptureFix
     t = pd.read_csv(tmp_path / "zoo.csv")
     assert len(t) == 2 and all(Path(c).exists() for c in t.checkpoint)
     assert main(["zoo", "train", "nonexistent-preset"]) == 2
+
+
+def test_a_zoo_larger_than_the_pool_stops_before_any_training(mnist_test_dir, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from invlab.studies.generalization import preset, run_generalization
+
+    monkeypatch.setenv("INVLAB_CACHE", str(tmp_path / "cache"))
+    p = preset("quick", n_pool=3000)
+    assert max(m.n_train for m in (*p.zoo, *p.reference)) > 3000  # the reference panel
+    with pytest.raises(ValueError, match=r"n_train = .*n_pool = 3000"):
+        run_generalization(p, tmp_path / "out", str(tmp_path / "ck"), progress=False)
+    assert not list((tmp_path / "ck").rglob("*.safetensors"))

@@ -391,7 +391,7 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
             too_big = sorted({m.n_train for m in zoo + list(p.reference) if m.n_train > s.n_pool})
             if too_big:  # fail before any training, not cell by cell
                 raise ValueError(
-                    f"zoo members train on n_train = {', '.join(map(str, too_big))} images, more "
+                    f"zoo or reference models train on n_train = {', '.join(map(str, too_big))} images, more "
                     f"than the training pool n_pool = {s.n_pool}; use a larger pool (it needs "
                     "more MNIST: `invlab data fetch mnist` or the IDX files in $INVLAB_DATA/mnist)"
                     " or a zoo whose n_train fits")
