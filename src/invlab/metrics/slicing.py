@@ -10,10 +10,11 @@ measured with forward hooks on a one-image probe:
     rows = clamp(2^floor(log2(ACTIVATION_BYTES / largest_activation_bytes_per_image)),
                  MIN_ROWS, MAX_ROWS)
 
-Measured on 2 cores (``benchmarks/bench_origins.py``, 2,000 images × 13 × 10 magnitudes at
-28×28): ``cnn_medium`` (largest activation 8×28×28 floats, 256 rows) 12–14 s vs 19–20 s in
-1,024-row slices; ``cnn_small`` (128 rows) 25–27 s vs 32–36 s; ``mlp5`` and ``vit_tiny`` keep
-1,024 rows (256 rows was ~15 % slower for ``mlp5``). Slicing changes no value: every image
+Measured on 2 cores (B21 profile of 2,000 images × 13 × 10 magnitudes at 28×28, as in
+``benchmarks/bench_origins.py``, two interleaved runs per size, channels-last convs):
+``cnn_medium`` (largest activation 8×28×28 floats, 256 rows) 9.6–10.4 s vs 17.0–18.4 s in
+1,024-row slices; ``cnn_small`` (128 rows) 15.8–18.8 s vs 34.6–36.6 s; ``mlp5`` and
+``vit_tiny`` keep 1,024 rows (256 rows was ~15 % slower for ``mlp5``). Slicing changes no value: every image
 is computed the same way in any slice (up to the backend's float rounding across batch
 sizes).
 """
