@@ -24,15 +24,14 @@ from torch import nn
 CL = torch.channels_last
 
 
-def _channels_last(w: torch.Tensor) -> torch.Tensor:
-    """``w`` ``[O, I, kH, kW]`` copied with exactly channels-last strides
-    ``(kH·kW·I, 1, kW·I, I)``. ``w.contiguous(memory_format=channels_last)`` is not enough
-    when ``I = 1``: a 1-channel weight already counts as channels-last and comes back with
-    the default strides, oneDNN then returns the output in the default layout, and the ReLU
-    and max-pool after the first convolution of a grayscale CNN run there, ~4× slower."""
-    o, i, kh, kw = w.shape
-    return torch.empty_strided(w.shape, (kh * kw * i, 1, kw * i, i), dtype=w.dtype,
-                               device=w.device).copy_(w)
+def _channels_last_strides(w: torch.Tensor) -> tuple[int, int, int, int]:
+    """Exact channels-last strides ``(kH·kW·I, 1, kW·I, I)`` of ``w`` ``[O, I, kH, kW]``.
+    ``w.contiguous(memory_format=channels_last)`` is not enough when ``I = 1``: a 1-channel
+    weight already counts as channels-last and keeps the default strides, oneDNN then
+    returns the output in the default layout, and the ReLU and max-pool after the first
+    convolution of a grayscale CNN run there, ~4× slower."""
+    _, i, kh, kw = w.shape
+    return (kh * kw * i, 1, kw * i, i)
 
 
 Saved = list[tuple[nn.Parameter, torch.Tensor]]
@@ -44,10 +43,11 @@ def _swap(model: nn.Module) -> Saved:
         w = getattr(mod, "weight", None)
         if (isinstance(mod, nn.Conv2d) and isinstance(w, nn.Parameter) and w.dim() == 4
                 and w.device.type == "cpu"):
-            fast = _channels_last(w.data)
-            if fast.stride() != w.stride():
+            strides = _channels_last_strides(w)
+            if w.stride() != strides:
                 saved.append((w, w.data))
-                w.data = fast
+                w.data = torch.empty_strided(w.shape, strides, dtype=w.dtype,
+                                             device=w.device).copy_(w.data)
     return saved
 
 

@@ -65,10 +65,8 @@ def pixel_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @torch.inference_mode()
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    from invlab.metrics.slicing import rows_per_call
-
-    return torch.cat(list(map(model, x.split(rows_per_call(model, model, x[:1], len(x))))))
+def _logits(model: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.cat(list(map(model, x.split(rows))))
 
 
 def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
@@ -90,8 +88,10 @@ def _measure_model(model: nn.Module, x: torch.Tensor, xn: torch.Tensor, y: torch
                    transforms: Sequence[str]) -> dict[str, float]:
     from invlab.metrics import functional as fm
     from invlab.metrics import measure
+    from invlab.metrics.slicing import rows_per_call
 
-    lg = _logits(model, xn)
+    rows = rows_per_call(model, model, xn[:1], len(xn))  # once for every pass of this model
+    lg = _logits(model, xn, rows)
     out = {"accuracy": float((lg.argmax(1) == y).float().mean()),
            "confidence": float(torch.softmax(lg, 1).amax(1).mean())}
     if x.shape[-1] == x.shape[-2]:  # rot90 keeps the shape (per-channel normalization commutes)
@@ -100,6 +100,6 @@ def _measure_model(model: nn.Module, x: torch.Tensor, xn: torch.Tensor, y: torch
             v = float(res.per_sample[metric].mean())
             out[k] = -v if k.startswith("neg_") else v
     for spec in transforms:
-        lt = _logits(model, norm(pixel_transform(spec)(x.float())))
+        lt = _logits(model, norm(pixel_transform(spec)(x.float())), rows)
         out[f"ei_{spec}"] = float(fm.effective_invariance(lg, lt).mean())
     return out
