@@ -32,6 +32,7 @@ from invlab.data import Split, TransformingData
 from invlab.groups import Group, create_group
 from invlab.models import create_model
 from invlab.sweep.config import ConfigError
+from invlab.train.orbit_batches import OrbitBatches
 
 METHODS = ("da", "wt", "ir")
 REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized", "logit_l2_normalized_detached")
@@ -148,13 +149,28 @@ def train_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, group: G
     """Loss for one batch: random elements per sample (then ``augment(x, gen)`` if given),
     plus IR's pair term. Returns (loss, regularizer value)."""
     n = x.shape[0]
-    xg = group.act(x, torch.randint(0, group.order, (n,), generator=gen))
-    if augment is not None:
-        xg = augment(xg, gen)
-    if cfg.method != "ir" or cfg.nu == 0:
-        return F.cross_entropy(model(xg), y), 0.0
-    xh = group.act(xg, torch.randint(0, group.order, (n,), generator=gen))
-    logits = model(torch.cat([xg, xh]))
+    return _step_loss(model, OrbitBatches(group, x, max_bytes=0), torch.arange(n), y, cfg, gen,
+                      augment)
+
+
+def _step_loss(model: nn.Module, batches: OrbitBatches, idx: torch.Tensor, y: torch.Tensor,
+               cfg: TrainConfig, gen: torch.Generator, augment: Augment | None = None
+               ) -> tuple[torch.Tensor, float]:
+    """:func:`train_step_loss` of the training images ``idx`` (read from ``batches``). The
+    random draws are the same, in the same order, whether or not the orbit is precomputed."""
+    n, order = idx.shape[0], batches.group.order
+    g = torch.randint(0, order, (n,), generator=gen)
+    if cfg.method == "ir" and cfg.nu != 0 and augment is None:
+        h = torch.randint(0, order, (n,), generator=gen)
+        logits = model(batches.take_pair(idx, g, h))
+    else:
+        xg = batches.take(idx, g)
+        if augment is not None:
+            xg = augment(xg, gen)
+        if cfg.method != "ir" or cfg.nu == 0:
+            return F.cross_entropy(model(xg), y), 0.0
+        h = torch.randint(0, order, (n,), generator=gen)
+        logits = model(torch.cat([xg, batches.group.act(xg, h)]))
     reg = _regularizer(cfg.regularizer)(logits[:n], logits[n:]).mean()
     return F.cross_entropy(logits[:n], y) + cfg.nu * reg, float(reg.detach())
 
@@ -254,6 +270,7 @@ def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | No
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
     x_all, y_all = data.train.images, data.train.labels
     n = len(y_all)
+    batches = OrbitBatches(group, x_all)  # g·x batches by one index_select (same values)
     best_acc, best_epoch, best_state = -1.0, -1, None
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -266,7 +283,7 @@ def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | No
         tot_loss, tot_reg, steps = 0.0, 0.0, 0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            loss, reg = train_step_loss(model, x_all[idx], y_all[idx], group, cfg, gen, augment)
+            loss, reg = _step_loss(model, batches, idx, y_all[idx], cfg, gen, augment)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss at epoch {epoch} step {steps} (method={cfg.method}, "
