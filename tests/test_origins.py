@@ -256,3 +256,17 @@ def test_quick_preset_end_to_end(tmp_path: Path) -> None:
         assert (out / f"{f}.png").exists() and (out / f"{f}.svg").exists()
     acc = {(a["arch"], a["regime"]): a["mean"] for a in s["accuracy"]}
     assert acc[("mlp5", "none")] > acc[("mlp5", "untrained")] + 0.2
+
+
+def test_progress_labels_name_the_model_not_the_config_repr() -> None:
+    from invlab.studies import origins as O
+    from invlab.sweep.runner import describe
+
+    pre = O.preset("quick")
+    cells = O.model_specs(pre)
+    spec = next(s for s in cells if s.regime == "translate_zoom")
+    data = O.OriginsData()
+    assert describe(O.OriginsTrainCell(data, spec), 40) == f"train {spec.arch}/translate_zoom/s{spec.seed}"
+    assert describe(O.ProfileCell(data, spec, 10, True), 40).startswith(f"profile {spec.arch}/")
+    user = O.UserModel("abc", "my_cnn", 0, untrained=True)
+    assert describe(O.FactorCell(data, user, 5), 40) == "factors my_cnn (untrained)"

@@ -121,6 +121,9 @@ class ModelSpec:
     threads: int
     aug: AugConfig
 
+    def describe(self) -> str:
+        return f"{self.arch}/{self.regime}/s{self.seed}"
+
 
 @dataclass(frozen=True)
 class UserModel:
@@ -133,6 +136,9 @@ class UserModel:
     untrained: bool
     path: str = field(default="", metadata=NOT_IN_ID)
 
+    def describe(self) -> str:
+        return f"{self.name}{' (untrained)' if self.untrained else ''}"
+
 
 @dataclass(frozen=True)
 class OriginsTrainCell:
@@ -144,6 +150,9 @@ class OriginsTrainCell:
     def threads(self) -> int:
         return self.model.threads
 
+    def describe(self) -> str:
+        return f"train {self.model.describe()}"
+
 
 @dataclass(frozen=True)
 class ProfileCell:
@@ -154,6 +163,9 @@ class ProfileCell:
     threads: int = 1
     checkpoints: str = field(default="", metadata=NOT_IN_ID)
 
+    def describe(self) -> str:
+        return f"profile {self.model.describe()}"
+
 
 @dataclass(frozen=True)
 class FactorCell:
@@ -162,6 +174,9 @@ class FactorCell:
     n_pairs: int
     threads: int = 1
     checkpoints: str = field(default="", metadata=NOT_IN_ID)
+
+    def describe(self) -> str:
+        return f"factors {self.model.describe()}"
 
 
 # ------------------------------------------------------------------------------- data
