@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from invlab.allocator import keep_freed_memory
+
+    keep_freed_memory()  # ~10 % faster training on glibc (invlab.allocator); values unchanged
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

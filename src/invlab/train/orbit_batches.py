@@ -13,7 +13,8 @@ copies values, so the batches are bit-identical to ``group.act(x[idx], g)`` (and
 faster (one memory copy per batch instead of an index, a table lookup and a gather;
 ``benchmarks/bench_train.py``).
 
-The orbit costs ``|G|`` copies of the training images; above ``max_bytes`` (default
+The orbit costs ``|G|`` copies of the training images (none for the trivial group ``t1``,
+whose batches index the images themselves); above ``max_bytes`` (default
 1 GiB), or for a group that is not a pixel permutation on these images, batches are made
 with ``group.act`` per batch as before.
 """
@@ -49,13 +50,16 @@ class OrbitBatches:
         size = group.order * images.numel() * images.element_size()
         if table is None or size > max_bytes:
             return
+        self.compose = _composition(table)
         n, c, h, w = images.shape
+        if bool((table == torch.arange(h * w)).all()):  # the trivial group: no copy
+            self.orbit = images.contiguous()
+            return
         flat = images.reshape(n, c, h * w)
         orbit = torch.empty(group.order, n, c, h * w, dtype=images.dtype, device=images.device)
         for e in range(group.order):  # one gather per element (4x faster than index_select)
             torch.gather(flat, 2, table[e].expand(n, c, h * w), out=orbit[e])
         self.orbit = orbit.view(group.order * n, c, h, w)
-        self.compose = _composition(table)
 
     @property
     def precomputed(self) -> bool:
