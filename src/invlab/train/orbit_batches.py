@@ -11,7 +11,7 @@ through the composition table ``(h·g)`` read off the pixel tables. A pixel perm
 copies values, so the batches are bit-identical to ``group.act(x[idx], g)`` (and to
 ``torch.cat([xg, group.act(xg, h)])``): training gives the same weights either way, only
 faster (one memory copy per batch instead of an index, a table lookup and a gather;
-``benchmarks/bench_train.py``).
+``benchmarks/train_orbit.py``).
 
 The orbit costs ``|G|`` copies of the training images (none for the trivial group ``t1``,
 whose batches index the images themselves); above ``max_bytes`` (default
