@@ -457,3 +457,18 @@ def test_quick_genuine_study_report_in_chromium(chromium: str, mnist_test_dir: P
     c = check_page(chromium, out / REPORT_NAME, tmp_path / "profile")
     assert_page_ok(c, n_images=n_png)
     assert n_pdf_pages(c.pdf) >= 2
+
+
+def test_claims_as_verdict_bullets_or_a_table_are_counted(tmp_path: Path) -> None:
+    d = _minimal_study(tmp_path / "toy", evil="")
+    (d / "claims.md").write_text("### Claims check\n\n- **TRUE**: one holds.\n- **FALSE**: one does not.\n")
+    page = render_html(d)
+    assert "1 of 2 checks hold" in page
+    assert page.count('<li class="fail">') == 1 and '<span class="no">FALSE</span>' in page
+    (d / "claims.md").write_text("| question | measured answer | numbers |\n|---|---|---|\n"
+                                 "| a? | yes | x=1 |\n| b? | no | y=2 |\n| c? | yes | z=3 |\n")
+    page = render_html(d)
+    assert "2 of 3 claims hold" in page
+    assert ">measured answer</th>" in page and ">x=1</td>" in page
+    assert '<span class="no">no</span></td>' in page
+    assert "|---|" not in page
