@@ -472,3 +472,10 @@ def test_claims_as_verdict_bullets_or_a_table_are_counted(tmp_path: Path) -> Non
     assert ">measured answer</th>" in page and ">x=1</td>" in page
     assert '<span class="no">no</span></td>' in page
     assert "|---|" not in page
+
+
+def test_free_text_claims_get_no_count(tmp_path: Path) -> None:
+    d = _minimal_study(tmp_path / "toy", evil="")
+    (d / "claims.md").write_text("The claims are discussed in the README.\n")
+    page = render_html(d)
+    assert "discussed in the README" in page and " hold</span>" not in page

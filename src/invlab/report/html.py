@@ -356,8 +356,9 @@ def _claims_section(out: Path) -> tuple[str, str]:
         body += (f'<table class="kv"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody>'
                  "</table>")
     badge = "fail" if n_no else "pass"
-    head_p = (f'<p>{_e(" ".join(intro))} <span class="badge {badge}">{n_yes} of {n_yes + n_no} '
-              f"{'checks' if items and not rows else 'claims'} hold</span></p>")
+    count = (f' <span class="badge {badge}">{n_yes} of {n_yes + n_no} '
+             f"{'checks' if items and not rows else 'claims'} hold</span>") if n_yes + n_no else ""
+    head_p = f'<p>{_e(" ".join(intro))}{count}</p>'  # no badge when nothing could be counted
     return "Claims check", head_p + body
 
 
