@@ -1,14 +1,15 @@
-"""What the origins study's 8-epoch training budget costs: train the full preset's models
-longer and read their validation accuracy per epoch.
+"""What the origins study's training budget costs: train the full preset's models for
+``--epochs`` and read their validation accuracy per epoch.
 
 Run:  INVLAB_DATA=../shared/data .venv/bin/python benchmarks/origins_epochs.py \
-          [--epochs 30] [--archs cnn_medium] [--regimes none,translate_zoom] [--out runs/origins-epochs]
+          [--epochs 30] [--archs cnn_medium] [--regimes none,translate_zoom] \
+          [--schedule constant|cosine] [--patience N] [--at 8] [--out runs/origins-epochs]
 
 Each (arch, regime) is the full preset's model spec (seed 0: data, batch size, lr, threads)
-with ``--epochs`` and no early stopping instead of the preset's budget, trained with ``invlab.train`` (best-validation
-checkpoint, cached under ``--out``). Prints validation accuracy at epoch ``--at`` (8, the preset's budget before it trained to
-convergence) and at the end,
-and the test accuracy of the best-validation model; writes ``--out/epochs.json``.
+with ``--epochs``, ``--schedule`` (default: the preset's) and ``--patience`` (default: no early
+stopping), trained with ``invlab.train`` (best-validation checkpoint, cached under ``--out``).
+Prints validation accuracy at epoch ``--at`` and at the end, and the test accuracy of the
+best-validation model; writes ``--out/epochs-<schedule>-<epochs>.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def main() -> int:
     p.add_argument("--out", default="runs/origins-epochs")
     p.add_argument("--at", type=int, default=8, help="also report validation accuracy at this epoch "
                    "(the preset's budget before it trained to convergence)")
+    p.add_argument("--schedule", default=None, choices=("constant", "cosine"),
+                   help="learning-rate schedule (default: the preset's)")
+    p.add_argument("--memory-format", default=None, choices=("contiguous", "channels_last"))
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="early stopping (default: none)")
     a = p.parse_args()
     torch.set_num_threads(1)
     pre = O.preset("full")
@@ -43,10 +49,16 @@ def main() -> int:
     rows = []
     for arch in a.archs.split(","):
         for regime in a.regimes.split(","):
-            spec = replace(specs[(arch, regime)], epochs=a.epochs, patience=None)
+            spec = replace(specs[(arch, regime)], epochs=a.epochs, patience=a.patience,
+                           **({"lr_schedule": a.schedule} if a.schedule else {}),
+                           **({"memory_format": a.memory_format} if a.memory_format else {}),
+                           **({"lr": a.lr} if a.lr else {}))
             model, meta, _ = O.builtin_model(spec, data, a.out)
             hist = list(meta["val_curve"])  # validation accuracy per epoch (checkpoint metadata)
             row = {"arch": arch, "regime": regime, "epochs": a.epochs,
+                   "lr_schedule": spec.lr_schedule, "patience": spec.patience, "lr": spec.lr,
+                   "memory_format": spec.memory_format,
+                   "train_seconds": meta.get("wall_seconds"),
                    "val_at": hist[min(a.at, len(hist)) - 1], "val_best": max(hist),
                    "best_epoch": hist.index(max(hist)) + 1, "val_last": hist[-1],
                    "test_best_val_model": O.accuracy(model, s.test_x, s.test_y, data_norm(s)),
@@ -56,7 +68,7 @@ def main() -> int:
                   f"best {row['val_best']:.4f} at epoch {row['best_epoch']}, last {row['val_last']:.4f}; "
                   f"test (best-val model) {row['test_best_val_model']:.4f}", flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "epochs.json").write_text(json.dumps(rows, indent=1))
+    (Path(a.out) / f"epochs-{spec.lr_schedule}-{spec.lr:g}-{spec.memory_format}-{a.epochs}.json").write_text(json.dumps(rows, indent=1))
     return 0
 
 

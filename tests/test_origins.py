@@ -3,6 +3,8 @@ training hook, bring-your-own models and folders, and the quick preset end to en
 
 from __future__ import annotations
 
+import math
+
 import json
 import time
 from pathlib import Path
@@ -109,6 +111,50 @@ def test_augmentations_are_seeded_and_shape_preserving(regime: str) -> None:
         assert torch.equal(a, x) and make_augment(regime, AugConfig(), 0.3, 0.3) is None
     else:
         assert not torch.allclose(a, x)
+
+
+def _draws(n: int, seed: int, k: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(n, generator=gen, dtype=torch.float64) for _ in range(k)]
+
+
+def test_shift_and_scale_regimes_equal_the_library_transforms_applied_in_turn() -> None:
+    """translate = translate_x then translate_y, zoom = zoom_in / zoom_out, with the same
+    draws (bilinear shifts are separable); translate_zoom is the one composed affine."""
+    cfg, n = AugConfig(), 16
+    x = torch.rand(n, 1, 28, 28)
+    lo, hi = math.log(cfg.zoom_min), math.log(cfg.zoom_max)
+
+    (u,) = _draws(n, 3, 1)
+    s = torch.exp(lo + (hi - lo) * u)
+    want = create_transform("zoom_out").sample(
+        create_transform("zoom_in").sample(x, magnitudes=s.clamp(min=1.0)),
+        magnitudes=s.clamp(max=1.0))
+    got = augment_pixels(x, "zoom", cfg, torch.Generator().manual_seed(3))
+    assert torch.allclose(got, want, atol=1e-5)
+
+    tx, ty = (-cfg.translate + 2 * cfg.translate * u for u in _draws(n, 4, 2))
+    want = create_transform("translate_y").sample(
+        create_transform("translate_x").sample(x, magnitudes=tx), magnitudes=ty)
+    got = augment_pixels(x, "translate", cfg, torch.Generator().manual_seed(4))
+    assert torch.allclose(got, want, atol=1e-5)
+
+    # zoom then shift, one resampling: scipy's order-1 affine_transform (zero fill) reads
+    # output pixel q at c + (q - c - (tx W, ty H)) / s, c the centre (rows = y, cols = x)
+    from scipy import ndimage
+
+    u, vx, vy = _draws(n, 5, 3)
+    s = torch.exp(lo + (hi - lo) * u)
+    tx, ty = (-cfg.translate + 2 * cfg.translate * v for v in (vx, vy))
+    x = torch.rand(n, 1, 28, 30, dtype=torch.float64)  # non-square: W and H apart
+    got = augment_pixels(x, "translate_zoom", cfg, torch.Generator().manual_seed(5))
+    c = torch.tensor([13.5, 14.5], dtype=torch.float64)  # (row, col) centre
+    for i in range(n):
+        shift = torch.stack([ty[i] * 28, tx[i] * 30])
+        ref = ndimage.affine_transform(x[i, 0].numpy(), [1 / float(s[i])] * 2,
+                                       offset=(c - (c + shift) / s[i]).numpy(), order=1,
+                                       mode="grid-constant", cval=0.0)
+        assert np.allclose(got[i, 0].numpy(), ref, atol=1e-9), i
 
 
 def test_rrc_with_the_full_crop_is_the_identity() -> None:

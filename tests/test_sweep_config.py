@@ -82,6 +82,19 @@ def test_cell_id_golden_value() -> None:
     assert cell_id(Flat()) == hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
+def test_a_field_added_at_its_default_keeps_the_id() -> None:
+    from invlab.sweep.config import ID_IF_NOT_DEFAULT
+
+    @dataclass(frozen=True)
+    class Flat:  # noqa: F811 - the same type name, one field more
+        group: str = "r4"
+        added: str = field(default="old", metadata=ID_IF_NOT_DEFAULT)
+
+    assert cell_id(Flat()) == "d7360a2ea1e6468b"  # the golden id of the field-less Flat
+    assert cell_id(Flat(added="new")) != "d7360a2ea1e6468b"
+    assert config_to_dict(Flat())["added"] == "old"  # stored with the config all the same
+
+
 def test_cell_id_stable_and_type_sensitive() -> None:
     a, b = Cfg(), Cfg()
     assert a is not b and cell_id(a) == cell_id(b)

@@ -116,7 +116,7 @@ def test_training_is_deterministic(data: TransformingData, method: str) -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("method", "xx"), ("epochs", 0), ("lr", -1.0), ("lr", float("nan")), ("nu", -1.0),
     ("regularizer", "foo"), ("patience", 0), ("group", "r5"), ("batch_size", 0),
-    ("pool", "sum"),
+    ("pool", "sum"), ("lr_schedule", "step"), ("memory_format", "nhwc"),
 ])
 def test_bad_config_is_rejected_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
@@ -126,6 +126,66 @@ def test_bad_config_is_rejected_naming_the_field(field: str, value: object) -> N
 def test_bad_config_error_type() -> None:
     with pytest.raises(TrainConfigError, match="invalid epochs"):
         TrainConfig(epochs=0)
+
+
+# --------------------------------------------------------------------------- lr schedule
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_each_step_uses_the_scheduled_learning_rate(data: TransformingData, schedule: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[float] = []
+    step = torch.optim.Adam.step
+
+    def recording(self: torch.optim.Adam, *a: object, **k: object) -> object:
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording)
+    c = cfg(epochs=3, batch_size=128, lr=1e-3, lr_schedule=schedule)
+    train(c, data, progress=False)
+    total = 3 * math.ceil(600 / 128)
+    assert len(used) == total
+    if schedule == "constant":
+        assert used == [1e-3] * total
+    else:  # the formula, by hand: lr (1 + cos(pi t / T)) / 2, from lr down to ~0
+        want = [1e-3 * 0.5 * (1 + math.cos(math.pi * t / total)) for t in range(total)]
+        assert used == pytest.approx(want, rel=1e-12, abs=0)
+        assert used[0] == 1e-3 and used[-1] < 1e-3 * 0.02
+
+
+def test_the_schedule_field_keeps_old_ids_at_its_default() -> None:
+    from invlab.studies.common import model_key
+    from invlab.sweep import cell_id
+    from invlab.sweep.config import id_dict
+
+    # constant (the behaviour before the field existed) keeps the ids of older checkpoints
+    assert model_key(TrainConfig(), DATA_CFG) == model_key(TrainConfig(lr_schedule="constant"),
+                                                           DATA_CFG)
+    assert model_key(TrainConfig(), DATA_CFG) != model_key(TrainConfig(lr_schedule="cosine"),
+                                                           DATA_CFG)
+    assert cell_id(TrainConfig()) != cell_id(TrainConfig(lr_schedule="cosine"))
+    assert "lr_schedule" not in id_dict(TrainConfig())
+    assert id_dict(TrainConfig(lr_schedule="cosine"))["lr_schedule"] == "cosine"
+
+
+@pytest.mark.parametrize("model", ["cnn_medium", "mlp5", "vit_tiny"])
+def test_channels_last_training_is_deterministic_and_returns_a_contiguous_model(
+        data: TransformingData, model: str, tmp_path: Path) -> None:
+    c = cfg(model=model, epochs=1, memory_format="channels_last")
+    a = train(c, data, checkpoint=tmp_path / "a.safetensors", progress=False)
+    b = train(c, data, progress=False)
+    assert same_weights(a.model, b.model)
+    assert all(p.is_contiguous() for p in a.model.parameters())
+    assert not a.model._forward_pre_hooks  # the layout hook is gone after training
+    loaded, _ = load_checkpoint(a.checkpoint)
+    with torch.no_grad():
+        assert torch.equal(loaded(data.test.images[:64]), a.model(data.test.images[:64]))
+    # the same training in the default layout: other rounding, the same model up to it
+    ref = train(replace(c, memory_format="contiguous"), data, progress=False)
+    diff = max(float((p - q).detach().abs().max()) for p, q in zip(ref.model.parameters(),
+                                                            a.model.parameters()))
+    assert diff < 1e-2
 
 
 # --------------------------------------------------------------------------- checkpoint

@@ -308,10 +308,10 @@ def figure_boxes(prof: pd.DataFrame, out: Path, geometric: bool, layer: str = "p
         ax.set_xlim(0.4, 9.6)
         ax.set_title(t, fontsize=10)
         ax.set_ylabel("invariance", fontsize=8)
+        ax.set_xlabel("magnitude index", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(fams):]:
         ax.axis("off")
-    axes.flat[-1 if len(fams) % ncol == 0 else len(fams)].set_xlabel("magnitude index")
     handles = [plt.Rectangle((0, 0), 1, 1, color=col[k]) for k in models]
     kind = "geometric" if geometric else "appearance"
     fig.suptitle(f"Representation invariance vs magnitude ({kind} transforms, {layer} layer; "

@@ -79,7 +79,10 @@ def pin_source(cfg: DataConfig) -> DataConfig:
 
 def model_key(train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
     """Checkpoint-cache key: hash of the resolved training and (pinned) data configs."""
-    blob = json.dumps({"train": asdict(train_cfg), "data": asdict(data_cfg)}, sort_keys=True)
+    from invlab.sweep.config import id_dict
+
+    # id_dict: a field added with ID_IF_NOT_DEFAULT keeps the keys of checkpoints made before it
+    blob = json.dumps({"train": id_dict(train_cfg), "data": asdict(data_cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -40,6 +40,7 @@ from invlab.factors import B21_FAMILIES, factors_of_variation
 from invlab.studies.origins_augment import REGIMES, AugConfig, make_augment
 from invlab.studies.presets import load_preset
 from invlab.sweep import CellContext, CellResult, check, run_study
+from invlab.sweep.config import ID_IF_NOT_DEFAULT, id_dict
 
 log = logging.getLogger("invlab.studies")
 
@@ -73,6 +74,8 @@ class OriginsPreset:
     batch_size: int = 256
     lr: float = 1e-3
     patience: int | None = None
+    lr_schedule: str = "constant"
+    memory_format: str = "contiguous"
     n_train: int = 20_000
     n_val: int = 2_000
     n_test: int = 5_000
@@ -91,6 +94,12 @@ class OriginsPreset:
         check("n_profile", self.n_profile >= 2, f"must be >= 2, found {self.n_profile}")
         check("n_pairs", self.n_pairs >= 1, f"must be >= 1, found {self.n_pairs}")
         check("threads", self.threads >= 1, f"must be >= 1, found {self.threads}")
+        from invlab.train.loop import LR_SCHEDULES, MEMORY_FORMATS
+
+        check("lr_schedule", self.lr_schedule in LR_SCHEDULES,
+              f"unknown {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+        check("memory_format", self.memory_format in MEMORY_FORMATS,
+              f"unknown {self.memory_format!r}; valid: {', '.join(MEMORY_FORMATS)}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,8 @@ class ModelSpec:
     patience: int | None
     threads: int
     aug: AugConfig
+    lr_schedule: str = field(default="constant", metadata=ID_IF_NOT_DEFAULT)
+    memory_format: str = field(default="contiguous", metadata=ID_IF_NOT_DEFAULT)
 
     def describe(self) -> str:
         return f"{self.arch}/{self.regime}/s{self.seed}"
@@ -269,12 +280,13 @@ def _train_config(spec: ModelSpec) -> Any:
     # t1 is the trivial group (identity only): the regime's augmentation is the only one
     return TrainConfig(method="da", group="t1", model=spec.arch, epochs=spec.epochs,
                        batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
-                       patience=spec.patience, threads=spec.threads)
+                       patience=spec.patience, threads=spec.threads,
+                       lr_schedule=spec.lr_schedule, memory_format=spec.memory_format)
 
 
 def checkpoint_path(spec: ModelSpec, data: OriginsData, checkpoints: str | Path) -> Path:
     """``<checkpoints>/origins-<hash of (model spec, data)>.safetensors``."""
-    blob = json.dumps({"model": asdict(spec), "data": {k: v for k, v in asdict(data).items()
+    blob = json.dumps({"model": id_dict(spec), "data": {k: v for k, v in asdict(data).items()
                                                        if k != "path"}}, sort_keys=True)
     return Path(checkpoints) / f"origins-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.safetensors"
 
@@ -507,7 +519,7 @@ def model_specs(p: OriginsPreset) -> list[ModelSpec]:
     """Every built-in model of the preset (main grid, ablation and factor reference)."""
     def spec(arch: str, regime: str, seed: int) -> ModelSpec:
         return ModelSpec(arch, regime, seed, p.epochs, p.batch_size, p.lr, p.patience,
-                         p.threads, p.aug)
+                         p.threads, p.aug, p.lr_schedule, p.memory_format)
 
     out = [spec(a, r, s) for a in p.archs for r in p.regimes for s in p.seeds]
     out += [spec(p.ablation_arch, r, s) for r in p.ablation_regimes for s in p.ablation_seeds]
@@ -528,7 +540,7 @@ def plan_builtin(p: OriginsPreset, data: OriginsData, ckpt: str
     cells: list[ProfileCell | FactorCell] = [
         ProfileCell(data, m, p.n_profile, p.inner_layers, p.threads, ckpt) for m in specs]
     ref = ModelSpec(p.factor_arch, "none", p.seeds[0], p.epochs, p.batch_size, p.lr,
-                    p.patience, p.threads, p.aug)
+                    p.patience, p.threads, p.aug, p.lr_schedule, p.memory_format)
     cells.append(FactorCell(data, ref, p.n_pairs, p.threads, ckpt))
     return train, cells
 

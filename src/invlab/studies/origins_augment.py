@@ -3,10 +3,12 @@
 Regimes (:data:`REGIMES`):
 
 - ``none``: no augmentation;
-- ``translate``: ``translate_x`` and ``translate_y`` by ``U(−t, t)`` of the canvas each;
-- ``zoom``: scale ``s = exp(U(log z_min, log z_max))`` (``zoom_in`` for ``s > 1``,
-  ``zoom_out`` for ``s < 1``), about the centre;
-- ``translate_zoom``: both (the "standard" augmentation, a random-resized-crop analogue);
+- ``translate``: shift by ``U(−t, t)`` of the canvas width and height (``translate_x`` and
+  ``translate_y`` of :mod:`invlab.transforms` at once);
+- ``zoom``: scale ``s = exp(U(log z_min, log z_max))`` about the centre (``zoom_in`` for
+  ``s > 1``, ``zoom_out`` for ``s < 1``);
+- ``translate_zoom``: both (the "standard" augmentation, a random-resized-crop analogue),
+  zoom then shift, composed into one affine so the image is resampled once;
 - ``rrc``: random-resized-crop-like: a crop of area ``a ~ U(a_min, 1)`` and aspect ratio
   ``r ~ logU(3/4, 4/3)`` at a uniform position inside the image, resized to the full canvas
   (one ``affine_grid`` + ``grid_sample``, bilinear);
@@ -15,7 +17,8 @@ Regimes (:data:`REGIMES`):
 
 :func:`make_augment` returns ``augment(x, generator)`` for the training loop's ``augment=``
 hook; the loop's images are normalized, so the callable maps them back to pixel space,
-augments there (zero fill = black) and normalizes again.
+augments there (zero fill = black) and normalizes again. The three shift/scale regimes are
+one ``grid_sample`` per batch (bilinear, the conventions of :mod:`invlab.transforms.sampling`).
 """
 
 from __future__ import annotations
@@ -48,22 +51,22 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor
     return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
 
 
-def _translate(x: torch.Tensor, cfg: AugConfig, gen: torch.Generator) -> torch.Tensor:
-    from invlab.transforms import create_transform
+def _shift_scale(x: torch.Tensor, cfg: AugConfig, gen: torch.Generator, *, zoom: bool,
+                 translate: bool) -> torch.Tensor:
+    """Zoom by ``s`` about the centre, then translate by ``(t_x W, t_y H)``, as one forward
+    affine ``[[s, 0, t_x W], [0, s, t_y H]]`` and one bilinear ``grid_sample`` per batch.
+    Draws ``s``, then ``t_x``, then ``t_y`` (``n`` values each) from ``gen``."""
+    from invlab.transforms.sampling import warp_per_sample
 
-    n = x.shape[0]
-    x = create_transform("translate_x").sample(x, magnitudes=_uniform(n, -cfg.translate,
-                                                                       cfg.translate, gen))
-    return create_transform("translate_y").sample(x, magnitudes=_uniform(n, -cfg.translate,
-                                                                         cfg.translate, gen))
-
-
-def _zoom(x: torch.Tensor, cfg: AugConfig, gen: torch.Generator) -> torch.Tensor:
-    from invlab.transforms import create_transform
-
-    s = torch.exp(_uniform(x.shape[0], math.log(cfg.zoom_min), math.log(cfg.zoom_max), gen))
-    x = create_transform("zoom_in").sample(x, magnitudes=s.clamp(min=1.0))
-    return create_transform("zoom_out").sample(x, magnitudes=s.clamp(max=1.0))
+    n, _, h, w = x.shape
+    fwd = torch.zeros(n, 2, 3, dtype=torch.float64)
+    fwd[:, 0, 0] = fwd[:, 1, 1] = (
+        torch.exp(_uniform(n, math.log(cfg.zoom_min), math.log(cfg.zoom_max), gen))
+        if zoom else 1.0)
+    if translate:
+        fwd[:, 0, 2] = _uniform(n, -cfg.translate, cfg.translate, gen) * w
+        fwd[:, 1, 2] = _uniform(n, -cfg.translate, cfg.translate, gen) * h
+    return warp_per_sample(x, fwd)
 
 
 def _rrc(x: torch.Tensor, cfg: AugConfig, gen: torch.Generator) -> torch.Tensor:
@@ -97,12 +100,8 @@ def augment_pixels(x: torch.Tensor, regime: str, cfg: AugConfig, gen: torch.Gene
     """Augment pixel-space images ``[N, C, H, W]`` per ``regime`` (a fresh draw per sample)."""
     if regime == "none":
         return x
-    if regime == "translate":
-        return _translate(x, cfg, gen)
-    if regime == "zoom":
-        return _zoom(x, cfg, gen)
-    if regime == "translate_zoom":
-        return _translate(_zoom(x, cfg, gen), cfg, gen)
+    if regime in ("translate", "zoom", "translate_zoom"):
+        return _shift_scale(x, cfg, gen, zoom="zoom" in regime, translate="translate" in regime)
     if regime == "rrc":
         return _rrc(x, cfg, gen)
     if regime == "mix13":

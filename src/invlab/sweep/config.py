@@ -8,7 +8,10 @@ A cell is one frozen dataclass instance. Its id is a hash of its *resolved* conf
 where canonical JSON has sorted keys, no whitespace and no NaN/inf. The type name is part of
 the id so two config classes with the same fields never share a cell. A field can be left
 out of the id with ``field(metadata={"cell_id": False})`` (e.g. a worker count that does not
-change the numbers); it is still stored with the config.
+change the numbers); it is still stored with the config. A field added to a config after
+results were stored can keep the old ids with ``field(default=..., metadata=ID_IF_NOT_DEFAULT)``:
+it enters the id only when it differs from its default (so its default must reproduce the
+behaviour from before the field existed).
 
 Validation lives in ``__post_init__``: first :func:`validate` (field types, so the value
 checks compare like with like), then value checks that raise :class:`ConfigError` naming the
@@ -40,12 +43,14 @@ from pathlib import PurePath
 from typing import Any, TypeVar, Union
 
 __all__ = [
+    "ID_IF_NOT_DEFAULT",
     "ConfigError",
     "canonical_json",
     "cell_id",
     "check",
     "config_to_dict",
     "from_dict",
+    "id_dict",
     "validate",
 ]
 
@@ -73,13 +78,22 @@ def check(field_name: str, condition: Any, message: str) -> None:
 
 # --------------------------------------------------------------------------- dict form
 
+ID_IF_NOT_DEFAULT: dict[str, Any] = {"id_if_not_default": True}
+"""Field metadata: the field is part of ids only when its value differs from its default."""
+
+
+def _omitted_from_id(f: dataclasses.Field[Any], value: Any) -> bool:
+    if not f.metadata.get("cell_id", True):
+        return True
+    return bool(f.metadata.get("id_if_not_default")) and value == f.default
+
 
 def _to_plain(obj: Any, *, for_id: bool, path: str) -> Any:
     """Recursively convert ``obj`` to JSON-compatible Python values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(obj):
-            if for_id and not f.metadata.get("cell_id", True):
+            if for_id and _omitted_from_id(f, getattr(obj, f.name)):
                 continue
             sub = f"{path}.{f.name}" if path else f.name
             out[f.name] = _to_plain(getattr(obj, f.name), for_id=for_id, path=sub)
@@ -128,6 +142,14 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return _to_plain(cfg, for_id=False, path="")
 
 
+def id_dict(cfg: Any) -> dict[str, Any]:
+    """The fields a config's ids hash: :func:`config_to_dict` without the fields left out of
+    :func:`cell_id` (``metadata={"cell_id": False}``, ``ID_IF_NOT_DEFAULT`` at the default)."""
+    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
+        raise TypeError(f"expected a dataclass instance, got {type(cfg).__name__}")
+    return _to_plain(cfg, for_id=True, path="")
+
+
 def canonical_json(obj: Any) -> str:
     """Canonical JSON: sorted keys, compact separators, UTF-8, NaN/inf rejected."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -138,7 +160,8 @@ def cell_id(cfg: Any) -> str:
     """Stable id of a cell: first 16 hex chars of sha256 of its canonical JSON.
 
     The hashed document is ``{"type": type(cfg).__name__, "config": <fields>}`` with
-    fields marked ``metadata={"cell_id": False}`` left out. Same resolved config ⇒ same
+    fields marked ``metadata={"cell_id": False}`` left out (and ``ID_IF_NOT_DEFAULT`` fields
+    at their default). Same resolved config ⇒ same
     id, across processes and Python versions; any field change ⇒ a different id.
     """
     if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):

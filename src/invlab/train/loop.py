@@ -31,10 +31,12 @@ from tqdm.auto import tqdm
 from invlab.data import Split, TransformingData
 from invlab.groups import Group, create_group
 from invlab.models import create_model
-from invlab.sweep.config import ConfigError
+from invlab.sweep.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.train.orbit_batches import OrbitBatches
 
 METHODS = ("da", "wt", "ir")
+LR_SCHEDULES = ("constant", "cosine")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized", "logit_l2_normalized_detached")
 
 
@@ -72,6 +74,16 @@ class TrainConfig:
     """Intra-op threads training runs with (``torch.set_num_threads``). Part of the config
     (and so of the checkpoint key): matmul blocking and reduction order depend on it, so the
     same config gives bit-identical weights in any process, executor or worker count."""
+    lr_schedule: str = field(default="constant", metadata=ID_IF_NOT_DEFAULT)
+    """``constant``: ``lr`` throughout; ``cosine``: step ``t`` of ``T = epochs · steps per
+    epoch`` uses ``lr · (1 + cos(π t / T)) / 2``, annealed to 0 at the last step (so training
+    ends converged for the budget; a ``patience`` stop ends it earlier, at a higher rate).
+    Part of ids only when not ``constant`` (the behaviour before the field existed)."""
+    memory_format: str = field(default="contiguous", metadata=ID_IF_NOT_DEFAULT)
+    """``channels_last``: train with 4-d weights and input batches in channels-last layout
+    (oneDNN's faster convolutions on CPU: about 1.5x per step for ``cnn_medium``). Changes
+    the rounding, so it is part of ids (when not ``contiguous``); the returned model and the
+    checkpoint are contiguous either way. No effect on models without 4-d weights."""
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, str), "model",
@@ -91,6 +103,10 @@ class TrainConfig:
                f"must be >= 1 or None, found {self.patience}")
         _check(isinstance(self.threads, int) and self.threads >= 1, "threads",
                f"must be an int >= 1, found {self.threads!r}")
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule",
+               f"expected one of {LR_SCHEDULES}, found {self.lr_schedule!r}")
+        _check(self.memory_format in MEMORY_FORMATS, "memory_format",
+               f"expected one of {MEMORY_FORMATS}, found {self.memory_format!r}")
 
     @property
     def model_name(self) -> str:
@@ -106,6 +122,14 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     wall_seconds: float = 0.0
     checkpoint: Path | None = None
+
+
+def scheduled_lr(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total_steps`` under
+    ``cfg.lr_schedule``: ``lr`` (constant) or ``lr · (1 + cos(π · step / total_steps)) / 2``."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return cfg.lr
 
 
 def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -266,6 +290,35 @@ def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | No
     group = create_group(cfg.group)
     if model is None:
         model = build_model(cfg, data.in_shape, data.num_classes)
+    with _memory_format(model, cfg.memory_format):
+        return _fit(cfg, data, checkpoint, progress, metadata, model, group, augment)
+
+
+@contextmanager
+def _memory_format(model: nn.Module, fmt: str) -> Iterator[None]:
+    """Train ``model`` in ``fmt``: channels-last 4-d weights and 4-d inputs (a forward
+    pre-hook) inside the block; contiguous weights and no hook after it."""
+    if fmt == "contiguous":
+        yield
+        return
+
+    def to_channels_last(_: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+        return args
+
+    model.to(memory_format=torch.channels_last)
+    hook = model.register_forward_pre_hook(to_channels_last)
+    try:
+        yield
+    finally:
+        hook.remove()
+        model.to(memory_format=torch.contiguous_format)
+
+
+def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None,
+         progress: bool, metadata: dict[str, Any] | None, model: nn.Module, group: Group,
+         augment: Augment | None) -> TrainResult:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
     x_all, y_all = data.train.images, data.train.labels
@@ -277,6 +330,8 @@ def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | No
     bar = tqdm(range(cfg.epochs), desc=f"train {cfg.method}/{cfg.group}/s{cfg.seed}",
                disable=not progress, leave=False, dynamic_ncols=True)
     epochs_run = 0
+    steps_per_epoch = -(-n // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
     for epoch in bar:
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -290,6 +345,9 @@ def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | No
                     f"nu={cfg.nu}); lower lr or nu")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.lr_schedule != "constant":
+                for pg in opt.param_groups:
+                    pg["lr"] = scheduled_lr(cfg, epoch * steps_per_epoch + steps, total_steps)
             opt.step()
             tot_loss += float(loss.detach())
             tot_reg += reg
@@ -308,6 +366,7 @@ def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | No
     bar.close()
     assert best_state is not None
     model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)  # (a no-op unless trained channels-last)
     model.eval()
     result = TrainResult(model, best_acc, best_epoch, epochs_run, history,
                          time.perf_counter() - t0)
