@@ -35,7 +35,7 @@ def main() -> int:
     p.add_argument("--out", default="runs/origins-epochs")
     p.add_argument("--at", type=int, default=8, help="also report validation accuracy at this epoch "
                    "(the preset's budget before it trained to convergence)")
-    p.add_argument("--schedule", default=None, choices=("constant", "cosine"),
+    p.add_argument("--schedule", default=None, choices=("constant", "cosine", "plateau"),
                    help="learning-rate schedule (default: the preset's)")
     p.add_argument("--memory-format", default=None, choices=("contiguous", "channels_last"))
     p.add_argument("--lr", type=float, default=None)
@@ -68,7 +68,7 @@ def main() -> int:
                   f"best {row['val_best']:.4f} at epoch {row['best_epoch']}, last {row['val_last']:.4f}; "
                   f"test (best-val model) {row['test_best_val_model']:.4f}", flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / f"epochs-{spec.lr_schedule}-{spec.lr:g}-{spec.memory_format}-{a.epochs}.json").write_text(json.dumps(rows, indent=1))
+    (Path(a.out) / f"epochs-{a.regimes.replace(',', '+')}-{spec.lr_schedule}-{spec.lr:g}-{spec.memory_format}-{a.epochs}.json").write_text(json.dumps(rows, indent=1))
     return 0
 
 

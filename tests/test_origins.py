@@ -3,9 +3,8 @@ training hook, bring-your-own models and folders, and the quick preset end to en
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import time
 from pathlib import Path
 

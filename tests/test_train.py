@@ -154,6 +154,20 @@ def test_each_step_uses_the_scheduled_learning_rate(data: TransformingData, sche
         assert used[0] == 1e-3 and used[-1] < 1e-3 * 0.02
 
 
+def test_plateau_decays_the_rate_after_each_stall_then_stops(data: TransformingData,
+                                                             tmp_path: Path) -> None:
+    # lr 1e-20: Adam's steps are below float32 resolution, so validation accuracy never
+    # improves after epoch 0 and every `patience` epochs is a stall
+    c = cfg(epochs=50, lr=1e-20, patience=2, lr_schedule="plateau")
+    res = train(c, data, checkpoint=tmp_path / "p.safetensors", progress=False)
+    assert res.best_epoch == 0 and res.epochs_run == 3 * 2 + 1
+    lrs = [h["lr"] for h in res.history]
+    assert lrs == pytest.approx([1e-20] * 3 + [1e-21] * 2 + [1e-22] * 2, rel=1e-12)
+    assert load_checkpoint(res.checkpoint)[1]["lr_curve"] == lrs
+    with pytest.raises(TrainConfigError, match="set patience"):
+        TrainConfig(lr_schedule="plateau")
+
+
 def test_the_schedule_field_keeps_old_ids_at_its_default() -> None:
     from invlab.studies.common import model_key
     from invlab.sweep import cell_id

@@ -35,7 +35,9 @@ from invlab.sweep.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.train.orbit_batches import OrbitBatches
 
 METHODS = ("da", "wt", "ir")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+PLATEAU_FACTOR = 0.1
+PLATEAU_DECAYS = 2
 MEMORY_FORMATS = ("contiguous", "channels_last")
 REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized", "logit_l2_normalized_detached")
 
@@ -77,8 +79,12 @@ class TrainConfig:
     lr_schedule: str = field(default="constant", metadata=ID_IF_NOT_DEFAULT)
     """``constant``: ``lr`` throughout; ``cosine``: step ``t`` of ``T = epochs · steps per
     epoch`` uses ``lr · (1 + cos(π t / T)) / 2``, annealed to 0 at the last step (so training
-    ends converged for the budget; a ``patience`` stop ends it earlier, at a higher rate).
-    Part of ids only when not ``constant`` (the behaviour before the field existed)."""
+    ends converged for the budget; a ``patience`` stop ends it earlier, at a higher rate);
+    ``plateau`` (needs ``patience``): each time validation accuracy has not improved for
+    ``patience`` epochs (since the best epoch or the last decay) the rate is multiplied by
+    ``PLATEAU_FACTOR`` (0.1), at most ``PLATEAU_DECAYS`` (2) times; the next such stall
+    stops training (or ``epochs``). Part of ids only when not ``constant`` (the behaviour
+    before the field existed)."""
     memory_format: str = field(default="contiguous", metadata=ID_IF_NOT_DEFAULT)
     """``channels_last``: train with 4-d weights and input batches in channels-last layout
     (oneDNN's faster convolutions on CPU: about 1.5x per step for ``cnn_medium``). Changes
@@ -105,6 +111,9 @@ class TrainConfig:
                f"must be an int >= 1, found {self.threads!r}")
         _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule",
                f"expected one of {LR_SCHEDULES}, found {self.lr_schedule!r}")
+        _check(self.lr_schedule != "plateau" or self.patience is not None, "lr_schedule",
+               "'plateau' decays the rate after `patience` epochs without improvement; "
+               "set patience")
         _check(self.memory_format in MEMORY_FORMATS, "memory_format",
                f"expected one of {MEMORY_FORMATS}, found {self.memory_format!r}")
 
@@ -124,11 +133,14 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-def scheduled_lr(cfg: TrainConfig, step: int, total_steps: int) -> float:
+def scheduled_lr(cfg: TrainConfig, step: int, total_steps: int, decays: int = 0) -> float:
     """Learning rate of optimizer step ``step`` (0-based) of ``total_steps`` under
-    ``cfg.lr_schedule``: ``lr`` (constant) or ``lr · (1 + cos(π · step / total_steps)) / 2``."""
+    ``cfg.lr_schedule``: ``lr`` (constant), ``lr · (1 + cos(π · step / total_steps)) / 2``
+    (cosine) or ``lr · PLATEAU_FACTOR ** decays`` (plateau, after ``decays`` decays)."""
     if cfg.lr_schedule == "cosine":
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    if cfg.lr_schedule == "plateau":
+        return cfg.lr * PLATEAU_FACTOR ** decays
     return cfg.lr
 
 
@@ -331,6 +343,7 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
                disable=not progress, leave=False, dynamic_ncols=True)
     epochs_run = 0
     steps_per_epoch = -(-n // cfg.batch_size)
+    decays, mark = 0, -1  # plateau decays so far; the epoch a stall is counted from
     total_steps = cfg.epochs * steps_per_epoch
     for epoch in bar:
         model.train()
@@ -347,22 +360,25 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
             loss.backward()
             if cfg.lr_schedule != "constant":
                 for pg in opt.param_groups:
-                    pg["lr"] = scheduled_lr(cfg, epoch * steps_per_epoch + steps, total_steps)
+                    pg["lr"] = scheduled_lr(cfg, epoch * steps_per_epoch + steps, total_steps,
+                                            decays)
             opt.step()
             tot_loss += float(loss.detach())
             tot_reg += reg
             steps += 1
         val_acc = evaluate_accuracy(model, data.val)
         history.append({"epoch": epoch, "loss": tot_loss / steps, "reg": tot_reg / steps,
-                        "val_accuracy": val_acc})
+                        "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]})
         epochs_run = epoch + 1
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{tot_loss / steps:.3f}", val_acc=f"{val_acc:.3f}",
                         best=f"{best_acc:.3f}")
-        if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
-            break
+        if cfg.patience is not None and epoch - max(best_epoch, mark) >= cfg.patience:
+            if cfg.lr_schedule != "plateau" or decays == PLATEAU_DECAYS:
+                break
+            decays, mark = decays + 1, epoch
     bar.close()
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -378,6 +394,8 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
             normalization={"mean": data.mean, "std": data.std},
             best_val_accuracy=best_acc, best_epoch=best_epoch, epochs_run=epochs_run,
             val_curve=[round(h["val_accuracy"], 4) for h in history],
+            **({"lr_curve": [h["lr"] for h in history]} if cfg.lr_schedule != "constant"
+               else {}),
             wall_seconds=round(result.wall_seconds, 2),
             **({"data_fingerprint": data.fingerprint} if data.fingerprint else {}),
             **(metadata or {}))
