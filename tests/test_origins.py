@@ -17,6 +17,7 @@ from torch import nn
 from invlab.factors import B21_FAMILIES
 from invlab.metrics.functional import derangement
 from invlab.models import create_model
+from invlab.studies import origins as O
 from invlab.studies.origins import (
     PENULTIMATE,
     ModelSpec,
@@ -301,6 +302,23 @@ def test_quick_preset_end_to_end(tmp_path: Path) -> None:
         assert (out / f"{f}.png").exists() and (out / f"{f}.svg").exists()
     acc = {(a["arch"], a["regime"]): a["mean"] for a in s["accuracy"]}
     assert acc[("mlp5", "none")] > acc[("mlp5", "untrained")] + 0.2
+    # one training row per trained model; quick trains 2 epochs without patience: the cap
+    trained = {(m.arch, m.regime, m.seed) for m in O.model_specs(O.preset("quick"))
+               if m.regime != "untrained"}
+    tr = s["training"]
+    assert {(r["arch"], r["regime"], r["seed"]) for r in tr} == trained
+    assert all(r["epochs run"] == 2 and r["stopped by"] == "epoch cap" for r in tr)
+    assert (out / "training.md").exists()
+
+
+def test_the_convergence_diagnostic() -> None:
+    curve = [0.5 + 0.01 * i for i in range(30)] + [0.7] * 5  # rising, then flat at the top
+    c = O.convergence(curve, max_epochs=100)
+    assert c["epochs_run"] == 35 and c["best_epoch"] == 30 and c["capped"] == 0
+    assert c["val_gain_late"] == pytest.approx(0.79 - 0.64)  # best 0.79 vs 0.64 by epoch 15
+    flat = O.convergence([0.8] + [0.7] * 25, max_epochs=26)
+    assert flat["val_gain_late"] == 0 and flat["capped"] == 1
+    assert math.isnan(O.convergence([0.1, 0.2], 2)["val_gain_late"])
 
 
 def test_progress_labels_name_the_model_not_the_config_repr() -> None:

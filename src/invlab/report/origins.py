@@ -56,6 +56,8 @@ def _model_key(cfg: dict[str, Any]) -> tuple[str, str, int]:
 def load(store: ResultsStore) -> dict[str, Any]:
     """Profile rows as a DataFrame, accuracies, the factor tables."""
     recs, acc = [], []
+    train = [(*_model_key(r["config"]), r["metric"], r["value"])
+             for r in store.rows(STUDY + "-train") if "arch" in r["config"].get("model", {})]
     for r in store.rows(STUDY):
         cfg = r["config"]
         if "n_profile" not in cfg:
@@ -75,7 +77,34 @@ def load(store: ResultsStore) -> dict[str, Any]:
             factors.append({"model": _model_key(c["config"]), **c["extra"]["factors"]})
     return {"profile": prof, "accuracy": pd.DataFrame(acc, columns=["arch", "regime", "seed",
                                                                     "accuracy"]),
-            "factors": factors}
+            "factors": factors, "training": training_table(train)}
+
+
+TRAIN_COLUMNS = {"epochs_run": "epochs run", "best_epoch": "best epoch",
+                 "val_accuracy": "best val acc (%)", "val_gain_late": "best-val gain, last 20 "
+                 "epochs (points)", "stopped": "stopped by", "train_seconds": "train s"}
+
+
+def training_table(rows: list[tuple[str, str, int, str, float]]) -> pd.DataFrame:
+    """One row per trained model: epochs run, best epoch, what stopped it (patience or the
+    epoch cap), best validation accuracy, its gain over the last 20 epochs, seconds."""
+    if not rows:
+        return pd.DataFrame()
+    d = pd.DataFrame(rows, columns=["arch", "regime", "seed", "metric", "value"])
+    t = d.pivot_table(index=["arch", "regime", "seed"], columns="metric", values="value",
+                      aggfunc="first").reset_index()
+    if "capped" in t:
+        t["stopped"] = np.where(t.capped > 0, "epoch cap", "patience")
+    for c in ("val_accuracy", "val_gain_late"):
+        if c in t:
+            t[c] = (100 * t[c]).round(2)
+    for c in ("epochs_run", "best_epoch"):
+        if c in t:
+            t[c] = t[c].astype(int)
+    if "train_seconds" in t:
+        t["train_seconds"] = t.train_seconds.round(1)
+    keep = ["arch", "regime", "seed", *[c for c in TRAIN_COLUMNS if c in t]]
+    return t[keep].rename(columns=TRAIN_COLUMNS)
 
 
 def medians(prof: pd.DataFrame, layer: str = "penultimate") -> pd.DataFrame:
@@ -485,6 +514,12 @@ def _write(out: Path, data: dict[str, Any], dataset: str) -> list[str]:
                                "mid_magnitudes": list(MID)}
     accs = acc.groupby(["arch", "regime"]).accuracy.agg(["mean", "std", "count"]).reset_index()
     summary["accuracy"] = accs.to_dict(orient="records")
+    tr = data.get("training")
+    if tr is not None and not tr.empty:
+        summary["training"] = tr.to_dict(orient="records")
+        paths += write_table(tr, out, "training", "Training of each model: epochs, what "
+                             "stopped it, best validation accuracy and its gain over the "
+                             "last 20 epochs run (0 = converged by this measure)")
     abl_arch = _ablation_arch(m)
     if abl_arch:
         abl = ablation_table(m, acc, abl_arch)

@@ -376,11 +376,30 @@ def _resolve(cell: ProfileCell | FactorCell) -> tuple[nn.Module, dict[str, Any],
 
 # ------------------------------------------------------------------------------ cells
 
+LATE_EPOCHS = 20
+"""Convergence diagnostic window: how much the best validation accuracy rose in the last
+``LATE_EPOCHS`` epochs run (0 when it did not improve there, as after a patience stop)."""
+
+
+def convergence(val_curve: list[float], max_epochs: int) -> dict[str, float]:
+    """``epochs_run``, ``best_epoch`` (1-based), ``capped`` (1 if training ran to
+    ``max_epochs``) and ``val_gain_late`` = max(curve) − max(curve[:-LATE_EPOCHS]) (NaN for
+    runs of at most ``LATE_EPOCHS`` epochs)."""
+    v = [float(a) for a in val_curve]
+    if not v:
+        return {}
+    late = max(v) - max(v[:-LATE_EPOCHS]) if len(v) > LATE_EPOCHS else float("nan")
+    return {"epochs_run": float(len(v)), "best_epoch": float(v.index(max(v)) + 1),
+            "capped": float(len(v) >= max_epochs), "val_gain_late": late}
+
+
 def run_train_cell(cell: OriginsTrainCell, ctx: CellContext) -> CellResult:
     _, meta, reused = builtin_model(cell.model, cell.data, cell.checkpoints)
     res = CellResult(extra={"checkpoint_reused": reused})
     res.add("val_accuracy", float(meta.get("best_val_accuracy", float("nan"))))
     res.add("train_seconds", float(meta.get("wall_seconds", 0.0)))
+    for k, v in convergence(list(meta.get("val_curve", [])), cell.model.epochs).items():
+        res.add(k, v)
     return res
 
 
