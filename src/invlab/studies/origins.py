@@ -54,6 +54,9 @@ INNER_LAYERS = {"mlp5": "hidden.1", "mlp": "hidden.1", "cnn_small": "features.4"
                 "cnn_medium": "features.4", "vit_tiny": "blocks.0"}
 """The inner layer profiled besides the penultimate, per registry architecture."""
 NOT_IN_ID: dict[str, Any] = {"cell_id": False}
+AUGMENT_VERSION = 2
+"""2 (2026-12-02): translate / zoom / translate+zoom resample once (one composed affine);
+1: four resamples in turn (zoom in, zoom out, shift x, shift y)."""
 
 
 # ----------------------------------------------------------------------------- configs
@@ -131,6 +134,14 @@ class ModelSpec:
     aug: AugConfig
     lr_schedule: str = field(default="constant", metadata=ID_IF_NOT_DEFAULT)
     memory_format: str = field(default="contiguous", metadata=ID_IF_NOT_DEFAULT)
+    augment_version: int = AUGMENT_VERSION
+    """The augmentation code the model was trained with (:data:`AUGMENT_VERSION`); part of
+    ids and checkpoint keys, so models and cells of older augmentation code are never reused."""
+
+    def __post_init__(self) -> None:
+        check("augment_version", self.augment_version == AUGMENT_VERSION,
+              f"models trained with augmentation version {self.augment_version} cannot be "
+              f"rebuilt by this invlab (version {AUGMENT_VERSION}); retrain them")
 
     def describe(self) -> str:
         return f"{self.arch}/{self.regime}/s{self.seed}"
