@@ -40,6 +40,10 @@ def main() -> int:
     p.add_argument("--memory-format", default=None, choices=("contiguous", "channels_last"))
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--patience", type=int, default=None, help="early stopping (default: none)")
+    p.add_argument("--compare", default=None, metavar="CHECKPOINTS",
+                   help="also profile the model of the same (arch, regime, seed 0) found in this "
+                   "checkpoint directory (e.g. the full study's) and print both models' "
+                   "mid-magnitude invariance: what the study's budget costs the profile")
     a = p.parse_args()
     torch.set_num_threads(1)
     pre = O.preset("full")
@@ -63,6 +67,19 @@ def main() -> int:
                    "best_epoch": hist.index(max(hist)) + 1, "val_last": hist[-1],
                    "test_best_val_model": O.accuracy(model, s.test_x, s.test_y, data_norm(s)),
                    "val_history": hist}
+            if a.compare:
+                row["mid_invariance"] = mid_invariance(model, s, pre.n_profile)
+                other = find_checkpoint(Path(a.compare), arch, regime, pre.seeds[0])
+                if other is not None:
+                    ref, ref_meta = other
+                    row["compare"] = {"epochs_run": ref_meta.get("epochs_run"),
+                                      "val_best": ref_meta.get("best_val_accuracy"),
+                                      "test": O.accuracy(ref, s.test_x, s.test_y, data_norm(s)),
+                                      "mid_invariance": mid_invariance(ref, s, pre.n_profile)}
+                    print(f"  this model: mid invariance {row['mid_invariance']:.4f}; "
+                          f"{a.compare} ({ref_meta.get('epochs_run')} epochs): test "
+                          f"{row['compare']['test']:.4f}, mid invariance "
+                          f"{row['compare']['mid_invariance']:.4f}", flush=True)
             rows.append(row)
             print(f"{arch} {regime}: val acc at epoch {a.at} {row['val_at']:.4f}, "
                   f"best {row['val_best']:.4f} at epoch {row['best_epoch']}, last {row['val_last']:.4f}; "
@@ -70,6 +87,25 @@ def main() -> int:
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"epochs-{a.regimes.replace(',', '+')}-{spec.lr_schedule}-{spec.lr:g}-{spec.memory_format}-{a.epochs}.json").write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def mid_invariance(model: torch.nn.Module, s: O.Splits, n: int) -> float:
+    """The study's summary number: median representation invariance (penultimate layer) over
+    the first ``n`` test images, averaged over magnitudes 3-7 and then the 13 transforms."""
+    prof = O.profile(model, s.test_x[:n], data_norm(s), [O.PENULTIMATE])[O.PENULTIMATE]
+    return float(prof[:, :, 3:8].median(dim=1).values.mean())  # [T, N, M] -> [T, M] -> mean
+
+
+def find_checkpoint(ckpt_dir: Path, arch: str, regime: str, seed: int
+                    ) -> tuple[torch.nn.Module, dict] | None:
+    from invlab.checkpoint import load_checkpoint
+
+    for f in sorted(ckpt_dir.glob("origins-*.safetensors")):
+        model, meta = load_checkpoint(f)
+        if (meta.get("train", {}).get("model") == arch and meta.get("seed") == seed
+                and meta.get("origins", {}).get("regime") == regime):
+            return model.eval(), meta
+    return None
 
 
 def data_norm(s: O.Splits) -> dict[str, list[float]]:
