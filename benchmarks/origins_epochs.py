@@ -85,7 +85,7 @@ def main() -> int:
                   f"best {row['val_best']:.4f} at epoch {row['best_epoch']}, last {row['val_last']:.4f}; "
                   f"test (best-val model) {row['test_best_val_model']:.4f}", flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / f"epochs-{a.regimes.replace(',', '+')}-{spec.lr_schedule}-{spec.lr:g}-{spec.memory_format}-{a.epochs}.json").write_text(json.dumps(rows, indent=1))
+    (Path(a.out) / f"epochs-{a.archs.replace(',', '+')}-{a.regimes.replace(',', '+')}-{spec.lr_schedule}-{spec.lr:g}-{spec.memory_format}-{a.epochs}.json").write_text(json.dumps(rows, indent=1))
     return 0
 
 
