@@ -202,6 +202,21 @@ def test_channels_last_training_is_deterministic_and_returns_a_contiguous_model(
     assert diff < 1e-2
 
 
+def test_channels_last_trains_a_users_plain_sequential(data: TransformingData) -> None:
+    from torch import nn
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+                             nn.Flatten(), nn.Linear(4 * 9 * 9, 9))
+
+    c = cfg(epochs=1, memory_format="channels_last")
+    a, b = train(c, data, progress=False, model=net()), train(c, data, progress=False, model=net())
+    assert same_weights(a.model, b.model) and a.model[0].weight.is_contiguous()
+    assert not a.model._forward_pre_hooks
+    assert not same_weights(a.model, net())  # it trained
+
+
 # --------------------------------------------------------------------------- checkpoint
 
 

@@ -382,7 +382,6 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
     bar.close()
     assert best_state is not None
     model.load_state_dict(best_state)
-    model.to(memory_format=torch.contiguous_format)  # (a no-op unless trained channels-last)
     model.eval()
     result = TrainResult(model, best_acc, best_epoch, epochs_run, history,
                          time.perf_counter() - t0)
