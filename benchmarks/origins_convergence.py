@@ -25,18 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from invlab.checkpoint import load_checkpoint  # noqa: E402
 from invlab.report.tables import write_table  # noqa: E402
-
-
-def late_slope(curve: list[float], window: int) -> tuple[float, float]:
-    """Slope and standard error (accuracy points per 10 epochs) of the last ``window``."""
-    y = 100 * np.asarray(curve[-window:], dtype=np.float64)
-    x = np.arange(len(y), dtype=np.float64)
-    if len(y) < 3:
-        return float("nan"), float("nan")
-    coef = np.polyfit(x, y, 1)
-    resid = y - np.polyval(coef, x)
-    se = np.sqrt(resid.var(ddof=2) / ((x - x.mean()) ** 2).sum())
-    return 10 * float(coef[0]), 10 * float(se)
+from invlab.studies.origins import late_slope  # noqa: E402
 
 
 def main() -> int:

@@ -319,6 +319,17 @@ def test_the_convergence_diagnostic() -> None:
     flat = O.convergence([0.8] + [0.7] * 25, max_epochs=26)
     assert flat["val_gain_late"] == 0 and flat["capped"] == 1
     assert math.isnan(O.convergence([0.1, 0.2], 2)["val_gain_late"])
+    # the slope over the last 20 epochs, against numpy's least squares by hand
+    rising = [0.5 + 0.002 * i + 0.001 * (-1) ** i for i in range(40)]
+    slope, se = O.late_slope(rising)
+    x = np.arange(20.0)
+    y = 100 * np.asarray(rising[-20:])
+    want = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+    assert slope == pytest.approx(10 * want) and slope == pytest.approx(2.0, abs=0.05)
+    assert 0 < se < slope / 2  # clearly rising
+    assert O.convergence(rising, 100)["val_slope_late"] == pytest.approx(slope)
+    flat_slope, flat_se = O.late_slope([0.8, 0.81] * 10)
+    assert abs(flat_slope) < 2 * flat_se  # a plateau: within 2 s.e. of 0
 
 
 def test_progress_labels_name_the_model_not_the_config_repr() -> None:

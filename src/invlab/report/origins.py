@@ -82,7 +82,9 @@ def load(store: ResultsStore) -> dict[str, Any]:
 
 TRAIN_COLUMNS = {"epochs_run": "epochs run", "best_epoch": "best epoch",
                  "val_accuracy": "best val acc (%)", "val_gain_late": "best-val gain, last 20 "
-                 "epochs (points)", "stopped": "stopped by", "train_seconds": "train s"}
+                 "epochs (points)", "val_slope_late": "val slope, last 20 epochs (points / "
+                 "10 epochs)", "val_slope_late_se": "slope s.e.", "stopped": "stopped by",
+                 "train_seconds": "train s"}
 
 
 def training_table(rows: list[tuple[str, str, int, str, float]]) -> pd.DataFrame:
@@ -101,8 +103,9 @@ def training_table(rows: list[tuple[str, str, int, str, float]]) -> pd.DataFrame
     for c in ("epochs_run", "best_epoch"):
         if c in t:
             t[c] = t[c].astype(int)
-    if "train_seconds" in t:
-        t["train_seconds"] = t.train_seconds.round(1)
+    for c in ("train_seconds", "val_slope_late", "val_slope_late_se"):
+        if c in t:
+            t[c] = t[c].round(2)
     keep = ["arch", "regime", "seed", *[c for c in TRAIN_COLUMNS if c in t]]
     return t[keep].rename(columns=TRAIN_COLUMNS)
 

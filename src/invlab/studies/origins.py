@@ -388,20 +388,36 @@ def _resolve(cell: ProfileCell | FactorCell) -> tuple[nn.Module, dict[str, Any],
 # ------------------------------------------------------------------------------ cells
 
 LATE_EPOCHS = 20
-"""Convergence diagnostic window: how much the best validation accuracy rose in the last
-``LATE_EPOCHS`` epochs run (0 when it did not improve there, as after a patience stop)."""
+"""Convergence diagnostics look at the last ``LATE_EPOCHS`` epochs run."""
+
+
+def late_slope(val_curve: list[float], window: int = LATE_EPOCHS) -> tuple[float, float]:
+    """Least-squares slope of validation accuracy over the last ``window`` epochs and its
+    standard error, in accuracy points per 10 epochs (NaN for fewer than 3 epochs). A
+    slope within about 2 standard errors of 0 is a plateau."""
+    y = 100 * np.asarray(val_curve[-window:], dtype=np.float64)
+    if len(y) < 3:
+        return float("nan"), float("nan")
+    x = np.arange(len(y), dtype=np.float64)
+    coef = np.polyfit(x, y, 1)
+    resid = y - np.polyval(coef, x)
+    se = np.sqrt(resid.var(ddof=2) / ((x - x.mean()) ** 2).sum())
+    return 10 * float(coef[0]), 10 * float(se)
 
 
 def convergence(val_curve: list[float], max_epochs: int) -> dict[str, float]:
     """``epochs_run``, ``best_epoch`` (1-based), ``capped`` (1 if training ran to
-    ``max_epochs``) and ``val_gain_late`` = max(curve) − max(curve[:-LATE_EPOCHS]) (NaN for
-    runs of at most ``LATE_EPOCHS`` epochs)."""
+    ``max_epochs``), ``val_gain_late`` = max(curve) − max(curve[:-LATE_EPOCHS]) (NaN for
+    runs of at most ``LATE_EPOCHS`` epochs) and ``val_slope_late`` / ``val_slope_late_se``
+    (:func:`late_slope`, points per 10 epochs)."""
     v = [float(a) for a in val_curve]
     if not v:
         return {}
     late = max(v) - max(v[:-LATE_EPOCHS]) if len(v) > LATE_EPOCHS else float("nan")
+    slope, se = late_slope(v)
     return {"epochs_run": float(len(v)), "best_epoch": float(v.index(max(v)) + 1),
-            "capped": float(len(v) >= max_epochs), "val_gain_late": late}
+            "capped": float(len(v) >= max_epochs), "val_gain_late": late,
+            "val_slope_late": slope, "val_slope_late_se": se}
 
 
 def run_train_cell(cell: OriginsTrainCell, ctx: CellContext) -> CellResult:
