@@ -89,7 +89,8 @@ TRAIN_COLUMNS = {"epochs_run": "epochs run", "best_epoch": "best epoch",
 
 def training_table(rows: list[tuple[str, str, int, str, float]]) -> pd.DataFrame:
     """One row per trained model: epochs run, best epoch, what stopped it (patience or the
-    epoch cap), best validation accuracy, its gain over the last 20 epochs, seconds."""
+    epoch cap), best validation accuracy, its gain and slope (± s.e.) over the last 20
+    epochs, seconds."""
     if not rows:
         return pd.DataFrame()
     d = pd.DataFrame(rows, columns=["arch", "regime", "seed", "metric", "value"])
