@@ -35,7 +35,6 @@ from invlab.studies.common import (
     open_study,
     pin_source,
     resolve_train,
-    run_stages,
     source_fingerprint,
     trained_model,
 )
@@ -44,11 +43,11 @@ from invlab.studies.tuning import TuneCell, run_tune_cell, tune_all
 from invlab.sweep import (
     CellContext,
     CellResult,
+    DynamicCell,
     Executor,
     ResultsStore,
     StudyError,
     choose_executor,
-    run_study,
 )
 from invlab.train import TrainConfig, evaluate_accuracy
 
@@ -271,23 +270,15 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
         t0 = time.perf_counter()
         tcells = tune_cells(preset, ckpt)
         cells = genuine_cells(preset, ckpt)
-        log.info("stage 1/2: tuning IR's nu for %d (dataset, group) pairs", len(tcells))
-
-        def stage1() -> Any:
-            return tune_all(tcells, store, STUDY, executor=executor, workers=workers,
-                            progress=progress, root=out)
-
-        def stage2() -> Any:
-            from invlab.sweep import cell_id
-
-            tuned = store.done_ids(STUDY)  # IR cells whose tuning failed cannot run
-            todo = [c for c in cells if c.tune is None or cell_id(c.tune) in tuned]
-            log.info("stage 2/2: %d cells (WT, DA, IR with the tuned nu)", len(todo))
-            return run_study(todo, run_genuine_cell, store, STUDY, executor=executor,
-                             workers=workers, progress=progress, root=out)
-
+        log.info("%d nu searches and %d cells (WT, DA, IR with the tuned nu) on one pool",
+                 len(tcells), len(cells))
+        # IR cells start once their nu is known; WT (longest) then DA fill the cores meanwhile
+        order = {"ir": 1, "wt": 2, "da": 3}
+        jobs = [DynamicCell(c, run_genuine_cell, STUDY, order.get(c.train.method, 2))
+                for c in cells]
         try:
-            run_stages(STUDY, [stage1, stage2])
+            tune_all(tcells, store, STUDY, executor=executor, workers=workers,
+                     progress=progress, root=out, cells=jobs)
         except StudyError:
             build_report(out)  # report whatever finished, then name the failures
             raise

@@ -30,7 +30,7 @@ from invlab.studies.common import (
 )
 from invlab.studies.presets import load_preset
 from invlab.studies.tuning import tune_all
-from invlab.sweep import CellContext, CellResult, Executor, choose_executor, run_study
+from invlab.sweep import CellContext, CellResult, DynamicCell, Executor, choose_executor
 from invlab.train import TrainConfig, evaluate_accuracy
 
 log = logging.getLogger("invlab.studies")
@@ -110,9 +110,6 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
         # checkpoints, so with the shared cache nothing genuine trained is trained again
         tcells = {(g, r): genuine.tune_cell(gp, "mnist", g, checkpoints, regularizer=r)
                   for g in gp.groups for r in p.regularizers}
-        log.info("spectral stage 1/2: tuning nu for %d (group, regularizer) pairs", len(tcells))
-        tune_all(list(tcells.values()), store, "spectral-tune", executor=executor,
-                 workers=workers, progress=progress, root=out)
         cells = []
         for g in gp.groups:
             for s in gp.seeds:
@@ -122,9 +119,13 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
                     cells.append(SpectralCell(gp.data_config("mnist"),
                                               gp.train_config("ir", g, s, regularizer=r),
                                               p.n_eval, checkpoints, tcells[(g, r)]))
-        log.info("spectral stage 2/2: %d cells", len(cells))
-        run_study(cells, run_spectral_cell, store, STUDY, executor=executor, workers=workers,
-                  progress=progress, root=out)
+        log.info("spectral: %d nu searches and %d cells on one pool", len(tcells), len(cells))
+        # tuning cells in "spectral-tune", trials in "spectral-tune-nu-trials" (as before);
+        # DA cells (cached genuine checkpoints) run last, IR cells once their nu is known
+        tune_all(list(tcells.values()), store, "spectral-tune", executor=executor,
+                 workers=workers, progress=progress, root=out,
+                 cells=[DynamicCell(c, run_spectral_cell, STUDY, 2 if c.tune is None else 1)
+                        for c in cells])
         log.info("spectral finished in %.1f min", (time.perf_counter() - t0) / 60)
         build_report(out)
         from invlab.report.html import write_html_report

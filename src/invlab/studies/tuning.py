@@ -10,12 +10,14 @@ The genuine, spectral and drift studies all tune ν with :func:`tune_all`:
   SI on the first ``n_val_si`` validation images) and ``val_accuracy``, with the stage
   (``bracket``/``refine``) in its extra. One store row set per trial.
 
-:func:`tune_all` runs the searches of all tuning cells in lock-step: each round collects the
-next ``parallel`` trials of every unfinished search and runs them as one batch of cells on
-the executor (so both cores are busy). The ν sequence of a search depends only on its
-settings (``parallel`` is a preset field, not ``--workers``) and on the trial results, which
-are deterministic, so the chosen ν is the same for any executor or worker count. A killed
-tuning resumes: finished trials are done cells (and cached checkpoints) and are not re-run.
+:func:`tune_all` runs the searches of all tuning cells, and the study cells that wait for
+their answers, on one executor pool (:class:`TuningScheduler` with
+:func:`invlab.sweep.run_dynamic`): a search's next trial starts as soon as a core is free,
+and cells that need no ν (DA, WT) fill the cores while searches wait, so no stage waits for
+the slowest trial of another. The ν sequence of a search depends only on its settings
+(``parallel`` is a preset field, not ``--workers``) and on the trial results, which are
+deterministic, so the chosen ν is the same for any executor or worker count. A killed run
+resumes: finished trials are done cells (and cached checkpoints) and are not re-run.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import Any
 
 from invlab.data import DataConfig
 from invlab.studies.common import NOT_IN_ID, get_data, model_label, trained_model
-from invlab.sweep import CellContext, CellResult, ResultsStore, StudyError, run_study
+from invlab.sweep import CellContext, CellResult, ResultsStore
+from invlab.sweep.dynamic import DynamicCell
 from invlab.sweep.runner import StudySummary
 from invlab.train import TrainConfig, evaluate_accuracy
 from invlab.train.nu_search import NuSearchResult, search_nu
@@ -132,105 +135,159 @@ def run_tune_cell(cell: TuneCell, ctx: CellContext) -> CellResult:
     return res
 
 
-class _Rounds:
-    """Lock-step coordinator: search threads post their next ν list and wait for results."""
+class _Searches:
+    """One thread per search, each blocked in its ``evaluate`` until its trials are answered.
 
-    def __init__(self, n: int) -> None:
+    A search's state is ``running`` (computing its next ν), ``waiting`` (posted ν values in
+    :attr:`requests`), ``done`` or ``failed``. :meth:`settle` waits until none is running, so
+    the scheduler always sees every search's next request: the searches' decisions depend on
+    the trial results only, never on timing."""
+
+    def __init__(self, tcells: Sequence[TuneCell]) -> None:
         self.cond = threading.Condition()
-        self.alive = n
-        self.pending: dict[int, list[float]] = {}
-        self.results: dict[int, Any] = {}
+        self.state = ["running"] * len(tcells)
+        self.requests: dict[int, list[float]] = {}
+        self.answers: dict[int, Any] = {}
+        for i, tc in enumerate(tcells):
+            threading.Thread(target=self._body, args=(i, tc), daemon=True,
+                             name=f"nu-search-{i}").start()
 
-    def evaluate(self, i: int, nus: Sequence[float]) -> list[tuple[float, float]]:
+    def _body(self, i: int, tc: TuneCell) -> None:
+        state = "failed"
+        try:
+            tc.search(lambda nus: self._evaluate(i, nus))
+            state = "done"
+        except BaseException:  # noqa: BLE001 - reported by the trial or the tuning cell
+            pass
+        finally:
+            with self.cond:
+                self.state[i] = state
+                self.cond.notify_all()
+
+    def _evaluate(self, i: int, nus: Sequence[float]) -> list[tuple[float, float]]:
         with self.cond:
-            self.pending[i] = list(nus)
+            self.requests[i] = list(nus)
+            self.state[i] = "waiting"
             self.cond.notify_all()
-            self.cond.wait_for(lambda: i in self.results)
-            r = self.results.pop(i)
+            self.cond.wait_for(lambda: i in self.answers)
+            r = self.answers.pop(i)
         if isinstance(r, BaseException):
             raise r
         return r
 
-    def done(self) -> None:
+    def answer(self, i: int, result: Any) -> None:
         with self.cond:
-            self.alive -= 1
+            self.answers[i] = result
+            self.state[i] = "running"
             self.cond.notify_all()
 
-    def next_batch(self) -> dict[int, list[float]] | None:
+    def settle(self) -> tuple[dict[int, list[float]], list[str]]:
+        """Wait until no search is running; return (new requests, every search's state)."""
         with self.cond:
-            self.cond.wait_for(lambda: len(self.pending) >= self.alive)
-            if not self.pending:
-                return None
-            batch, self.pending = self.pending, {}
-            return batch
+            self.cond.wait_for(lambda: "running" not in self.state)
+            requests, self.requests = self.requests, {}
+            return requests, list(self.state)
 
-    def answer(self, results: dict[int, Any]) -> None:
-        with self.cond:
-            self.results.update(results)
-            self.cond.notify_all()
+
+class TuningScheduler:
+    """The ν searches of ``tcells`` and the ``cells`` that use their answers, as one
+    :class:`invlab.sweep.Scheduler` for :func:`invlab.sweep.run_dynamic`.
+
+    Each search asks for ``parallel`` trials at a time (study ``<study>-nu-trials``,
+    priority 0: a waiting search is never starved by other work); when a search ends and
+    none of its trials failed, its :class:`TuneCell` runs (study ``study``, priority -1);
+    when that is stored, every cell of ``cells`` whose ``cfg.tune`` is that tuning cell
+    becomes ready. Cells with no ``tune`` (e.g. DA, WT) are ready from the start and fill
+    the cores while searches wait for their trials.
+    """
+
+    def __init__(self, tcells: Sequence[TuneCell], store: ResultsStore, study: str,
+                 cells: Sequence[DynamicCell] = ()) -> None:
+        from invlab.sweep import cell_id
+
+        self.tcells = list(tcells)
+        self.store = store
+        self.study = study
+        self._cid = cell_id
+        self._index = {cell_id(tc): i for i, tc in enumerate(self.tcells)}
+        self._after: dict[int, list[DynamicCell]] = {}
+        self._out: list[DynamicCell] = []
+        for dc in cells:
+            tune = getattr(dc.cfg, "tune", None)
+            if tune is None:
+                self._out.append(dc)
+            else:
+                i = self._index.get(cell_id(tune))
+                if i is None:
+                    raise ValueError(f"{dc.cfg.describe()}: its tuning cell is not among the "
+                                     "searches of this run")
+                self._after.setdefault(i, []).append(dc)
+        self._waiting: dict[int, list[TrialCell]] = {}  # search -> trials of its request
+        self._left: dict[int, set[str]] = {}  # search -> trial ids not finished yet
+        self._failed: set[int] = set()  # searches with a failed trial
+        self._ended: set[int] = set()  # searches whose end was handled
+        self._searches = _Searches(self.tcells)
+
+    def ready(self) -> list[DynamicCell]:
+        requests, states = self._searches.settle()
+        for i, nus in requests.items():
+            trials = [self.tcells[i].trial(nu) for nu in nus]
+            self._waiting[i] = trials
+            self._left[i] = {self._cid(t) for t in trials}
+            trial_study = f"{self.study}-nu-trials"
+            self._out.extend(DynamicCell(t, run_trial_cell, trial_study, 0) for t in trials)
+        for i, state in enumerate(states):
+            if state in ("done", "failed") and i not in self._ended:
+                self._ended.add(i)
+                if i not in self._failed:  # a search error proper is the tuning cell's
+                    self._out.append(DynamicCell(self.tcells[i], run_tune_cell, self.study, -1))
+        out, self._out = self._out, []
+        return out
+
+    def finished(self, cell: DynamicCell, ok: bool) -> None:
+        cfg = cell.cfg
+        if isinstance(cfg, TuneCell):
+            if ok:
+                self._out.extend(self._after.pop(self._index[self._cid(cfg)], []))
+            return
+        if not isinstance(cfg, TrialCell):
+            return
+        cid = self._cid(cfg)
+        for i, left in list(self._left.items()):
+            if cid not in left:
+                continue
+            left.discard(cid)
+            if not ok:
+                self._failed.add(i)
+            if not left:
+                del self._left[i]
+                trials = self._waiting.pop(i)
+                if i in self._failed:
+                    self._searches.answer(i, RuntimeError("a nu trial failed"))
+                else:
+                    self._searches.answer(i, [(_value(self.store, t, "val_si"),
+                                               _value(self.store, t, "val_accuracy"))
+                                              for t in trials])
+
+    def done(self) -> bool:
+        _, states = self._searches.settle()
+        return not self._out and not self._left and all(
+            s in ("done", "failed") for s in states) and len(self._ended) == len(states)
 
 
 def tune_all(tcells: Sequence[TuneCell], store: ResultsStore, study: str, executor: str = "serial",
-             workers: int = 1, progress: bool = True, root: str | Path | None = None
-             ) -> StudySummary | None:
-    """Run every tuning cell's search (trials as cells of ``<study>-nu-trials``, in lock-step
-    rounds), then the tuning cells themselves (study ``study``). Raises one ``StudyError``
-    naming every failed trial or tuning cell after all searches that can finish did."""
-    if not tcells:
+             workers: int = 1, progress: bool = True, root: str | Path | None = None,
+             cells: Sequence[DynamicCell] = ()) -> StudySummary | None:
+    """Run every tuning cell's search (trials as cells of ``<study>-nu-trials``), the tuning
+    cells themselves (study ``study``) and ``cells`` (each once its ``cfg.tune`` is done),
+    all on one pool (:class:`TuningScheduler`, :func:`invlab.sweep.run_dynamic`). Raises one
+    ``StudyError`` naming every failed cell after everything that could run did."""
+    from invlab.sweep import run_dynamic
+
+    if not tcells and not cells:
         return None
-    rounds = _Rounds(len(tcells))
-    threads = []
-    for i, tc in enumerate(tcells):
-        def body(i: int = i, tc: TuneCell = tc) -> None:
-            try:
-                tc.search(lambda nus: rounds.evaluate(i, nus))
-            except BaseException:  # noqa: BLE001 - reported through the trial's StudyError
-                pass
-            finally:
-                rounds.done()
-        threads.append(threading.Thread(target=body, daemon=True, name=f"nu-search-{i}"))
-    for t in threads:
-        t.start()
-    failures: dict[str, str] = {}
-    labels: dict[str, str] = {}
-    failed_searches: set[int] = set()
-    while (batch := rounds.next_batch()) is not None:
-        cells = {i: [tcells[i].trial(nu) for nu in nus] for i, nus in batch.items()}
-        flat = [c for cs in cells.values() for c in cs]
-        try:
-            run_study(flat, run_trial_cell, store, f"{study}-nu-trials", executor=executor,
-                      workers=max(1, min(workers, len(flat))), progress=progress, root=root)
-            err: StudyError | None = None
-        except StudyError as e:
-            err = e
-            failures.update(e.failures)
-            labels.update(e.labels)
-        answers: dict[int, Any] = {}
-        for i, cs in cells.items():
-            try:
-                answers[i] = [(_value(store, c, "val_si"), _value(store, c, "val_accuracy"))
-                              for c in cs]
-            except LookupError as e:
-                failed_searches.add(i)
-                answers[i] = RuntimeError(f"nu trial failed: {e}" if err is None else str(err))
-        rounds.answer(answers)
-    for t in threads:
-        t.join()
-    ok = [tc for i, tc in enumerate(tcells) if i not in failed_searches]
-    summary = None
-    if ok:
-        try:
-            summary = run_study(ok, run_tune_cell, store, study, executor="serial", workers=1,
-                                progress=False, root=root)
-        except StudyError as e:
-            failures.update(e.failures)
-            labels.update(e.labels)
-            summary = e.summary
-    if failures:
-        n = len(tcells)
-        raise StudyError(f"{study}-nu-trials", failures,
-                         summary or StudySummary(study, n, 0, 0, tuple(failures), 0.0), labels)
-    return summary
+    return run_dynamic(TuningScheduler(tcells, store, study, cells), store, executor=executor,
+                       workers=workers, progress=progress, root=root, label=study)
 
 
 def _value(store: ResultsStore, cell: TrialCell, metric: str) -> float:
@@ -242,4 +299,5 @@ def _value(store: ResultsStore, cell: TrialCell, metric: str) -> float:
     return v
 
 
-__all__ = ["TrialCell", "TuneCell", "run_trial_cell", "run_tune_cell", "tune_all"]
+__all__ = ["TrialCell", "TuneCell", "TuningScheduler", "run_trial_cell", "run_tune_cell",
+           "tune_all"]

@@ -5,7 +5,9 @@ its resolved config (:func:`cell_id`). :func:`run_study` runs a cell function on
 not yet in the :class:`ResultsStore` (SQLite, WAL), serially or in a process pool, and
 writes each cell's metric rows together with its ``done`` mark in one transaction as it
 finishes. An interrupted study (Ctrl-C, ``kill -9``) resumes where it stopped; a failed cell
-records nothing and is retried by the next run.
+records nothing and is retried by the next run. :func:`run_dynamic` runs cells whose set
+grows as results arrive (a :class:`Scheduler`: ν searches and the cells that wait for
+their answers) on one pool.
 
 Example::
 
@@ -47,8 +49,10 @@ from invlab.sweep.config import (
     from_dict,
     validate,
 )
+from invlab.sweep.dynamic import DynamicCell, Scheduler, run_dynamic
 from invlab.sweep.executors import (
     EXECUTORS,
+    WAIT,
     Executor,
     ProcessPoolExecutorBackend,
     SerialExecutor,
@@ -77,13 +81,16 @@ from invlab.sweep.store import ResultsStore, StoreError
 
 __all__ = [
     "EXECUTORS",
+    "WAIT",
     "CellContext",
     "CellResult",
     "ConfigError",
+    "DynamicCell",
     "Executor",
     "OutputLocked",
     "ProcessPoolExecutorBackend",
     "ResultsStore",
+    "Scheduler",
     "SerialExecutor",
     "StoreError",
     "StudyError",
@@ -103,6 +110,7 @@ __all__ = [
     "invlab_version",
     "make_executor",
     "output_lock",
+    "run_dynamic",
     "run_study",
     "threads_for",
     "validate",

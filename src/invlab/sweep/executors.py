@@ -9,7 +9,11 @@ All executors implement one protocol, :class:`Executor`::
   place of the result and the other items continue;
 * the executor owns its workers only for the duration of the iteration: closing the
   iterator early (e.g. on ``KeyboardInterrupt`` in the consumer) cancels pending items and
-  stops the workers.
+  stops the workers;
+* ``items`` may yield :data:`WAIT` ("nothing is ready until an item in flight finishes"):
+  the executor then takes no item until it has yielded the next result, so a producer that
+  creates work from results (:func:`invlab.sweep.run_dynamic`) can feed one pool. ``WAIT``
+  with nothing in flight is an error (the producer would wait forever).
 
 The study runner passes a module-level wrapper as ``fn`` and writes results in the parent
 process, so executors never touch the store. The Ray executor
@@ -29,6 +33,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
+    "WAIT",
     "Executor",
     "ProcessPoolExecutorBackend",
     "SerialExecutor",
@@ -42,6 +47,20 @@ log = logging.getLogger("invlab.sweep")
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class _Wait:
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+WAIT: Any = _Wait()
+"""Yielded by an executor's ``items``: take nothing more until one in-flight item finishes."""
+
+
+def _nothing_in_flight() -> RuntimeError:
+    return RuntimeError("the item source yielded WAIT with nothing in flight: it waits for a "
+                        "result that will never come")
 
 
 @runtime_checkable
@@ -68,6 +87,8 @@ class SerialExecutor:
         self, fn: Callable[[T], R], items: Iterable[T]
     ) -> Iterator[tuple[T, R | BaseException]]:
         for item in items:
+            if item is WAIT:
+                raise _nothing_in_flight()
             try:
                 result: R | BaseException = fn(item)
             except Exception as e:  # noqa: BLE001 - reported as the item's result
@@ -169,6 +190,10 @@ class ProcessPoolExecutorBackend:
                         item = next(it)
                     except StopIteration:
                         exhausted = True
+                        break
+                    if item is WAIT:
+                        if not pending:
+                            raise _nothing_in_flight()
                         break
                     try:
                         pending[pool.submit(fn, item)] = item

@@ -35,6 +35,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from invlab.sweep.executors import WAIT
+
 __all__ = ["RayExecutor", "ray_available"]
 
 log = logging.getLogger("invlab.sweep")
@@ -203,6 +205,11 @@ class RayExecutor:
                     item = next(it, _END)
                     if item is _END:
                         exhausted = True
+                        break
+                    if item is WAIT:
+                        if not pending:
+                            raise RuntimeError("the item source yielded WAIT with nothing in "
+                                               "flight")
                         break
                     store = getattr(getattr(item, "ctx", None), "store_path", None)
                     if store is not None and actor is None:

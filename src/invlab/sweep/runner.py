@@ -288,6 +288,54 @@ def _seed_for(cfg: Any, cid: str) -> int:
     return int(cid[:8], 16)
 
 
+def _tick(bar: Any, cfg: Any, failures: Mapping[str, str]) -> None:
+    """Advance the progress bar (if any) by one finished cell."""
+    if bar is not None:
+        bar.set_postfix_str(describe(cfg, 40) + (f" | {len(failures)} failed" if failures else ""))
+        bar.update(1)
+
+
+def _close(it: Any, bar: Any) -> None:
+    """Stop the executor's iterator (cancels pending cells) and close the bar."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+    if bar is not None:
+        bar.close()
+
+
+def _record(store: ResultsStore, task: _Task, outcome: Any, config: dict[str, Any],
+            root: Path, failures: dict[str, str]) -> bool:
+    """Write one finished cell to ``store`` (True), or note its failure in ``failures``."""
+    cid, study = task.ctx.cell_id, task.ctx.study
+    if isinstance(outcome, BaseException):  # executor-level failure (worker died)
+        err = f"{type(outcome).__name__}: {outcome}"
+        if isinstance(outcome, BrokenProcessPool):
+            err = ("BrokenProcessPool: a worker process died while this cell was in "
+                   "flight (this cell or another one running at the same time crashed "
+                   "it: segfault, out-of-memory kill, os._exit)")
+        failures[cid] = err
+        log.error("study %s: cell %s (%s) failed: %s", study, cid, describe(task.cfg), err)
+        return False
+    if outcome.error is not None:
+        failures[cid] = outcome.error
+        where = _save_traceback(root, cid, task.cfg, outcome.traceback)
+        log.error("study %s: cell %s (%s) failed: %s%s", study, cid, describe(task.cfg),
+                  _one_line(outcome.error), f" (traceback: {where})" if where else "")
+        return False
+    assert outcome.result is not None
+    try:
+        store.put_cell(cid, study, config, outcome.result.rows, outcome.wall_seconds,
+                       outcome.result.extra, started_at=outcome.started_at,
+                       seed=task.ctx.seed, kind=type(task.cfg).__name__,
+                       threads=task.ctx.threads)
+    except (ValueError, TypeError) as e:  # bad rows/extra: the cell's fault
+        failures[cid] = f"{type(e).__name__}: {e}"
+        log.error("study %s: cell %s returned results that cannot be stored: %s", study, cid, e)
+        return False
+    return True
+
+
 def run_study(
     cells: Sequence[Any],
     fn: Callable[[Any, CellContext], CellResult],
@@ -369,44 +417,11 @@ def run_study(
     it = ex.map_unordered(_execute, tasks)
     try:
         for task, outcome in it:
-            cid = task.ctx.cell_id
-            if isinstance(outcome, BaseException):  # executor-level failure (worker died)
-                err = f"{type(outcome).__name__}: {outcome}"
-                if isinstance(outcome, BrokenProcessPool):
-                    err = ("BrokenProcessPool: a worker process died while this cell was in "
-                           "flight (this cell or another one running at the same time crashed "
-                           "it: segfault, out-of-memory kill, os._exit)")
-                failures[cid] = err
-                log.error("study %s: cell %s (%s) failed: %s", study, cid, describe(task.cfg),
-                          err)
-            elif outcome.error is not None:
-                failures[cid] = outcome.error
-                where = _save_traceback(root_path, cid, task.cfg, outcome.traceback)
-                log.error("study %s: cell %s (%s) failed: %s%s", study, cid, describe(task.cfg),
-                          _one_line(outcome.error), f" (traceback: {where})" if where else "")
-            else:
-                assert outcome.result is not None
-                try:
-                    store.put_cell(cid, study, by_id[cid][1], outcome.result.rows,
-                                   outcome.wall_seconds, outcome.result.extra,
-                                   started_at=outcome.started_at, seed=task.ctx.seed,
-                                   kind=type(task.cfg).__name__, threads=task.ctx.threads)
-                except (ValueError, TypeError) as e:  # bad rows/extra: the cell's fault
-                    failures[cid] = f"{type(e).__name__}: {e}"
-                    log.error("study %s: cell %s returned results that cannot be stored: %s",
-                              study, cid, e)
-                else:
-                    ran += 1
-            if bar is not None:
-                bar.set_postfix_str(describe(task.cfg, 40)
-                                    + (f" | {len(failures)} failed" if failures else ""))
-                bar.update(1)
+            if _record(store, task, outcome, by_id[task.ctx.cell_id][1], root_path, failures):
+                ran += 1
+            _tick(bar, task.cfg, failures)
     finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-        if bar is not None:
-            bar.close()
+        _close(it, bar)
 
     summary = StudySummary(study, total, skipped, ran, tuple(failures),
                            time.perf_counter() - t_start)
