@@ -492,7 +492,8 @@ def test_failing_cell_is_named_in_one_line_and_others_are_kept(
         code, _, err = run_cli(capsys, "study", "genuine", "--out", "out", "--checkpoints",
                                "ck", "--no-progress")
     assert code == 1 and "Traceback" not in err
-    assert "invlab: error: 1 of 4 cells of study 'genuine' failed" in err
+    # 6 = the search's 2 trials and its tuning cell, then the WT, DA and IR cells (one pool)
+    assert "invlab: error: 1 of 6 cells of study 'genuine' failed" in err
     assert (f"  {da[0]} (mnist/r4/da/seed0): RuntimeError: boom: simulated failure with a "
             "second line") in err
     assert comparable(ResultsStore(tiny_study / "out" / "store.sqlite").dump()) == kept
