@@ -189,3 +189,21 @@ def test_tuning_scheduler_runs_cells_after_their_nu_and_others_meanwhile(
         assert not store.is_done(cell_id(cells[1].cfg))  # its search failed: not run
         assert store.is_done(cell_id(cells[2].cfg))  # needs no ν: ran anyway
         assert not store.is_done(cell_id(bad_tune))
+
+
+def test_a_run_that_stops_early_leaves_no_search_thread_blocked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    def interrupted(cell: tuning.TrialCell, ctx: Any = None) -> CellResult:
+        raise KeyboardInterrupt  # Ctrl-C while a trial runs (the serial executor re-raises)
+
+    monkeypatch.setattr(tuning, "run_trial_cell", interrupted)
+    monkeypatch.setattr(genuine, "pin_source", lambda cfg: cfg)
+    tc = genuine.tune_cell(genuine.preset("quick"), "mnist", "r4", "unused")
+    with ResultsStore(tmp_path / "s.sqlite") as store, pytest.raises(KeyboardInterrupt):
+        tuning.tune_all([tc], store, "study", progress=False, root=tmp_path)
+    for t in threading.enumerate():
+        if t.name.startswith("nu-search-"):
+            t.join(timeout=5)
+            assert not t.is_alive()

@@ -181,6 +181,16 @@ class _Searches:
             self.state[i] = "running"
             self.cond.notify_all()
 
+    def cancel(self) -> None:
+        """End every waiting search (its ``evaluate`` raises), so no thread stays blocked
+        after the run stopped early (an error, Ctrl-C)."""
+        with self.cond:
+            for i, state in enumerate(self.state):
+                if state == "waiting" and i not in self.answers:
+                    self.answers[i] = RuntimeError("the tuning run stopped")
+                    self.state[i] = "running"
+            self.cond.notify_all()
+
     def settle(self) -> tuple[dict[int, list[float]], list[str]]:
         """Wait until no search is running; return (new requests, every search's state)."""
         with self.cond:
@@ -269,6 +279,10 @@ class TuningScheduler:
                                                _value(self.store, t, "val_accuracy"))
                                               for t in trials])
 
+    def close(self) -> None:
+        """Release the search threads of a run that stopped early (no-op after a full run)."""
+        self._searches.cancel()
+
     def done(self) -> bool:
         _, states = self._searches.settle()
         return not self._out and not self._left and all(
@@ -286,8 +300,12 @@ def tune_all(tcells: Sequence[TuneCell], store: ResultsStore, study: str, execut
 
     if not tcells and not cells:
         return None
-    return run_dynamic(TuningScheduler(tcells, store, study, cells), store, executor=executor,
-                       workers=workers, progress=progress, root=root, label=study)
+    scheduler = TuningScheduler(tcells, store, study, cells)
+    try:
+        return run_dynamic(scheduler, store, executor=executor, workers=workers,
+                           progress=progress, root=root, label=study)
+    finally:
+        scheduler.close()
 
 
 def _value(store: ResultsStore, cell: TrialCell, metric: str) -> float:
