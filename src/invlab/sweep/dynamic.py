@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,12 +36,10 @@ from invlab.sweep.runner import (
     StudySummary,
     _close,
     _execute,
+    _make_task,
     _record,
-    _seed_for,
-    _Task,
     _tick,
     describe,
-    threads_for,
 )
 from invlab.sweep.store import ResultsStore
 
@@ -152,9 +149,7 @@ def run_dynamic(scheduler: Scheduler, store: ResultsStore, executor: str | Execu
                 _, _, cid = heapq.heappop(heap)
                 dc = configs[cid][0]
                 counts["in_flight"] += 1
-                yield _Task(dc.fn, dc.cfg, CellContext(
-                    cid, dc.study, root_path, _seed_for(dc.cfg, cid), threads_for(dc.cfg),
-                    store.path.absolute(), cwd=os.getcwd()))
+                yield _make_task(dc.fn, dc.cfg, cid, dc.study, root_path, store)
             elif counts["in_flight"]:
                 yield WAIT
             elif scheduler.done():

@@ -288,6 +288,13 @@ def _seed_for(cfg: Any, cid: str) -> int:
     return int(cid[:8], 16)
 
 
+def _make_task(fn: Callable[[Any, CellContext], Any], cfg: Any, cid: str, study: str,
+               root: Path, store: ResultsStore) -> _Task:
+    """The executor item for one cell: its function, config and context."""
+    return _Task(fn, cfg, CellContext(cid, study, root, _seed_for(cfg, cid), threads_for(cfg),
+                                      store.path.absolute(), cwd=os.getcwd()))
+
+
 def _tick(bar: Any, cfg: Any, failures: Mapping[str, str]) -> None:
     """Advance the progress bar (if any) by one finished cell."""
     if bar is not None:
@@ -400,11 +407,7 @@ def run_study(
     log.info("study %s: skip %d/%d done, %d to run (%r)", study, skipped, total, len(todo), ex)
 
     tasks = [
-        _Task(fn, by_id[cid][0],
-              CellContext(cid, study, root_path, _seed_for(by_id[cid][0], cid),
-                          threads_for(by_id[cid][0]), store.path.absolute(),
-                          cwd=os.getcwd()))
-        for cid in todo
+        _make_task(fn, by_id[cid][0], cid, study, root_path, store) for cid in todo
     ]
     failures: dict[str, str] = {}
     ran = 0
