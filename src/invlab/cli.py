@@ -157,6 +157,12 @@ def _measure_with_data_check(args: argparse.Namespace) -> int:
             text = (f"WARNING: DATA MISMATCH (--allow-data-mismatch): trained on {t['images']:,} "
                     f"{t['source']} images ({t['hash']}), measured on {f['images']:,} "
                     f"({f['hash']}); splits differ from training\n") + text
+        elif check.get("external"):
+            e = check["external"]
+            text = (f"note: your own images ({e['path']}, {e['images']:,} images"
+                    + (f", {e['dropped']:,} of the class the checkpoint was trained without "
+                       "dropped" if e["dropped"] else "")
+                    + "); not checked against the checkpoint's training data\n") + text
         elif not check["verified"]:
             text = "note: the checkpoint records no data fingerprint; data not verified\n" + text
     sys.stdout.write(text)

@@ -11,7 +11,9 @@ Python routes:
   ``make_shift``, ``SHIFTS``).
 
 Images from ``load_images`` are in pixel space: normalize them the way the model was trained
-(``(x - mean) / std`` per channel) before ``invlab.measure``.
+(``(x - mean) / std`` per channel) before ``invlab.measure``. For an invlab checkpoint,
+``load_for_checkpoint("test.npz", metadata)`` does that for you (it is what
+``invlab measure --data test.npz`` runs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -130,9 +133,18 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     :func:`data_mismatch_allowed` context, else False) measures anyway, and
     :func:`last_data_check` then reports the mismatch.
 
+    ``spec`` may also be a path to your own images (an ``.npz`` file or an image folder, see
+    :func:`load_images`; optionally ``PATH:all``): every image is prepared like the training
+    data (the checkpoint's ``exclude_class`` dropped and the labels above it shifted down,
+    zero-padded to its ``pad_to``, normalized with its statistics). Labels must then use the
+    source's class indices; no fingerprint is checked (:func:`last_data_check` records
+    ``"external"``).
+
     Returns:
         images ``[N, C, H, W]`` float, labels ``[N]`` long.
     """
+    if _external_path(spec) is not None:
+        return _external_for_checkpoint(spec, metadata, limit)
     source, _, split = spec.partition(":")
     split = split or "test"
     if split not in ("train", "val", "test", "all"):
@@ -158,3 +170,70 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     if limit is not None:
         xt, yt = xt[:limit], yt[:limit]
     return xt, yt
+
+
+def _external_path(spec: str) -> tuple[Path, str] | None:
+    """``(path, split)`` when ``spec`` names your own images (``PATH`` or ``PATH:split``: a
+    ``.npz``, a folder, anything with a ``/``) rather than a source name; else None."""
+    from invlab.data.sources import SOURCES
+
+    if spec.partition(":")[0].strip().lower() in SOURCES:
+        return None
+    base, sep, split = spec.rpartition(":")
+    for path, sp in (((base, split),) if sep else ()) + ((spec, ""),):
+        if path.endswith(".npz") or "/" in path or Path(path).exists():
+            return Path(path), sp
+    return None
+
+
+def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of an ``.npz`` / image folder prepared the way ``metadata``'s model was trained."""
+    found = _external_path(spec)
+    assert found is not None
+    path, split = found
+    if split not in ("", "all"):
+        raise DataError(f"{spec!r}: your own images have no train/val/test splits; pass the "
+                        "path alone (every image is measured)")
+    ds = load_images(path)
+    x, y = ds.images, ds.labels
+    data_cfg = metadata.get("data") or {}
+    kwargs = metadata.get("model_kwargs") or {}
+    cls = data_cfg.get("exclude_class")
+    dropped = 0
+    if cls is not None:
+        keep = y != int(cls)
+        dropped = int((~keep).sum())
+        x, y = x[keep], torch.where(y[keep] > int(cls), y[keep] - 1, y[keep])
+        if len(y) == 0:
+            raise DataError(f"{path}: every image has label {cls}, the class the checkpoint was "
+                            "trained without (exclude_class)")
+    in_shape = kwargs.get("in_shape")
+    pad_to = data_cfg.get("pad_to")
+    if pad_to and x.shape[-1] <= pad_to and x.shape[-2] <= pad_to:
+        x = pad_images(x, int(pad_to))
+    if in_shape is not None and list(x.shape[1:]) != [int(v) for v in in_shape]:
+        raise DataError(f"{path}: images are {list(ds.images.shape[1:])} (C, H, W)"
+                        + (f", {list(x.shape[1:])} after padding to {pad_to}" if pad_to else "")
+                        + f", but the checkpoint's model takes {list(in_shape)}; resize or "
+                        "convert the images")
+    k = kwargs.get("num_classes")
+    if k is not None and len(y) and int(y.max()) >= int(k):
+        bad = sorted({int(v) for v in y[y >= int(k)].tolist()})[:10]
+        hint = (f" (after dropping class {cls}, the one it was trained without, and shifting "
+                "the labels above it down)" if cls is not None else "")
+        raise DataError(f"{path}: label(s) {bad} are unknown to the checkpoint's model, which has "
+                        f"{k} classes, 0..{int(k) - 1}{hint}")
+    norm = metadata.get("normalization") or {"mean": 0.0, "std": 1.0}
+    mean = torch.as_tensor(norm["mean"], dtype=x.dtype).reshape(1, -1, 1, 1)
+    std = torch.as_tensor(norm["std"], dtype=x.dtype).reshape(1, -1, 1, 1)
+    if mean.shape[1] not in (1, x.shape[1]):
+        raise DataError(f"{path}: {x.shape[1]}-channel images, but the checkpoint normalizes "
+                        f"{mean.shape[1]} channels")
+    x = (x - mean) / std
+    _LAST_CHECK.set({"external": {"path": str(path), "images": len(ds), "dropped": dropped},
+                     "trained_on": metadata.get("data_fingerprint"), "measured_on": None,
+                     "mismatch": False, "verified": False})
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return x, y.long()

@@ -33,15 +33,19 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
             + ", ".join(METRICS) + "\naliases: "
             + ", ".join(f"{a.upper()}={c}" for a, c in ALIASES.items())
         ),
-        epilog="example:\n  invlab measure --checkpoint runs/x/best.safetensors "
-               "--data mnist:test --group r4 --metrics kl,logit_l2,EI,SI --limit 1000",
+        epilog="examples:\n  invlab measure --checkpoint runs/x/best.safetensors "
+               "--data mnist:test --group r4 --metrics kl,logit_l2,EI,SI --limit 1000\n"
+               "  invlab measure --checkpoint runs/x/best.safetensors --data my_digits.npz "
+               "--transform rotate:30",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="a .safetensors checkpoint written by invlab")
-    p.add_argument("--data", required=True, metavar="SOURCE[:split]",
-                   help="data source and split, e.g. mnist:test (preprocessed like the "
-                        "checkpoint's training data)")
+    p.add_argument("--data", required=True, metavar="SOURCE[:split]|PATH",
+                   help="data source and split, e.g. mnist:test, or your own images: a .npz "
+                        "(images [N,H,W] or [N,C,H,W], uint8 or float in [0,1]; labels [N]) "
+                        "or a folder ROOT/<class>/<image>; preprocessed like the "
+                        "checkpoint's training data")
     p.add_argument("--transform", default=None, metavar="SPEC",
                    help="any transform spec: a group (r4, t3, flip, d4), a fixed transform "
                         "(rotate:30, translate_x:4, brightness_up:1.4) or a whole family over "
@@ -117,10 +121,14 @@ def _pixel_space(t: Any, images: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
     """Images as given for exact groups (they commute with the normalization); otherwise
     back to pixel space with the checkpoint's statistics, which ``measure`` re-applies after
     the transform."""
+    import torch
+
     norm = meta.get("normalization")
     if getattr(t, "is_exact", True) or not norm:
         return images, None
-    return images * norm["std"] + norm["mean"], {"mean": norm["mean"], "std": norm["std"]}
+    mean = torch.as_tensor(norm["mean"], dtype=images.dtype).reshape(1, -1, 1, 1)
+    std = torch.as_tensor(norm["std"], dtype=images.dtype).reshape(1, -1, 1, 1)
+    return images * std + mean, {"mean": norm["mean"], "std": norm["std"]}
 
 
 def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any, dict]:
