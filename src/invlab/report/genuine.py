@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from invlab.data.sources import source_label
 from invlab.io import atomic_write
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
 from invlab.sweep import ResultsStore
@@ -129,7 +130,7 @@ def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, 
     axes[0][0].legend(title="group element", fontsize=7, loc="best")
     fig.suptitle("Fig. 2: t-SNE of penultimate features of each sample's orbit "
                  "(grey lines join one sample's transformed copies)", fontsize=9)
-    return _save(fig, out, f"fig2_tsne_{dataset}_{group}")
+    return _save(fig, out, f"fig2_tsne_{source_label(dataset)}_{group}")
 
 
 def figure_saliency(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, group: str,
@@ -162,7 +163,7 @@ def figure_saliency(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: s
                     ax.set_ylabel(f"SI {row_si[i]:.2f}", fontsize=8)
     fig.suptitle(f"Fig. 3: saliency (orange) over the {group.upper()} orbit, realigned by g⁻¹, "
                  f"on the digit ({dataset}; rows = samples, SI per sample)", fontsize=9)
-    return _save(fig, out, f"fig3_saliency_{dataset}_{group}")
+    return _save(fig, out, f"fig3_saliency_{source_label(dataset)}_{group}")
 
 
 def figure_nu_search(store: ResultsStore, out: Path, study: str = "genuine",
@@ -254,8 +255,8 @@ def build_report(out_dir: str | Path) -> list[str]:
     for d in datasets:
         df = table_frame(summary, d)
         title = f"Transforming-{'MNIST' if d == 'mnist' else d} (mean ± std over seeds)"
-        written += write_table(df, out, f"table1_{d}", title)
-        md_parts.append((out / f"table1_{d}.md").read_text())
+        written += write_table(df, out, f"table1_{source_label(d)}", title)
+        md_parts.append((out / f"table1_{source_label(d)}.md").read_text())
     from invlab.sweep.io import atomic_write_text
 
     atomic_write_text(out / "claims.md", claims(summary))

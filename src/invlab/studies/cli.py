@@ -185,7 +185,9 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     ssub = study.add_subparsers(dest="study_command", metavar="STUDY")
     g = ssub.add_parser("genuine", help="M23 Table 1, Figs. 2-3: DA vs WT vs IR")
     _common(g, "runs/genuine")
-    g.add_argument("--datasets", default=None, help="comma list: mnist,fashion-mnist")
+    g.add_argument("--datasets", default=None,
+                   help="comma list of sources (mnist,fashion-mnist) or paths to your own "
+                        "grayscale images (.npz or an image folder)")
     g.set_defaults(func=_cmd_genuine)
     d = ssub.add_parser("drift", help="M23 Fig. 4: invariance under MNIST→FMNIST drift")
     _common(d, "runs/drift")

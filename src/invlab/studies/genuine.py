@@ -89,8 +89,11 @@ class GenuinePreset:
     demo preset); None: tune."""
 
     def __post_init__(self) -> None:
+        from invlab.data.sources import canonical_source
         from invlab.sweep import check
 
+        # a path to your own images counts by its resolved location, however it was spelled
+        object.__setattr__(self, "datasets", tuple(canonical_source(d) for d in self.datasets))
         for m in self.methods:
             check("methods", m in ("wt", "da", "ir"), f"unknown method {m!r}; valid: wt, da, ir")
         for g in self.groups:
