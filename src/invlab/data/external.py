@@ -11,7 +11,9 @@ Both return pixel-space float images in [0, 1]; invlab applies a model's normali
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import torch
 
 from invlab.data.sources import DataError
 
+log = logging.getLogger("invlab.data")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -36,16 +39,41 @@ class ImageSet:
         return int(self.labels.shape[0])
 
 
+def _unreadable(path: Path, why: str = "") -> DataError:
+    return DataError(f"{path}: not a readable .npz file (expected numpy.savez output with arrays "
+                     f"images, labels{'; ' + why if why else ''})")
+
+
 def _npz(path: Path) -> ImageSet:
     try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("images", "labels") if k not in f.files]
-            if missing:
-                raise DataError(f"{path}: missing array(s) {missing}; found {f.files}. Save with "
-                                "np.savez(path, images=[N,H,W] or [N,C,H,W], labels=[N])")
-            x, y = f["images"], f["labels"]
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+        with open(path, "rb") as fh:
+            is_zip = zipfile.is_zipfile(fh)
+    except OSError as e:
+        raise _unreadable(path, str(e)) from e
+    if not is_zip:  # else np.load would try to unpickle it (the "allow_pickle" message)
+        raise _unreadable(path)
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(path, str(e)) from e
+    with f:
+        missing = [k for k in ("images", "labels") if k not in f.files]
+        if missing:
+            raise DataError(f"{path}: missing array(s) {missing}; found {f.files}. Save with "
+                            "np.savez(path, images=[N,H,W] or [N,C,H,W], labels=[N])")
+        arrays = {}
+        for k in ("images", "labels"):
+            try:
+                arrays[k] = f[k]
+            except ValueError as e:
+                if "allow_pickle" in str(e):  # numpy refuses object arrays without unpickling
+                    raise DataError(f"{path}: array {k!r} holds Python objects (pickled data), "
+                                    "which invlab never loads; save numeric arrays (images uint8 "
+                                    "or float, labels integers)") from None
+                raise _unreadable(path, f"array {k!r}: {e}") from e
+            except (OSError, EOFError, zipfile.BadZipFile) as e:
+                raise _unreadable(path, f"array {k!r}: {e}") from e
+    x, y = arrays["images"], arrays["labels"]
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
@@ -71,10 +99,13 @@ def _npz(path: Path) -> ImageSet:
     return ImageSet(xt.contiguous(), torch.from_numpy(y.astype(np.int64)), classes, str(path))
 
 
-def _class_index(names: list[str]) -> dict[str, int]:
+def _class_index(names: list[str], root: Path) -> dict[str, int]:
     if all(n.isdigit() for n in names):
         return {n: int(n) for n in names}
-    return {n: i for i, n in enumerate(sorted(names))}
+    index = {n: i for i, n in enumerate(sorted(names))}
+    log.info("%s: classes by sorted folder name: %s", root,
+             ", ".join(f"{n}→{i}" for n, i in index.items()))
+    return index
 
 
 def _read_image(path: Path):  # type: ignore[no-untyped-def]
@@ -93,7 +124,7 @@ def _folder(root: Path) -> ImageSet:
     if not subdirs:
         raise DataError(f"{root}: expected one sub-folder per class (ROOT/<class>/<images>), "
                         "found none")
-    index = _class_index([d.name for d in subdirs])
+    index = _class_index([d.name for d in subdirs], root)
     files = [(f, index[d.name]) for d in subdirs for f in sorted(d.iterdir())
              if f.is_file() and not f.name.startswith(".")]
     if not files:

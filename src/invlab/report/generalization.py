@@ -87,33 +87,38 @@ def _measures(wide: dict[str, pd.DataFrame]) -> list[str]:
     return [m for m in (*INVARIANCE_MEASURES, *extra, "confidence") if m in cols]
 
 
-def model_centric(wide: dict[str, pd.DataFrame], n_boot: int, seed: int) -> dict[str, Any]:
-    """Per test set and measure: statistics of accuracy against the measure, across models."""
+def _stats(x: Any, y: Any, n_boot: int, seed: int) -> dict[str, Any]:
+    """:func:`invlab.stats.correlate` of accuracy ``y`` against a measure ``x``, plus the
+    same on the probit scale of accuracy (``"probit"``)."""
     from invlab.stats import correlate
 
+    st = correlate(x, y, n_boot=n_boot, seed=seed)
+    pr = correlate(x, y, n_boot=n_boot, seed=seed, probit_y=True)
+    st["probit"] = {k: pr[k] for k in ("pearson", "r2", "slope", "intercept",
+                                       "pearson_ci", "r2_ci") if k in pr}
+    return st
+
+
+def model_centric(wide: dict[str, pd.DataFrame], n_boot: int, seed: int) -> dict[str, Any]:
+    """Per test set and measure: statistics of accuracy against the measure, across models."""
     out: dict[str, Any] = {}
     for ts, w in wide.items():
-        out[ts] = {}
-        for m in _measures(wide):
-            if m not in w or w[m].notna().sum() < 3:
-                continue
-            st = correlate(w[m], w["accuracy"], n_boot=n_boot, seed=seed)
-            pr = correlate(w[m], w["accuracy"], n_boot=n_boot, seed=seed, probit_y=True)
-            st["probit"] = {k: pr[k] for k in ("pearson", "r2", "slope", "intercept",
-                                               "pearson_ci", "r2_ci") if k in pr}
-            out[ts][m] = st
+        out[ts] = {m: _stats(w[m], w["accuracy"], n_boot, seed) for m in _measures(wide)
+                   if m in w and w[m].notna().sum() >= 3}
     return out
 
 
 def ranking(stats: dict[str, Any]) -> pd.DataFrame:
-    """Measures ranked by Spearman ρ per test set (1 = strongest)."""
+    """Measures ranked by correlation strength |Spearman ρ| per test set (1 = strongest);
+    the signed ρ is kept, since a measure can track accuracy the wrong way round."""
     rows = []
     for ts, per in stats.items():
-        order = sorted(per, key=lambda m: -np.nan_to_num(per[m]["spearman"], nan=-9))
+        order = sorted(per, key=lambda m: -abs(np.nan_to_num(per[m]["spearman"], nan=0.0)))
         for rank, m in enumerate(order, 1):
             s = per[m]
             ci = s.get("spearman_ci", [math.nan, math.nan])
             rows.append({"test_set": ts, "rank": rank, "measure": m,
+                         "abs_spearman": round(abs(s["spearman"]), 3),
                          "spearman": round(s["spearman"], 3),
                          "spearman_ci": f"[{ci[0]:.2f}, {ci[1]:.2f}]",
                          "pearson": round(s["pearson"], 3), "kendall": round(s["kendall"], 3),
@@ -122,47 +127,72 @@ def ranking(stats: dict[str, Any]) -> pd.DataFrame:
 
 
 def subgroups(wide: dict[str, pd.DataFrame], n_boot: int, seed: int) -> dict[str, Any]:
-    """EI and confidence statistics per zoo subgroup (≥ 5 models) and test set."""
-    from invlab.stats import correlate
-
+    """The model-centric statistics of every measure per zoo subgroup (≥ 5 models) and
+    test set."""
     out: dict[str, Any] = {}
+    ms = _measures(wide)
     for name, sel in SUBGROUPS.items():
         per: dict[str, Any] = {}
         for ts, w in wide.items():
             ws = w[sel(w)]
             if len(ws) < 5:
                 continue
-            per[ts] = {m: correlate(ws[m], ws["accuracy"], n_boot=n_boot, seed=seed)
-                       for m in ("ei", "confidence") if m in ws and ws[m].notna().sum() >= 3}
+            per[ts] = {m: _stats(ws[m], ws["accuracy"], n_boot, seed)
+                       for m in ms if m in ws and ws[m].notna().sum() >= 3}
         if per:
             out[name] = {"n_models": int(sel(next(iter(wide.values()))).sum()), "per_test_set": per}
     return out
 
 
-def dataset_centric(wide: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """Per model, across test sets: Spearman/Pearson of accuracy against EI; summarized."""
+def dataset_centric(wide: dict[str, pd.DataFrame], n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """Per model, across test sets: statistics of accuracy against each measure (ρ, r, τ,
+    line, R²); per measure their median and quartiles over models, the share with ρ ≥
+    ``STRONG_RHO``, and a bootstrap 95 % CI (over models) of the median ρ. The top-level
+    ``spearman_*``/``share_strong``/``per_model`` keys are EI's."""
     from invlab.stats import correlate
 
     sets = list(wide)
     if len(sets) < 3:
         return {"note": f"needs >= 3 test sets, found {len(sets)}"}
-    per = {}
-    for mid in wide[sets[0]].index:
-        x = [wide[t].at[mid, "ei"] if mid in wide[t].index else np.nan for t in sets]
-        y = [wide[t].at[mid, "accuracy"] if mid in wide[t].index else np.nan for t in sets]
-        try:
-            c = correlate(x, y, n_boot=0)
-        except ValueError:
+    per_measure: dict[str, Any] = {}
+    for m in _measures(wide):
+        if not all(m in wide[t] for t in sets):
             continue
-        per[mid] = {"spearman": c["spearman"], "pearson": c["pearson"]}
-    rho = np.array([v["spearman"] for v in per.values()], float)
-    rho = rho[np.isfinite(rho)]
-    return {"test_sets": sets, "n_models": len(per),
-            "spearman_median": float(np.median(rho)) if len(rho) else math.nan,
-            "spearman_quartiles": [float(q) for q in np.quantile(rho, [0.25, 0.75])]
-            if len(rho) else [],
-            "share_strong": float((rho >= STRONG_RHO).mean()) if len(rho) else math.nan,
-            "per_model": per}
+        per = {}
+        for mid in wide[sets[0]].index:
+            x = [wide[t].at[mid, m] if mid in wide[t].index else np.nan for t in sets]
+            y = [wide[t].at[mid, "accuracy"] if mid in wide[t].index else np.nan for t in sets]
+            try:
+                c = correlate(x, y, n_boot=0)
+            except ValueError:
+                continue
+            per[mid] = {k: c[k] for k in ("spearman", "pearson", "kendall", "slope",
+                                          "intercept", "r2")}
+        rho = np.array([v["spearman"] for v in per.values()], float)
+        rho = rho[np.isfinite(rho)]
+        summ: dict[str, Any] = {"n_models": len(per)}
+        for k in ("spearman", "pearson", "kendall", "r2"):
+            v = np.array([d[k] for d in per.values()], float)
+            v = v[np.isfinite(v)]
+            summ[f"{k}_median"] = float(np.median(v)) if len(v) else math.nan
+            summ[f"{k}_quartiles"] = [float(q) for q in np.quantile(v, [0.25, 0.75])] \
+                if len(v) else []
+        summ["share_strong"] = float((rho >= STRONG_RHO).mean()) if len(rho) else math.nan
+        if len(rho) >= 3 and n_boot > 0:
+            idx = np.random.default_rng(seed).integers(0, len(rho), size=(n_boot, len(rho)))
+            meds = np.median(rho[idx], axis=1)
+            summ["spearman_median_ci"] = [float(q) for q in np.quantile(meds, [0.025, 0.975])]
+        summ["per_model"] = per
+        per_measure[m] = summ
+    ei = per_measure.get("ei", {})
+    return {"test_sets": sets, "n_models": ei.get("n_models", 0),
+            "spearman_median": ei.get("spearman_median", math.nan),
+            "spearman_quartiles": ei.get("spearman_quartiles", []),
+            "share_strong": ei.get("share_strong", math.nan),
+            "per_model": {k: {"spearman": v["spearman"], "pearson": v["pearson"]}
+                          for k, v in ei.get("per_model", {}).items()},
+            "per_measure": per_measure}
 
 
 def estimation(wide: dict[str, pd.DataFrame]) -> dict[str, Any]:
@@ -185,6 +215,15 @@ def estimation(wide: dict[str, pd.DataFrame]) -> dict[str, Any]:
                       "chosen_model": common[selection_regret(scores[t], acc[t])["chosen"]]}
                   for t in sets}
         sel[m]["mean_regret"] = float(np.mean([sel[m][t]["regret"] for t in sets]))
+    if "confidence" in _measures(wide) and all("confidence" in wide[t] for t in sets):
+        # the classic label-free baseline (average confidence = estimated accuracy, no fit)
+        err = {t: float(np.mean(np.abs(wide[t].loc[common, "confidence"].to_numpy(float)
+                                       - wide[t].loc[common, "accuracy"].to_numpy(float))))
+               for t in sets[1:]}
+        est["confidence_raw"] = {"mae": float(np.mean(list(err.values()))) if err else math.nan,
+                                 "per_set": err,
+                                 "note": "estimated accuracy = average confidence (no fit), "
+                                         "on the same held-out shifts"}
     return {"estimation": est, "selection": sel}
 
 
@@ -232,11 +271,18 @@ def claims(stats: dict[str, Any], fx: dict[str, Any]) -> list[dict[str, Any]]:
     strong = [t for t in shifts if rho.get(t, -1) >= STRONG_RHO]
     c1 = rho.get(id_set, -1) >= STRONG_RHO and len(strong) > len(shifts) / 2
     others = [m for m in INVARIANCE_MEASURES if m != "ei"]
-    wins = [t for t in sets if "ei" in stats[t] and all(
-        stats[t]["ei"]["spearman"] >= stats[t][m]["spearman"] for m in others if m in stats[t])]
+
+    def beats(t: str, m: str, key: Any) -> bool:
+        return key(stats[t]["ei"]["spearman"]) >= key(stats[t][m]["spearman"])
+
+    with_ei = [t for t in sets if "ei" in stats[t]]
+    wins = [t for t in with_ei if all(beats(t, m, abs) for m in others if m in stats[t])]
+    wins_signed = [t for t in with_ei if all(beats(t, m, float) for m in others if m in stats[t])]
     c2 = len(wins) > len(sets) / 2
-    beats_conf = [t for t in sets if "ei" in stats[t] and "confidence" in stats[t]
-                  and stats[t]["ei"]["spearman"] >= stats[t]["confidence"]["spearman"]]
+    beats_conf = [t for t in with_ei if "confidence" in stats[t] and beats(t, "confidence", abs)]
+    neg = sorted({m for t in sets for m in others
+                  if m in stats[t] and stats[t][m]["spearman"] < 0
+                  and abs(stats[t][m]["spearman"]) > abs(stats[t].get("ei", {}).get("spearman", 0))})
     mo = fx.get("mean_over_test_sets", {})
     augs = sorted({k.split("_")[1] for k in mo if k.startswith("aug_")})
     aug_acc = [mo[f"aug_{a}_accuracy"] for a in augs if f"aug_{a}_accuracy" in mo]
@@ -251,10 +297,16 @@ def claims(stats: dict[str, Any], fx: dict[str, Any]) -> list[dict[str, Any]]:
          "holds": bool(c1), "evidence": f"ρ(EI, acc): {fmt}; strong on {len(strong)}/"
                                         f"{len(shifts)} shifts"},
         {"claim": "EI correlates more strongly than the other invariance measures "
-                  "(agreement, −JS, −KL, −LI) on most test sets",
-         "holds": bool(c2), "evidence": f"EI has the highest ρ on {len(wins)}/{len(sets)} "
-                                        f"test sets ({', '.join(wins) or 'none'}); EI ≥ average "
-                                        f"confidence on {len(beats_conf)}/{len(sets)}"},
+                  "(agreement, −JS, −KL, −LI) on most test sets (|Spearman ρ|)",
+         "holds": bool(c2), "evidence": f"EI has the largest |ρ| on {len(wins)}/{len(sets)} "
+                                        f"test sets ({', '.join(wins) or 'none'}) and the "
+                                        f"highest signed ρ on {len(wins_signed)}/{len(sets)}"
+                                        + (f"; stronger but negative (more invariant, less "
+                                           f"accurate) somewhere: "
+                                           f"{', '.join(LABELS.get(m, m) for m in neg)}"
+                                           if neg else "")
+                                        + f"; EI's |ρ| ≥ average confidence's on "
+                                          f"{len(beats_conf)}/{len(sets)}"},
         {"claim": "More training data raises accuracy and invariance (EI) more than "
                   "augmentation does (mean over test sets, matched pairs)",
          "holds": c3, "evidence": f"data: Δacc {d_acc:+.3f}, ΔEI {d_ei:+.3f}; augmentation "
@@ -285,6 +337,11 @@ def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> 
     colors = {"mlp": "tab:blue", "cnn": "tab:orange", "vit": "tab:green", "external": "tab:purple"}
     for ax, ts in zip(axes.flat, sets, strict=False):
         w = wide[ts]
+        if "ei" not in w:  # rotation EI needs square images (your own models/test sets)
+            ax.text(0.5, 0.5, f"{ts}: no rotation EI\n(non-square images)", ha="center",
+                    va="center", fontsize=9, transform=ax.transAxes)
+            ax.axis("off")
+            continue
         for fam, g in w.groupby("family"):
             rot = g["augment"].isin(["rotate", "r4"])
             ax.scatter(g["ei"][~rot], g["accuracy"][~rot], s=14, c=colors.get(str(fam), "k"),
@@ -300,9 +357,11 @@ def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> 
         ax.set_ylabel("accuracy", fontsize=8)
     for ax in list(axes.flat)[len(sets):]:
         ax.axis("off")
-    h, lab = axes.flat[0].get_legend_handles_labels()
-    fig.legend(h, lab, loc="lower center", ncol=min(6, len(lab)), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02))
+    h, lab = next((a.get_legend_handles_labels() for a in axes.flat
+                   if a.get_legend_handles_labels()[0]), ([], []))
+    if lab:
+        fig.legend(h, lab, loc="lower center", ncol=min(6, len(lab)), fontsize=8,
+                   bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     paths = _save(fig, out, "scatter_ei")
 
@@ -367,11 +426,13 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
                "id_test_set": next(iter(wide)),
                "n_boot": n_boot, "strong_rho": STRONG_RHO, "model_centric": stats,
                "subgroups": subgroups(wide, min(n_boot, 200), seed),
-               "dataset_centric": dataset_centric(wide), **estimation(wide), "effects": fx,
+               "dataset_centric": dataset_centric(wide, n_boot, seed), **estimation(wide),
+               "effects": fx,
                "claims": cl}
     paths = [str(out / "models.csv")]
     paths.append(str(atomic_write_json(out / "summary.json", _jsonable(summary))))
-    paths += write_table(rank, out, "ranking", "Measures ranked by Spearman ρ with accuracy")
+    paths += write_table(rank, out, "ranking",
+                         "Measures ranked by correlation strength |Spearman ρ| with accuracy")
     atomic_write_text(out / "claims.md", claims_markdown(cl))
     paths.append(str(out / "claims.md"))
     paths += figures(wide, stats, out)
@@ -410,6 +471,9 @@ def print_table(out_dir: str | Path) -> str:
         lines += ["", "Leave-one-shift-out accuracy estimation, mean absolute error "
                   "(linear / probit fit):"]
         for m, e in est.items():
+            if m == "confidence_raw":
+                lines.append(f"  {'avg. confidence, no fit':16s} {e['mae']:.3f}")
+                continue
             lines.append(f"  {LABELS.get(m, m):16s} {e['linear']['mae']:.3f} / "
                          f"{e['probit']['mae']:.3f}")
     sel = s.get("selection", {})

@@ -140,13 +140,16 @@ def _cmd_origins(args: argparse.Namespace) -> int:
 
 
 def _kv(items: list[str] | None) -> dict[str, str]:
-    out = {}
+    """``--test-set NAME=PATH`` values; names checked (built-in, ``|``, twice, ...)."""
+    from invlab.studies.generalization import check_test_sets
+
+    pairs = []
     for it in items or []:
         name, sep, path = it.partition("=")
         if not sep or not name or not path:
             raise SystemExit(f"--test-set expects NAME=PATH (a .npz or an image folder), got {it!r}")
-        out[name] = path
-    return out
+        pairs.append((name, path))
+    return check_test_sets(pairs)
 
 
 def _cmd_generalization(args: argparse.Namespace) -> int:
@@ -154,10 +157,12 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
     from invlab.studies.generalization import preset, run_generalization
 
     name = _preset_name(args)
+    test_sets = _kv(args.test_set)
+    transforms = tuple(args.transform) if args.transform else None
     t0 = time.perf_counter()
-    out = run_generalization(preset(name, n_pool=args.n_pool), args.out, _ckpt(args), args.workers,
-                             not args.no_progress, name, _kv(args.test_set), args.models,
-                             executor=executor_from_flags(args))
+    out = run_generalization(preset(name, n_pool=args.n_pool, transforms=transforms), args.out,
+                             _ckpt(args), args.workers, not args.no_progress, name, test_sets,
+                             args.models, executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
 
 
@@ -222,6 +227,9 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz.add_argument("--test-set", action="append", metavar="NAME=PATH",
                     help="extra test set: a .npz (images, labels) or a folder with one "
                          "sub-folder per class; repeatable")
+    gz.add_argument("--transform", action="append", metavar="SPEC",
+                    help="extra EI transform spec, e.g. rotate:30, grayscale (colour inputs); "
+                         "repeatable (replaces the preset's transforms)")
     gz.add_argument("--models", default=None, metavar="FILE.py",
                     help="study your own models: FILE.py defines models() yielding "
                          "(name, nn.Module, {'mean': [...], 'std': [...]})")

@@ -22,7 +22,7 @@ import hashlib
 import importlib.util
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,6 +309,32 @@ def builtin_test_sets(p: Preset, data: Any, checkpoints: str, sets_dir: str) -> 
     return refs
 
 
+def check_test_sets(items: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``--test-set`` ``(name, path)`` pairs as a dict, after checking every name: not a
+    built-in set, no ``|``, ``=``, ``/``, ``\\`` or whitespace (names key results and cache
+    files), not empty, not given twice.
+
+    Raises:
+        ConfigError: the first bad name, saying why and how to fix it.
+    """
+    from invlab.sweep import ConfigError
+
+    out: dict[str, str] = {}
+    for name, path in (items.items() if isinstance(items, Mapping) else items):
+        if name in BUILTIN_SETS:
+            why = ("is a built-in test set; choose another name (built-ins: "
+                   + ", ".join(BUILTIN_SETS) + ")")
+        elif not name or any(c in name for c in "|=/\\") or any(c.isspace() for c in name):
+            why = "must be non-empty without '|', '=', '/', '\\' or whitespace, e.g. my_set"
+        elif name in out:
+            why = f"is given twice ({out[name]} and {path}); give each test set its own name"
+        else:
+            out[name] = str(path)
+            continue
+        raise ConfigError("--test-set", f"name {name!r} {why}")
+    return out
+
+
 def external_test_sets(specs: Mapping[str, str], sets_dir: str, n_eval: int, seed: int,
                        in_shape: tuple[int, ...] | None, num_classes: int | None
                        ) -> list[TestSetRef]:
@@ -354,7 +380,7 @@ def _train_stage(models: list[ZooModel], p: Preset, data: Any, store: Any, out: 
 
 def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: int = 1,
                        progress: bool = True, preset_name: str = "custom",
-                       test_sets: Mapping[str, str] | None = None,
+                       test_sets: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
                        models_file: str | None = None,
                        executor: Any = None) -> Path:
     """Run the study into ``out`` (resumable); returns ``out``.
@@ -364,7 +390,8 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         out: output folder (store, ``zoo.csv``, ``summary.json``, ``models.csv``, figures).
         checkpoints: checkpoint cache root (zoo checkpoints under ``<checkpoints>/zoo/``).
         workers: process-pool size.
-        test_sets: extra ``{name: path}`` test sets (``.npz`` or image folders).
+        test_sets: extra ``{name: path}`` test sets (``.npz`` or image folders), or
+            ``(name, path)`` pairs; names are checked by :func:`check_test_sets`.
         models_file: a ``.py`` whose ``models()`` yields the models to study instead of the zoo.
     """
     from invlab.data.sources import cache_dir
@@ -375,7 +402,7 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
 
     s = p.settings
     executor = choose_executor(executor, workers)
-    test_sets = dict(test_sets or {})
+    test_sets = check_test_sets(test_sets or {})
     sets_dir = str(cache_dir() / "generalization")
     cfg = {"preset": preset_name, **asdict(s), "zoo": [asdict(m) for m in p.zoo],
            "reference": [asdict(m) for m in p.reference], "checkpoints": checkpoints,
@@ -385,6 +412,9 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         threads = s.threads
         use_builtin = models_file is None or not test_sets
         refs: list[TestSetRef] = []
+        # read and check the external sets before any training (shape/classes of the zoo)
+        shape, classes = ((1, 28, 28), 10) if models_file is None else (None, None)
+        ext_refs = external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, shape, classes)
         if use_builtin or models_file is None:
             data = zoo_data(s.n_pool, s.data_seed)
             zoo = [] if models_file else list(p.zoo)
@@ -400,14 +430,13 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
             if zoo:
                 write_zoo_table(train_zoo(zoo, data, checkpoints), out / "zoo.csv")
             refs = builtin_test_sets(p, data, checkpoints, sets_dir)
+        refs += ext_refs
         if models_file is None:
-            refs += external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, (1, 28, 28), 10)
             cells: list[Any] = [ZooMeasureCell(m, data.fingerprint, tuple(refs), s.transforms,
                                                s.n_pool, s.data_seed, checkpoints, sets_dir, threads)
                                 for m in p.zoo]
             fn: Any = run_zoo_measure_cell
         else:
-            refs += external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, None, None)
             fp = file_fingerprint(models_file)
             names = [n for n, _, _ in iter_user_models(models_file)]
             if len(set(names)) != len(names):

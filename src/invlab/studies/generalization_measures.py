@@ -8,7 +8,8 @@ normalization ``(mean, std)`` applied after every pixel-space transform:
   ``neg_js``, ``neg_kl``, ``neg_li`` (negated so that higher = more invariant for every
   measure);
 - ``ei_<spec>`` for any extra pixel-space transform spec (``grayscale``, ``rotate:30``,
-  ``translate_x:2``, ``noise:0.1``, or any spec of ``invlab.transforms`` when installed).
+  ``translate_x:2``, ``noise:0.1``, or any spec of ``invlab.transforms`` when installed);
+  ``grayscale`` is for colour inputs: on images with C != 3 it has no ``ei_grayscale``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from torch import nn
 ROTATION_MEASURES = {"ei": "effective_invariance", "agreement": "agreement", "neg_js": "js",
                      "neg_kl": "kl", "neg_li": "logit_l2"}
 MEASURES = ("ei", "agreement", "neg_js", "neg_kl", "neg_li", "confidence")
+COLOUR_ONLY = ("grayscale",)
+"""Transforms of 3-channel images; skipped (no ``ei_<spec>``) on other inputs."""
+
+
+def applies(spec: str, x: torch.Tensor) -> bool:
+    """Whether transform ``spec`` is measured on images ``x [N, C, H, W]``."""
+    return x.shape[1] == 3 or spec.strip().lower().partition(":")[0] not in COLOUR_ONLY
 
 
 def _fallback_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -99,7 +107,7 @@ def _measure_model(model: nn.Module, x: torch.Tensor, xn: torch.Tensor, y: torch
         for k, metric in ROTATION_MEASURES.items():
             v = float(res.per_sample[metric].mean())
             out[k] = -v if k.startswith("neg_") else v
-    for spec in transforms:
+    for spec in (t for t in transforms if applies(t, x)):
         lt = _logits(model, norm(pixel_transform(spec)(x.float())), rows)
         out[f"ei_{spec}"] = float(fm.effective_invariance(lg, lt).mean())
     return out
