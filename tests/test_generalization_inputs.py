@@ -207,3 +207,26 @@ def test_folder_class_mapping_logged(tmp_path: Path, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.INFO, logger="invlab"):
         load_images(tmp_path / "d")  # integer names are their own indices: nothing to say
     assert "classes by sorted folder name" not in caplog.text
+
+
+@pytest.mark.parametrize("spec, match", [("rotat:30", "unknown transform"),
+                                         ("r4", "group or a family"),
+                                         ("rotate", "group or a family")])
+def test_bad_transform_spec_fails_when_the_preset_is_built(spec: str, match: str) -> None:
+    from invlab.studies.generalization import preset
+    from invlab.sweep import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        preset("quick", transforms=(spec,))
+
+
+def test_broken_models_file_fails_before_any_training(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from invlab.studies import generalization as gen
+
+    bad = tmp_path / "zoo.py"
+    bad.write_text("def models():\n    raise RuntimeError('my zoo is broken')\n")
+    monkeypatch.setattr(gen, "_train_stage", lambda *a, **k: pytest.fail("trained first"))
+    with pytest.raises(Exception, match="my zoo is broken"):
+        gen.run_generalization(gen.preset("quick"), tmp_path / "out", str(tmp_path / "ck"),
+                               models_file=str(bad), progress=False)

@@ -69,6 +69,13 @@ class GeneralizationPreset:
         check("natadv_rule", self.natadv_rule in ("any", "majority"),
               f"expected any or majority, found {self.natadv_rule!r}")
         check("n_eval", self.n_eval >= 10, f"must be >= 10, found {self.n_eval}")
+        from invlab.studies.generalization_measures import pixel_transform
+
+        for spec in self.transforms:  # a misspelled spec fails here, not after training
+            try:
+                pixel_transform(spec)
+            except ValueError as e:
+                check("transforms", False, str(e))
 
 
 @dataclass(frozen=True)
@@ -415,6 +422,10 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         # read and check the external sets before any training (shape/classes of the zoo)
         shape, classes = ((1, 28, 28), 10) if models_file is None else (None, None)
         ext_refs = external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, shape, classes)
+        if models_file is not None:  # a broken file fails here, not after the reference panel
+            names = [n for n, _, _ in iter_user_models(models_file)]
+            if len(set(names)) != len(names):
+                raise ValueError(f"--models {models_file}: model names must be unique, got {names}")
         if use_builtin or models_file is None:
             data = zoo_data(s.n_pool, s.data_seed)
             zoo = [] if models_file else list(p.zoo)
@@ -438,9 +449,6 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
             fn: Any = run_zoo_measure_cell
         else:
             fp = file_fingerprint(models_file)
-            names = [n for n, _, _ in iter_user_models(models_file)]
-            if len(set(names)) != len(names):
-                raise ValueError(f"--models {models_file}: model names must be unique, got {names}")
             cells = [ExternalMeasureCell(n, fp, tuple(refs), s.transforms,
                                          str(Path(models_file).resolve()), sets_dir, threads)
                      for n in names]

@@ -7,8 +7,8 @@ normalization ``(mean, std)`` applied after every pixel-space transform:
 - rotation (``r4``, 90°/180°/270°, averaged): ``ei`` (effective invariance), ``agreement``,
   ``neg_js``, ``neg_kl``, ``neg_li`` (negated so that higher = more invariant for every
   measure);
-- ``ei_<spec>`` for any extra pixel-space transform spec (``grayscale``, ``rotate:30``,
-  ``translate_x:2``, ``noise:0.1``, or any spec of ``invlab.transforms`` when installed);
+- ``ei_<spec>`` for any extra fixed transform spec of :mod:`invlab.transforms`
+  (``grayscale``, ``rotate:30``, ``translate_x:2``, ...);
   ``grayscale`` is for colour inputs: on images with C != 3 it has no ``ei_grayscale``.
 """
 
@@ -31,45 +31,17 @@ def applies(spec: str, x: torch.Tensor) -> bool:
     return x.shape[1] == 3 or spec.strip().lower().partition(":")[0] not in COLOUR_ONLY
 
 
-def _fallback_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    from invlab.zoo.augment import affine
-
-    name, _, arg = spec.partition(":")
-    if name == "grayscale":
-        def gray(x: torch.Tensor) -> torch.Tensor:
-            if x.shape[1] != 3:
-                return x
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
-            return (x * w).sum(1, keepdim=True).expand_as(x).contiguous()
-        return gray
-    if name in ("rotate", "translate_x", "translate_y") and arg:
-        v = float(arg)
-        def aff(x: torch.Tensor) -> torch.Tensor:
-            n = x.shape[0]
-            ang = torch.full((n,), v if name == "rotate" else 0.0)
-            sh = torch.zeros(n, 2)
-            if name != "rotate":
-                sh[:, 0 if name == "translate_x" else 1] = v
-            return affine(x, ang, sh)
-        return aff
-    if name == "noise" and arg:
-        std = float(arg)
-        def noise(x: torch.Tensor) -> torch.Tensor:
-            g = torch.Generator().manual_seed(0)
-            return (x + std * torch.randn(x.shape, generator=g)).clamp(0, 1)
-        return noise
-    raise ValueError(f"unknown transform spec {spec!r}; valid here: grayscale, rotate:DEG, "
-                     "translate_x:PX, translate_y:PX, noise:STD (or install invlab.transforms)")
-
-
 def pixel_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A pixel-space transform ``[N, C, H, W] -> [N, C, H, W]`` from a spec string."""
-    try:
-        from invlab.transforms import create_transform  # type: ignore[import-not-found]
-    except ImportError:
-        return _fallback_transform(spec)
+    """A pixel-space transform ``[N, C, H, W] -> [N, C, H, W]`` from an
+    :mod:`invlab.transforms` spec (a fixed transform: ``rotate:30``, ``grayscale``, ...)."""
+    from invlab.transforms import create_transform
+
     t = create_transform(spec)
-    return t if callable(t) else _fallback_transform(spec)
+    if not callable(t):
+        raise ValueError(f"transform spec {spec!r} is a group or a family of magnitudes, not "
+                         "one fixed transform; give a magnitude (e.g. rotate:30, translate_x:2, "
+                         "grayscale). EI over the rotations 90/180/270 is always measured (ei)")
+    return t
 
 
 @torch.inference_mode()
