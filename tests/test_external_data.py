@@ -186,7 +186,7 @@ def test_measure_external_prepared_like_training(tmp_path: Path) -> None:
     ("label", r"label\(s\) \[12\] are unknown.*10 classes"),
     ("split", "have no train/val/test splits"),
     ("missing", "no such file or folder"),
-    ("channels", "3-channel images, but the checkpoint normalizes 2"),
+    ("channels", "3-channel images, but the checkpoint's normalization does not fit them"),
 ])
 def test_measure_cli_external_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          case: str, match: str) -> None:
@@ -290,3 +290,26 @@ def _tiny_genuine_preset():  # type: ignore[no-untyped-def]
         return real(cls, study, name, {**small, **{k: v for k, v in overrides.items()
                                                    if v is not None}})
     return load
+
+
+def test_measure_cli_pixel_space_transform_with_per_channel_statistics(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-exact transform (rotate:30) on a checkpoint with list-valued statistics: the CLI
+    equals ``invlab.measure`` on pixel images with ``normalization=``."""
+    import json
+
+    import invlab
+    from invlab.cli import main
+
+    norm = {"mean": [0.13], "std": [0.31]}
+    ck, model = _checkpoint(tmp_path, normalization=norm)
+    x, y = _digits()
+    npz = _npz(tmp_path / "mine.npz", images=x, labels=y)
+    assert main(["measure", "--checkpoint", str(ck), "--data", str(npz), "--transform",
+                 "rotate:30", "--metrics", "kl,EI", "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ref = invlab.measure(model, torch.from_numpy(x).float()[:, None] / 255,
+                         labels=torch.from_numpy(y), transform="rotate:30", normalization=norm,
+                         metrics=["kl", "effective_invariance"]).to_dict()["metrics"]
+    for k in ("kl", "effective_invariance"):
+        assert out["metrics"][k]["mean"] == pytest.approx(ref[k]["mean"], rel=1e-4, abs=1e-6)

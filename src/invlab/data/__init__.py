@@ -233,13 +233,15 @@ def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | N
                 "the labels above it down)" if cls is not None else "")
         raise DataError(f"{path}: label(s) {bad} are unknown to the checkpoint's model, which has "
                         f"{k} classes, 0..{int(k) - 1}{hint}")
+    from invlab.metrics.orbit import normalizer
+
     norm = metadata.get("normalization") or {"mean": 0.0, "std": 1.0}
-    mean = torch.as_tensor(norm["mean"], dtype=x.dtype).reshape(1, -1, 1, 1)
-    std = torch.as_tensor(norm["std"], dtype=x.dtype).reshape(1, -1, 1, 1)
-    if mean.shape[1] not in (1, x.shape[1]):
-        raise DataError(f"{path}: {x.shape[1]}-channel images, but the checkpoint normalizes "
-                        f"{mean.shape[1]} channels")
-    x = (x - mean) / std
+    try:
+        mean, std = normalizer(norm, x.shape[1], x.dtype, x.device)  # type: ignore[misc]
+    except ValueError as e:
+        raise DataError(f"{path}: {x.shape[1]}-channel images, but the checkpoint's "
+                        f"normalization does not fit them: {e}") from e
+    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
     _LAST_CHECK.set({"external": {"path": str(path), "images": len(ds), "dropped": dropped},
                      "trained_on": metadata.get("data_fingerprint"), "measured_on": None,
                      "mismatch": False, "verified": False})

@@ -121,14 +121,14 @@ def _pixel_space(t: Any, images: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
     """Images as given for exact groups (they commute with the normalization); otherwise
     back to pixel space with the checkpoint's statistics, which ``measure`` re-applies after
     the transform."""
-    import torch
+    from invlab.metrics.orbit import normalizer
 
     norm = meta.get("normalization")
     if getattr(t, "is_exact", True) or not norm:
         return images, None
-    mean = torch.as_tensor(norm["mean"], dtype=images.dtype).reshape(1, -1, 1, 1)
-    std = torch.as_tensor(norm["std"], dtype=images.dtype).reshape(1, -1, 1, 1)
-    return images * std + mean, {"mean": norm["mean"], "std": norm["std"]}
+    mean, std = normalizer(norm, images.shape[1], images.dtype, images.device)  # type: ignore[misc]
+    return (images * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1),
+            {"mean": norm["mean"], "std": norm["std"]})
 
 
 def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any, dict]:
