@@ -139,9 +139,10 @@ def _cmd_origins(args: argparse.Namespace) -> int:
     return _done(print_table(out), out, t0)
 
 
-def _kv(items: list[str] | None) -> dict[str, str]:
-    """``--test-set NAME=PATH`` values; names checked (built-in, ``|``, twice, ...)."""
-    from invlab.studies.generalization import check_test_sets
+def _kv(items: list[str] | None, own_models: bool = False) -> dict[str, str]:
+    """``--test-set NAME=PATH`` values; names checked (built-in, ``|``, twice, ...). With your
+    own models (``--models``) the built-in sets are not measured, so their names are free."""
+    from invlab.studies.generalization import BUILTIN_SETS, check_test_sets
 
     pairs = []
     for it in items or []:
@@ -149,7 +150,7 @@ def _kv(items: list[str] | None) -> dict[str, str]:
         if not sep or not name or not path:
             raise SystemExit(f"--test-set expects NAME=PATH (a .npz or an image folder), got {it!r}")
         pairs.append((name, path))
-    return check_test_sets(pairs)
+    return check_test_sets(pairs, () if own_models and pairs else BUILTIN_SETS)
 
 
 def _cmd_generalization(args: argparse.Namespace) -> int:
@@ -157,7 +158,7 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
     from invlab.studies.generalization import preset, run_generalization
 
     name = _preset_name(args)
-    test_sets = _kv(args.test_set)
+    test_sets = _kv(args.test_set, own_models=args.models is not None)
     transforms = tuple(args.transform) if args.transform else None
     t0 = time.perf_counter()
     out = run_generalization(preset(name, n_pool=args.n_pool, transforms=transforms), args.out,

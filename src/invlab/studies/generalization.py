@@ -316,9 +316,11 @@ def builtin_test_sets(p: Preset, data: Any, checkpoints: str, sets_dir: str) -> 
     return refs
 
 
-def check_test_sets(items: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
-    """``--test-set`` ``(name, path)`` pairs as a dict, after checking every name: not a
-    built-in set, no ``|``, ``=``, ``/``, ``\\`` or whitespace (names key results and cache
+def check_test_sets(items: Mapping[str, str] | Iterable[tuple[str, str]],
+                    builtin: Iterable[str] = BUILTIN_SETS) -> dict[str, str]:
+    """``--test-set`` ``(name, path)`` pairs as a dict, after checking every name: not one of
+    the ``builtin`` sets the study also measures (none with ``--models`` and test sets of
+    your own), no ``|``, ``=``, ``/``, ``\\`` or whitespace (names key results and cache
     files), not empty, not given twice.
 
     Raises:
@@ -327,10 +329,11 @@ def check_test_sets(items: Mapping[str, str] | Iterable[tuple[str, str]]) -> dic
     from invlab.sweep import ConfigError
 
     out: dict[str, str] = {}
+    builtin = tuple(builtin)
     for name, path in (items.items() if isinstance(items, Mapping) else items):
-        if name in BUILTIN_SETS:
+        if name in builtin:
             why = ("is a built-in test set; choose another name (built-ins: "
-                   + ", ".join(BUILTIN_SETS) + ")")
+                   + ", ".join(builtin) + ")")
         elif not name or any(c in name for c in "|=/\\") or any(c.isspace() for c in name):
             why = "must be non-empty without '|', '=', '/', '\\' or whitespace, e.g. my_set"
         elif name in out:
@@ -409,7 +412,7 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
 
     s = p.settings
     executor = choose_executor(executor, workers)
-    test_sets = check_test_sets(test_sets or {})
+    test_sets = check_test_sets(test_sets or {}, BUILTIN_SETS if models_file is None else ())
     sets_dir = str(cache_dir() / "generalization")
     cfg = {"preset": preset_name, **asdict(s), "zoo": [asdict(m) for m in p.zoo],
            "reference": [asdict(m) for m in p.reference], "checkpoints": checkpoints,
