@@ -479,3 +479,19 @@ def test_free_text_claims_get_no_count(tmp_path: Path) -> None:
     (d / "claims.md").write_text("The claims are discussed in the README.\n")
     page = render_html(d)
     assert "discussed in the README" in page and " hold</span>" not in page
+
+
+def test_long_tables_go_last_and_show_their_first_rows(tmp_path: Path) -> None:
+    """A per-model long table (generalization's models.csv) does not bury the summary tables:
+    it comes after them and shows its first rows, naming the file with all of them."""
+    from invlab.report.html import LONG_TABLE_ROWS, SHOWN_ROWS
+
+    d = tmp_path / "zoo"
+    d.mkdir()
+    n = LONG_TABLE_ROWS + 1
+    (d / "models.csv").write_text("model,value\n" + "".join(f"m{i},{i}\n" for i in range(n)))
+    (d / "ranking.csv").write_text("measure,rho\nei,0.4\n")
+    page = write_html_report(d).read_text()
+    assert page.index('id="table-ranking"') < page.index('id="table-models"')
+    assert f"the first {SHOWN_ROWS} of {n:,} rows" in page
+    assert f"<td>{SHOWN_ROWS - 1}</td>" in page and f"<td>{SHOWN_ROWS}</td>" not in page

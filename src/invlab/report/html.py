@@ -63,6 +63,8 @@ FIGURE_CAPTIONS: list[tuple[str, Any]] = [
      "weight; the dashed line is the SI target."),
 ]
 TABLE_ORDER = ("table1_", "table_", "drift_")
+LONG_TABLE_ROWS = 200  #: longer tables (e.g. models.csv) go last, shown by their first rows
+SHOWN_ROWS = 50
 # Figures are saved at 130 dpi; shown at ~100 css px per inch (still capped at the page width),
 # so a high-density screen or a printer gets the extra pixels.
 DISPLAY_SCALE = 0.77
@@ -132,7 +134,8 @@ def _table_title(md: Path, stem: str) -> str:
 
 def read_tables(out: Path) -> list[TableFile]:
     """Every ``STEM.csv`` in ``out`` (title from ``STEM.md``): tables holding the paper's
-    numbers first, then by kind (``table1_``, ``table_``, ``drift_``, others) and name."""
+    numbers first, then by kind (``table1_``, ``table_``, ``drift_``, others), tables of more
+    than ``LONG_TABLE_ROWS`` rows last, then by name."""
     tables = []
     for p in sorted(out.glob("*.csv")):
         rows = list(csv.reader(io.StringIO(p.read_text(encoding="utf-8"))))
@@ -140,9 +143,10 @@ def read_tables(out: Path) -> list[TableFile]:
             tables.append(TableFile(p.stem, _table_title(out / f"{p.stem}.md", p.stem), rows[0],
                                     rows[1:]))
 
-    def order(t: TableFile) -> tuple[bool, int, str]:
+    def order(t: TableFile) -> tuple[bool, int, bool, str]:
         rank = next((i for i, pre in enumerate(TABLE_ORDER) if t.stem.startswith(pre)), 9)
-        return not any(c.lower().startswith("paper ") for c in t.columns), rank, t.stem
+        return (not any(c.lower().startswith("paper ") for c in t.columns), rank,
+                len(t.rows) > LONG_TABLE_ROWS, t.stem)
 
     return sorted(tables, key=order)
 
@@ -371,9 +375,12 @@ def _tables_section(tables: list[TableFile]) -> str:
                      'this run\'s value, <span class="paper inline">shaded and in italics</span>'
                      ".</p>")
     for t in tables:
+        long = len(t.rows) > LONG_TABLE_ROWS
+        note = (f"the first {SHOWN_ROWS} of {len(t.rows):,} rows; all of them in "
+                if long else "Source: ")
         parts.append(f'<h3 id="table-{_slug(t.stem)}">{_e(t.title)}</h3>'
-                     f'<p class="note">Source: <code>{_e(t.stem)}.csv</code></p>'
-                     + _grid(t.columns, t.rows))
+                     f'<p class="note">{note}<code>{_e(t.stem)}.csv</code></p>'
+                     + _grid(t.columns, t.rows[:SHOWN_ROWS] if long else t.rows))
     return "".join(parts)
 
 
