@@ -102,7 +102,7 @@ def test_folder_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="image size 20x20 differs from 28x28"):
         load_images(root2)
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(DataError, match="unsupported test-set format"):
+    with pytest.raises(DataError, match="unsupported format"):
         load_images(tmp_path / "x.txt")
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(DataError, match="not a readable .npz"):

@@ -9,6 +9,10 @@ Python routes:
 - your own images: ``load_images("test.npz")`` or ``load_images("folder/")`` (one
   sub-folder per class, read with Pillow) → :class:`ImageSet` with float images in [0, 1]
   ``[N, C, H, W]`` and labels ``[N]`` (see :mod:`invlab.data.external` for the formats);
+- natural images, lazily: ``open_images("folder/", preprocess="resize=256,crop=224")`` →
+  :class:`ImageDataset` (a ``torch.utils.data.Dataset`` of ``(image [C,H,W], label)`` decoded
+  on access; folders, ``.npz``, ``.npy``, CIFAR binaries, ``"photos"``; see
+  :mod:`invlab.data.images`);
 - the generalization study's test sets: :mod:`invlab.data.shifts` (``mnist_id_split``,
   ``make_shift``, ``SHIFTS``).
 
@@ -31,6 +35,8 @@ import torch
 
 from invlab.data.external import ImageSet, load_images
 from invlab.data.idx import IDXError, read_idx, write_idx
+from invlab.data.images import ImageDataset, open_images
+from invlab.data.preprocess import Preprocess, parse_preprocess
 from invlab.data.sources import (
     DataError,
     DataMismatchError,
@@ -61,6 +67,7 @@ __all__ = [
     "check_source", "exact_mean_std", "check_checkpoint_data", "data_mismatch_allowed",
     "last_data_check", "fingerprint_mismatch_message",
     "ImageSet", "load_images", "canonical_source", "is_file_source", "source_label",
+    "ImageDataset", "open_images", "Preprocess", "parse_preprocess",
 ]
 
 log = logging.getLogger("invlab.data")
