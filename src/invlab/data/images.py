@@ -39,7 +39,7 @@ Image modes (Pillow), each converted exactly or refused:
 ``RGB``         ÷ 255, three channels
 ``LA``, ``RGBA``  the alpha channel is **dropped** (colour values as stored, not composited)
 ``P``, ``PA``   the palette is applied (``convert("RGB")``, exact), alpha dropped
-``CMYK``        Pillow's ``convert("RGB")``: ``R = 255 - min(255, C + K)`` etc. (no ICC profile)
+``CMYK``        Pillow's ``convert("RGB")``: ``R = round((255 - C)(255 - K) / 255)`` etc. (no ICC)
 ``YCbCr``       Pillow's ``convert("RGB")`` (the JPEG formula)
 ``I;16*``       16-bit grey (PNG, TIFF): value ÷ 65535 exactly (float32), never clipped; also
                 Pillow's ``I`` mode for a 16-bit PNG
@@ -188,7 +188,7 @@ def decode_image(path: str | os.PathLike[str], channels: int | None = None) -> n
         a = np.repeat(a, 3, axis=0)
     elif channels == 1 and a.shape[0] == 3:
         raise DataError(f"{p}: a colour image in a grey data set")
-    return np.ascontiguousarray(a)
+    return np.require(a, dtype=np.float32, requirements=["C", "W"])
 
 
 # ---------------------------------------------------------------------------- arrays
@@ -656,7 +656,8 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
             log.info("%s: labels from %s", root, lab_path)
     if lab_path is not None and not lab_path.is_file():
         raise DataError(f"{lab_path}: no such labels file")
-    images = [p for p in top_files if lab_path is None or p.resolve() != lab_path.resolve()]
+    images = [p for p in top_files if p.name not in LABEL_FILES
+              and (lab_path is None or p.resolve() != lab_path.resolve())]
     if lab_path is None:
         return _files_dataset(str(root), "flat-folder", root, images, None, None, None, pre)
     table = _read_labels_file(lab_path)
