@@ -338,7 +338,12 @@ def test_photos_source() -> None:
     except ImportError:
         assert len(ds) == 2
     else:
+        import skimage.data
+
         assert len(ds) == 10
+        i = ds.photo_names.index("skimage/chelsea")
+        ref = torch.from_numpy(skimage.data.chelsea().transpose(2, 0, 1) / np.float32(255))
+        assert torch.equal(ds._raw(i), ref)  # the same file skimage.data reads, decoded alike
         with pytest.raises(DataError, match="preprocess"):
             open_images("photos")
 
