@@ -157,29 +157,54 @@ def load_user_model(spec: str, device: str = "cpu"
 # --------------------------------------------------------------------------- data
 
 
-def _read_external(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``.npz`` (images [N,H,W]/[N,C,H,W] uint8 or float in [0,1], labels [N]) or a folder
-    ROOT/<class>/<image>, read by :func:`invlab.data.load_images` (its errors name the file)."""
-    from invlab.data import load_images
+def _read_external(spec: str, limit: int, seed: int, preprocess: str | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+    """Images of a path (``.npz``, ``.npy``, CIFAR ``.bin``, an image folder) or ``photos``,
+    read lazily by :func:`invlab.data.open_images` (its errors name the file): only the
+    ``limit`` images of the seeded subset are decoded. Labels are None for unlabelled data."""
+    from invlab.data import open_images
 
-    ds = load_images(path)
-    return ds.images.float(), ds.labels.long()
+    ds = open_images(spec, preprocess=preprocess)
+    total = len(ds)
+    idx = torch.arange(total)
+    if total > limit:
+        idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:limit]
+        idx = idx.sort().values
+    x = torch.stack([ds.image(int(i)) for i in idx]) if total else torch.empty(0)
+    y = None if ds.labels is None else ds.labels[idx].long()
+    info = ds.describe()
+    pre = f", preprocess {ds.preprocess.spec}" if ds.preprocess else ""
+    lab = "" if ds.labels is not None else ", unlabelled"
+    desc = f"{spec} ({total:,} images{pre}{lab})"
+    if ds.mapping_text():
+        desc += f"; {ds.mapping_text()}"
+    return x, y, {"description": desc, "images_available": total, "format": info["format"],
+                  "preprocess": info["preprocess"], "class_to_idx": info["class_to_idx"],
+                  "classes": info["classes"], "labelled": info["labelled"]}
 
 
-def load_audit_data(spec: str, info: dict[str, Any], limit: int, seed: int = 0
-                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+def load_audit_data(spec: str, info: dict[str, Any], limit: int, seed: int = 0,
+                    preprocess: str | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """Pixel-space images ``[N, C, H, W]`` in [0, 1] and labels for ``--data``.
 
     ``spec``: an invlab source (``mnist``, ``fashion-mnist``, ...; for a checkpoint its own
-    test split as its study built it), a ``.npz`` file or an image folder. At most ``limit``
-    images, a seeded random subset when there are more.
+    test split as its study built it), a path :func:`invlab.data.open_images` reads (a
+    ``.npz``, ``.npy``, CIFAR ``.bin``, an image folder) or ``photos``. At most ``limit``
+    images, a seeded random subset when there are more. ``preprocess`` (e.g.
+    ``"resize=256,crop=224"``) applies to image files only. Labels are None for unlabelled
+    data (a flat folder without labels file, ``photos``).
     """
     p = Path(spec)
     meta = info.get("metadata")
-    if p.exists():
-        x, y = _read_external(p)
-        desc = f"{p} ({len(y):,} images)"
-    elif meta is not None:
+    if p.exists() or spec.strip().lower() == "photos":
+        x, y, rec = _read_external(spec, limit, seed, preprocess)
+        return x.contiguous(), y, {"spec": spec, **rec, "images": len(x),
+                                   "shape": list(x.shape[1:])}
+    if preprocess:
+        raise AuditError(f"--preprocess applies to image files (a folder, .npz, .npy, .bin or "
+                         f"photos), not to the invlab source {spec!r}")
+    if meta is not None:
         from invlab.data import load_for_checkpoint
 
         x, y = load_for_checkpoint(spec if ":" in spec else f"{spec}:test", meta)
@@ -577,8 +602,10 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
 
 
 def audit(model_spec: str, data_spec: str | None, settings: AuditSettings | None = None,
-          out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Load, measure, write: the whole ``invlab audit`` (returns the audit.json document)."""
+          out: str | Path | None = None, progress: bool = True, *,
+          preprocess: str | None = None) -> dict[str, Any]:
+    """Load, measure, write: the whole ``invlab audit`` (returns the audit.json document).
+    ``preprocess`` (e.g. ``"resize=256,crop=224"``) applies to image files and ``photos``."""
     from invlab.sweep.provenance import invlab_version
 
     s = settings or AuditSettings()
@@ -588,7 +615,7 @@ def audit(model_spec: str, data_spec: str | None, settings: AuditSettings | None
         if data_spec is None:
             raise AuditError("--data is required: an invlab source (mnist, fashion-mnist), a "
                              ".npz file or an image folder")
-    x, y, dinfo = load_audit_data(data_spec, info, s.limit, s.seed)
+    x, y, dinfo = load_audit_data(data_spec, info, s.limit, s.seed, preprocess)
     doc = run_audit(model, x, y, norm, s, progress=progress)
     doc.update(model={k: v for k, v in info.items() if k != "metadata"}, data=dinfo,
                normalization=norm, invlab_version=invlab_version())
@@ -622,6 +649,9 @@ def add_audit_parser(sub: Any) -> Any:
                    help="invlab source (mnist, fashion-mnist; a checkpoint: its test split), a "
                         ".npz (images [N,H,W]/[N,C,H,W] uint8 or [0,1] float, labels [N]) or an "
                         "image folder ROOT/<class>/<image> (default: a checkpoint's dataset)")
+    p.add_argument("--preprocess", default=None, metavar="SPEC",
+                   help="for image files: e.g. resize=256,crop=224 (shorter side to 256, "
+                        "bilinear + antialias, centre crop 224), resize=224, crop=32")
     p.add_argument("--transforms", default=",".join(DEFAULT_TRANSFORMS), metavar="SPECS",
                    help=f"comma list of transform specs (default {','.join(DEFAULT_TRANSFORMS)}"
                         "; see `invlab transforms list`)")
@@ -675,7 +705,8 @@ def _cmd_audit(args: Any) -> int:
     s = AuditSettings(transforms=_csv(args.transforms) or (), layers=_csv(args.layers),
                       limit=args.limit, n_si=args.n_si, n_sensitivity=args.n_sensitivity,
                       ig_steps=args.ig_steps, seed=args.seed, device=args.device)
-    doc = audit(args.model, args.data, s, args.out, progress=not args.no_progress)
+    doc = audit(args.model, args.data, s, args.out, progress=not args.no_progress,
+                preprocess=args.preprocess)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -131,7 +131,8 @@ def check_checkpoint_data(ds: Dataset, metadata: dict[str, Any],
 
 
 def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None = None,
-                        *, allow_data_mismatch: bool | None = None
+                        *, allow_data_mismatch: bool | None = None,
+                        preprocess: str | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and labels for ``SOURCE[:split]``, prepared the way a checkpoint was trained.
 
@@ -152,7 +153,11 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     data (the checkpoint's ``exclude_class`` dropped and the labels above it shifted down,
     zero-padded to its ``pad_to``, normalized with its statistics). Labels must then use the
     source's class indices; no fingerprint is checked (:func:`last_data_check` records
-    ``"external"``).
+    ``"external"``, with the format, the preprocess spec and the class-name mapping). A class
+    folder whose names are not integers maps in sorted order; dropping the checkpoint's
+    ``exclude_class`` then requires the checkpoint to record the same class names
+    (``metadata["data"]["class_names"]``), else :class:`DataError`. ``preprocess`` (e.g.
+    ``"resize=32"``) applies to your own images only.
 
     Returns:
         images ``[N, C, H, W]`` float, labels ``[N]`` long.
@@ -160,7 +165,11 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     ext = _external_path(spec)
     trained_on = (metadata.get("data") or {}).get("dataset")
     if ext is not None and str(ext[0].expanduser().resolve()) != trained_on:
-        return _external_for_checkpoint(spec, metadata, limit)
+        return _external_for_checkpoint(spec, metadata, limit, preprocess)
+    if preprocess:
+        raise DataError(f"preprocess {preprocess!r} applies to your own images (a folder, .npz, "
+                        f".npy or .bin), not to {spec!r}, which is prepared exactly as the "
+                        "checkpoint's training data")
     if ext is not None:  # the file this checkpoint was trained on: rebuild its splits
         source, split = str(ext[0].expanduser().resolve()), ext[1]
     else:
@@ -191,6 +200,31 @@ def load_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None =
     return xt, yt
 
 
+def check_class_names(mapping: dict[str, int], metadata: dict[str, Any], cls: int,
+                      path: Any) -> None:
+    """Before dropping a checkpoint's excluded class ``cls`` from data whose class names were
+    mapped in sorted order (``mapping``: name → index), require the checkpoint's recorded
+    class names (``metadata["data"]["class_names"]`` or ``metadata["class_names"]``) to map
+    the same way: otherwise the index ``cls`` may name another class (``zero``…``nine`` sort
+    to ``eight→0``, …, ``zero→9``).
+
+    Raises:
+        DataError: the names are not recorded, or differ.
+    """
+    trained = (metadata.get("data") or {}).get("class_names") or metadata.get("class_names")
+    order = ", ".join(f"{n}→{i}" for n, i in sorted(mapping.items(), key=lambda t: t[1]))
+    if not trained:
+        raise DataError(f"{path}: class folders with names map in sorted order ({order}), but "
+                        f"the checkpoint drops its class {cls} (exclude_class) and records no "
+                        "class names, so which folder is that class cannot be checked; name the "
+                        "folders by the label indices it was trained on (0, 1, ...)")
+    trained_map = {str(n): i for i, n in enumerate(trained)}
+    if any(trained_map.get(n) != i for n, i in mapping.items()):
+        raise DataError(f"{path}: class folders map as {order}, but the checkpoint was trained on "
+                        f"classes {list(trained)}; dropping its class {cls} (exclude_class) would "
+                        "drop the wrong images. Name the folders as in training")
+
+
 def _external_path(spec: str) -> tuple[Path, str] | None:
     """``(path, split)`` when ``spec`` names your own images (``PATH`` or ``PATH:split``, see
     :func:`invlab.data.sources.is_file_source`) rather than a source name; else None."""
@@ -202,7 +236,8 @@ def _external_path(spec: str) -> tuple[Path, str] | None:
     return (Path(spec), "") if is_file_source(spec) else None
 
 
-def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None
+def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | None,
+                             preprocess: str | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images of an ``.npz`` / image folder prepared the way ``metadata``'s model was trained."""
     found = _external_path(spec)
@@ -211,12 +246,14 @@ def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | N
     if split not in ("", "all"):
         raise DataError(f"{spec!r}: your own images have no train/val/test splits; pass the "
                         "path alone (every image is measured)")
-    ds = load_images(path)
+    ds = load_images(path, preprocess=preprocess)
     x, y = ds.images, ds.labels
     data_cfg = metadata.get("data") or {}
     kwargs = metadata.get("model_kwargs") or {}
     cls = data_cfg.get("exclude_class")
     dropped = 0
+    if cls is not None and ds.mapping:
+        check_class_names(ds.mapping, metadata, int(cls), path)
     if cls is not None:
         keep = y != int(cls)
         dropped = int((~keep).sum())
@@ -249,7 +286,10 @@ def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | N
         raise DataError(f"{path}: {x.shape[1]}-channel images, but the checkpoint's "
                         f"normalization does not fit them: {e}") from e
     x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    _LAST_CHECK.set({"external": {"path": str(path), "images": len(ds), "dropped": dropped},
+    _LAST_CHECK.set({"external": {"path": str(path), "images": len(ds), "dropped": dropped,
+                                  "format": ds.info.get("format"),
+                                  "preprocess": ds.info.get("preprocess"),
+                                  "class_to_idx": ds.mapping},
                      "trained_on": metadata.get("data_fingerprint"), "measured_on": None,
                      "mismatch": False, "verified": False})
     if limit is not None:

@@ -192,11 +192,11 @@ def _finish(name: str, x: np.ndarray, y: np.ndarray, prov: list[str]) -> Dataset
 
 def is_file_source(name: str) -> bool:
     """Whether ``name`` is a path to your own images rather than a source name: it ends in
-    ``.npz``, contains a ``/``, or exists on disk (a named source wins over a same-named
+    ``.npz``/``.npy``/``.bin``, contains a ``/``, or exists on disk (a named source wins over a same-named
     folder in the working directory)."""
     if not name.strip() or name.strip().lower() in SOURCES:
         return False
-    return name.endswith(".npz") or "/" in name or os.sep in name or Path(name).exists()
+    return name.endswith((".npz", ".npy", ".bin")) or "/" in name or os.sep in name or Path(name).exists()
 
 
 def canonical_source(name: str) -> str:

@@ -46,6 +46,9 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(images [N,H,W] or [N,C,H,W], uint8 or float in [0,1]; labels [N]) "
                         "or a folder ROOT/<class>/<image>; preprocessed like the "
                         "checkpoint's training data")
+    p.add_argument("--preprocess", default=None, metavar="SPEC",
+                   help="for your own image files: e.g. resize=256,crop=224 (shorter side to "
+                        "256, bilinear + antialias, centre crop 224), resize=32, crop=28")
     p.add_argument("--transform", default=None, metavar="SPEC",
                    help="any transform spec: a group (r4, t3, flip, d4), a fixed transform "
                         "(rotate:30, translate_x:4, brightness_up:1.4) or a whole family over "
@@ -110,6 +113,9 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append((name, _fmt(v["mean"]), _fmt(v["std"]), f"[{_fmt(lo)}, {_fmt(hi)}]"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [head, ""]
+    if result.get("class_to_idx"):  # names mapped in sorted order: say how
+        lines[1:1] = ["classes by sorted name: " + ", ".join(
+            f"{n}→{i}" for n, i in sorted(result["class_to_idx"].items(), key=lambda t: t[1]))]
     for j, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
@@ -142,7 +148,8 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
     if args.transform is not None and args.group is not None:
         raise MeasureError("pass --transform or --group (its alias), not both")
     model, meta = load_checkpoint(args.checkpoint)
-    images, labels = load_for_checkpoint(args.data, meta, args.limit)
+    images, labels = load_for_checkpoint(args.data, meta, args.limit,
+                                         preprocess=getattr(args, "preprocess", None))
     t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
     k = len(resolve_members(t, None, args.include_identity))
     work = images.shape[0] * max(k, 1) * (args.n_steps if "saliency_similarity" in names
@@ -165,7 +172,9 @@ def run_measure(args: argparse.Namespace) -> int:
         print(f"invlab measure: error: {e}", file=sys.stderr)
         return 2
     from invlab.checkpoint_index import training_label
+    from invlab.data import last_data_check
 
+    ext = (last_data_check() or {}).get("external") or {}
     d = m.to_dict()
     result = {
         "model": meta.get("model", "?") + (training_label(meta) + f" ({args.checkpoint})"
@@ -178,6 +187,10 @@ def run_measure(args: argparse.Namespace) -> int:
         "n": d["n"],
         "metrics": d["metrics"],
     }
+    if ext.get("class_to_idx"):
+        result["class_to_idx"] = ext["class_to_idx"]
+    if ext.get("preprocess"):
+        result["preprocess"] = ext["preprocess"]
     if "by_member" in d:
         result["by_member"] = d["by_member"]
     if args.json:
