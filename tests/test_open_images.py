@@ -56,7 +56,7 @@ def test_class_folder_rgb_jpeg_and_png(tmp_path: Path) -> None:
     ds = open_images(tmp_path)
     assert len(ds) == 6 and ds.image_shape == (3, 12, 16) and ds.format == "class-folder"
     assert ds.classes == ["cat", "dog"] and ds.class_to_idx == {"cat": 0, "dog": 1}
-    assert ds.mapping_text() == "classes by sorted name: cat→0, dog→1"
+    assert ds.mapping_text() == "classes by sorted folder name: cat→0, dog→1"
     assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
     files = sorted((tmp_path / "cat").iterdir()) + sorted((tmp_path / "dog").iterdir())
     for i, f in enumerate(files):

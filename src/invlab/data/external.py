@@ -50,7 +50,8 @@ class ImageSet:
 
 def load_images(path: str | os.PathLike[str], *, num_classes: int | None = None,
                 in_shape: tuple[int, ...] | None = None, preprocess: str | None = None,
-                labels: str | os.PathLike[str] | None = None) -> ImageSet:
+                labels: str | os.PathLike[str] | None = None, subset: int | None = None,
+                seed: int = 0) -> ImageSet:
     """Read labelled images into memory as pixel-space float images in [0, 1].
 
     Args:
@@ -60,6 +61,9 @@ def load_images(path: str | os.PathLike[str], *, num_classes: int | None = None,
         in_shape: if given, images must be ``[N, *in_shape]`` (after ``preprocess``).
         preprocess: a spec such as ``"resize=256,crop=224"``.
         labels: a labels file (flat folder) or labels ``.npy``, as for ``open_images``.
+        subset: with more images than this, decode only a seeded random subset of this many,
+            in the order ``torch.randperm(N, generator=manual_seed(seed))[:subset]`` (the
+            rest are never read: a 50,000-image folder costs what the subset costs).
 
     Returns:
         :class:`ImageSet` (``images [N, C, H, W]`` float32, ``labels [N]`` int64).
@@ -91,7 +95,14 @@ def load_images(path: str | os.PathLike[str], *, num_classes: int | None = None,
         names = [inv.get(b, str(b)) for b in bad][:10]
         raise DataError(f"{p}: unknown class(es) {names} (label index >= {num_classes}); the "
                         f"models have {num_classes} classes, indexed 0..{num_classes - 1}")
-    x, _ = lazy.to_tensors()
+    if subset is not None and len(lazy) > subset:
+        idx = torch.randperm(len(lazy), generator=torch.Generator().manual_seed(seed))[:subset]
+        x = torch.empty((len(idx), *lazy.image_shape), dtype=torch.float32)
+        for j, i in enumerate(idx.tolist()):  # decodes only the chosen files
+            x[j] = lazy.image(i)
+        y = y[idx]
+    else:
+        x, _ = lazy.to_tensors()
     if lazy.class_to_idx:
         classes = sorted(lazy.class_to_idx, key=lazy.class_to_idx.__getitem__)
     elif lazy.classes is not None:

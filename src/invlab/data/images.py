@@ -378,13 +378,14 @@ def _read_labels_file(path: Path) -> dict[str, str]:
     return out
 
 
-def _index_names(names: Sequence[str], where: str) -> tuple[np.ndarray, dict[str, int] | None]:
+def _index_names(names: Sequence[str], where: str, what: str = "folder name"
+                 ) -> tuple[np.ndarray, dict[str, int] | None]:
     """Integer names → themselves (mapping None); else sorted names → 0, 1, … (logged)."""
     uniq = sorted(set(names))
     if all(re.fullmatch(r"\d+", n) for n in uniq):
         return np.array([int(n) for n in names], dtype=np.int64), None
     index = {n: i for i, n in enumerate(uniq)}
-    log.info("%s: classes by sorted name: %s", where,
+    log.info("%s: classes by sorted %s: %s", where, what,
              ", ".join(f"{n}→{i}" for n, i in index.items()))
     return np.array([index[n] for n in names], dtype=np.int64), index
 
@@ -549,10 +550,12 @@ class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return "sha256:" + h.hexdigest()
 
     def mapping_text(self) -> str | None:
-        """``"classes by sorted name: cat→0, dog→1"`` when names were mapped, else None."""
+        """``"classes by sorted folder name: cat→0, dog→1"`` (``label`` for a labels file)
+        when names were mapped, else None."""
         if not self.class_to_idx:
             return None
-        return "classes by sorted name: " + ", ".join(
+        what = "label" if self.format == "flat-folder" else "folder name"
+        return f"classes by sorted {what}: " + ", ".join(
             f"{n}→{i}" for n, i in sorted(self.class_to_idx.items(), key=lambda t: t[1]))
 
     def describe(self) -> dict[str, Any]:
@@ -670,7 +673,7 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
     if unlisted:
         raise DataError(f"{root}: {len(unlisted):,} file(s) are not in the labels file "
                         f"{lab_path.name} (e.g. {unlisted[0]}); list them or move them out")
-    y, mapping = _index_names([table[p.name] for p in images], str(lab_path))
+    y, mapping = _index_names([table[p.name] for p in images], str(lab_path), "label")
     classes = sorted(mapping, key=mapping.__getitem__) if mapping else None
     return _files_dataset(str(root), "flat-folder", root, images, y, classes, mapping, pre)
 

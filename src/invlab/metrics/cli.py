@@ -114,7 +114,7 @@ def format_table(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [head, ""]
     if result.get("class_to_idx"):  # names mapped in sorted order: say how
-        lines[1:1] = ["classes by sorted name: " + ", ".join(
+        lines[1:1] = ["classes by sorted folder name: " + ", ".join(
             f"{n}→{i}" for n, i in sorted(result["class_to_idx"].items(), key=lambda t: t[1]))]
     for j, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -135,7 +135,7 @@ def _cmd_origins(args: argparse.Namespace) -> int:
     out = run_origins(preset(name, **over), args.out, _ckpt(args), args.workers,
                       not args.no_progress, name, models_file=args.models,
                       data=args.data if "dataset" not in over else None,
-                      executor=executor_from_flags(args))
+                      executor=executor_from_flags(args), preprocess=args.preprocess)
     return _done(print_table(out), out, t0)
 
 
@@ -163,7 +163,8 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = run_generalization(preset(name, n_pool=args.n_pool, transforms=transforms), args.out,
                              _ckpt(args), args.workers, not args.no_progress, name, test_sets,
-                             args.models, executor=executor_from_flags(args))
+                             args.models, executor=executor_from_flags(args),
+                             preprocess=args.preprocess)
     return _done(print_table(out), out, t0)
 
 
@@ -211,6 +212,9 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                         "(name, nn.Module, {'mean': [...], 'std': [...]})")
     o.add_argument("--data", default=None, metavar="NAME|PATH",
                    help="data source name (fashion-mnist, mnist) or an image folder / .npz")
+    o.add_argument("--preprocess", default=None, metavar="SPEC",
+                   help="for --data image files: e.g. resize=36,crop=32 (bilinear + antialias, "
+                        "centre crop)")
     o.add_argument("--archs", default=None, help="comma list of registry models, e.g. "
                    "mlp5,cnn_small,vit_tiny")
     o.set_defaults(func=_cmd_origins)
@@ -228,6 +232,9 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz.add_argument("--test-set", action="append", metavar="NAME=PATH",
                     help="extra test set: a .npz (images, labels) or a folder with one "
                          "sub-folder per class; repeatable")
+    gz.add_argument("--preprocess", default=None, metavar="SPEC",
+                    help="for the --test-set images: e.g. resize=36,crop=32 or "
+                         "resize=256,crop=224 (bilinear + antialias, centre crop)")
     gz.add_argument("--transform", action="append", metavar="SPEC",
                     help="extra EI transform spec, e.g. rotate:30, grayscale (colour inputs); "
                          "repeatable (replaces the preset's transforms)")

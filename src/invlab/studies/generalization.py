@@ -346,17 +346,20 @@ def check_test_sets(items: Mapping[str, str] | Iterable[tuple[str, str]],
 
 
 def external_test_sets(specs: Mapping[str, str], sets_dir: str, n_eval: int, seed: int,
-                       in_shape: tuple[int, ...] | None, num_classes: int | None
-                       ) -> list[TestSetRef]:
+                       in_shape: tuple[int, ...] | None, num_classes: int | None,
+                       preprocess: str | None = None) -> list[TestSetRef]:
     """``--test-set NAME=PATH`` sets read with :func:`invlab.data.load_images`, cached by
-    content fingerprint (the path is not part of any identity)."""
+    content fingerprint (the path is not part of any identity). Only the ``n_eval`` images
+    of the seeded subset are decoded; ``preprocess`` (e.g. ``"resize=36,crop=32"``) applies
+    to every set."""
     from invlab.data import load_images
     from invlab.data.shifts import cache_path, cached, fingerprint
 
     refs = []
     for name, path in specs.items():
-        ds = load_images(path, num_classes=num_classes, in_shape=in_shape)
-        x, y = _subset(ds.images, ds.labels, n_eval, seed)
+        ds = load_images(path, num_classes=num_classes, in_shape=in_shape,
+                         preprocess=preprocess, subset=n_eval, seed=seed)
+        x, y = _subset(ds.images, ds.labels, n_eval, seed)  # already subset: a no-op
         key = {"fingerprint": fingerprint(x, y)}
         cached(name, key, lambda x=x, y=y: (x, y), root=sets_dir)
         refs.append(TestSetRef(name, cache_path(name, key, sets_dir).stem.split("-")[-1]))
@@ -392,7 +395,7 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
                        progress: bool = True, preset_name: str = "custom",
                        test_sets: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
                        models_file: str | None = None,
-                       executor: Any = None) -> Path:
+                       executor: Any = None, preprocess: str | None = None) -> Path:
     """Run the study into ``out`` (resumable); returns ``out``.
 
     Args:
@@ -403,6 +406,7 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         test_sets: extra ``{name: path}`` test sets (``.npz`` or image folders), or
             ``(name, path)`` pairs; names are checked by :func:`check_test_sets`.
         models_file: a ``.py`` whose ``models()`` yields the models to study instead of the zoo.
+        preprocess: spec applied to the ``test_sets`` (e.g. ``"resize=36,crop=32"``).
     """
     from invlab.data.sources import cache_dir
     from invlab.report.generalization import build_report
@@ -416,7 +420,8 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
     sets_dir = str(cache_dir() / "generalization")
     cfg = {"preset": preset_name, **asdict(s), "zoo": [asdict(m) for m in p.zoo],
            "reference": [asdict(m) for m in p.reference], "checkpoints": checkpoints,
-           "external_test_sets": test_sets, "models_file": models_file}
+           "external_test_sets": test_sets, "models_file": models_file,
+           **({"preprocess": preprocess} if preprocess else {})}
     with open_study(out, STUDY, cfg) as (out, store):
         t0 = time.perf_counter()
         threads = s.threads
@@ -424,7 +429,8 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         refs: list[TestSetRef] = []
         # read and check the external sets before any training (shape/classes of the zoo)
         shape, classes = ((1, 28, 28), 10) if models_file is None else (None, None)
-        ext_refs = external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, shape, classes)
+        ext_refs = external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, shape, classes,
+                                      preprocess)
         if models_file is not None:  # a broken file fails here, not after the reference panel
             names = [n for n, _, _ in iter_user_models(models_file)]
             if len(set(names)) != len(names):

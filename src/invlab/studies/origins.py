@@ -117,6 +117,8 @@ class OriginsData:
     data_seed: int = 0
     source_hash: str | None = None
     path: str = field(default="", metadata=NOT_IN_ID)
+    #: ``--preprocess`` spec for external images (e.g. ``"resize=36,crop=32"``)
+    preprocess: str | None = field(default=None, metadata=ID_IF_NOT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -231,13 +233,15 @@ def _load_pixels(cfg: OriginsData) -> tuple[torch.Tensor, torch.Tensor, dict[str
     if cfg.dataset == "external":
         from invlab.studies.origins_io import load_images
 
-        ds = load_images(cfg.path)
+        ds = load_images(cfg.path, preprocess=cfg.preprocess)
         h = images_hash(ds.images, ds.labels)
         if cfg.source_hash is not None and h != cfg.source_hash:
             raise ValueError(f"--data {cfg.path}: the images changed since the study started "
                              f"(hash {h}, expected {cfg.source_hash}); use a new --out")
         return ds.images.float(), ds.labels.long(), {"source": "external", "where": cfg.path,
-                                                     "images": len(ds), "hash": h}
+                                                     "images": len(ds), "hash": h,
+                                                     **({"class_to_idx": ds.mapping}
+                                                        if ds.mapping else {})}
     from invlab.data import load_source
 
     ds = load_source(cfg.dataset)
@@ -297,8 +301,9 @@ def _train_config(spec: ModelSpec) -> Any:
 
 def checkpoint_path(spec: ModelSpec, data: OriginsData, checkpoints: str | Path) -> Path:
     """``<checkpoints>/origins-<hash of (model spec, data)>.safetensors``."""
-    blob = json.dumps({"model": id_dict(spec), "data": {k: v for k, v in asdict(data).items()
-                                                       if k != "path"}}, sort_keys=True)
+    blob = json.dumps({"model": id_dict(spec), "data": {
+        k: v for k, v in asdict(data).items()
+        if k != "path" and not (k == "preprocess" and v is None)}}, sort_keys=True)
     return Path(checkpoints) / f"origins-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.safetensors"
 
 
@@ -573,9 +578,17 @@ def model_specs(p: OriginsPreset) -> list[ModelSpec]:
     return list(dict.fromkeys(out))
 
 
-def data_config(p: OriginsPreset, data: str | None = None) -> OriginsData:
-    if data and (Path(data).exists() or data.endswith(".npz")):
-        return OriginsData("external", p.n_train, p.n_val, p.n_test, path=str(Path(data)))
+def data_config(p: OriginsPreset, data: str | None = None,
+                preprocess: str | None = None) -> OriginsData:
+    if data and (Path(data).exists() or data.endswith((".npz", ".npy", ".bin"))):
+        from invlab.data import parse_preprocess
+
+        spec = parse_preprocess(preprocess).spec or None  # canonical (ids), typos refused
+        return OriginsData("external", p.n_train, p.n_val, p.n_test, path=str(Path(data)),
+                           preprocess=spec)
+    if preprocess:
+        raise ValueError(f"--preprocess applies to image files given with --data (a folder, "
+                         f".npz, .npy or .bin), not to the source {data or p.dataset!r}")
     return OriginsData(data or p.dataset, p.n_train, p.n_val, p.n_test)
 
 
@@ -632,17 +645,19 @@ def run_cell(cell: Any, ctx: CellContext) -> CellResult:
 def run_origins(p: OriginsPreset, out: str | Path, checkpoints: str | Path | None = None,
                 workers: int = 1, progress: bool = True, preset_name: str = "custom",
                 models_file: str | None = None, data: str | None = None,
-                executor: Any = None) -> Path:
-    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report."""
+                executor: Any = None, preprocess: str | None = None) -> Path:
+    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report.
+    ``preprocess`` (e.g. ``"resize=36,crop=32"``) applies to ``data`` given as a path."""
     from invlab.report.origins import build_report
     from invlab.studies.common import open_study
 
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
-    dcfg = pin_data(data_config(p, data))
+    dcfg = pin_data(data_config(p, data, preprocess))
     from invlab.sweep import choose_executor
 
     executor = choose_executor(executor, workers)
-    conf = {"preset": preset_name, **asdict(p), "data": asdict(dcfg), "checkpoints": ckpt,
+    dconf = {k: v for k, v in asdict(dcfg).items() if not (k == "preprocess" and v is None)}
+    conf = {"preset": preset_name, **asdict(p), "data": dconf, "checkpoints": ckpt,
             "workers": workers, "models_file": models_file}
     t0 = time.perf_counter()
     with open_study(out, STUDY, conf) as (out, store):
