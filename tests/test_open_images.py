@@ -95,11 +95,17 @@ def test_npz_channels_last_and_npy_mmap(tmp_path: Path) -> None:
     np.save(tmp_path / "fog.npy", x)
     np.save(tmp_path / "labels.npy", y)
     ds = open_images(tmp_path / "fog.npy", labels=tmp_path / "labels.npy")
+    assert ds.describe()["labels_file"] == str(tmp_path / "labels.npy")
     assert isinstance(ds._mapped(), np.memmap)  # memory-mapped, not read
     assert torch.equal(ds.to_tensors()[0], ref) and torch.equal(ds[4][0], ref[4])
     assert ds.labels.tolist() == y.tolist()
     assert len(pickle.dumps(ds)) < 20_000  # DataLoader workers re-map, never copy the array
+    assert open_images(tmp_path / "fog.npy").labels.tolist() == y.tolist()  # labels.npy beside
+    (tmp_path / "labels.npy").unlink()
     assert open_images(tmp_path / "fog.npy").labels is None
+    np.save(tmp_path / "v6_data.npy", x)
+    np.save(tmp_path / "v6_labels.npy", y[::-1].copy())
+    assert open_images(tmp_path / "v6_data.npy").labels.tolist() == y[::-1].tolist()
     g = RNG.integers(0, 256, (4, 9, 7), dtype=np.uint8)  # [N, H, W]
     np.save(tmp_path / "g.npy", g)
     assert torch.equal(open_images(tmp_path / "g.npy")[1], torch.from_numpy(g[1:2] / np.float32(255)))

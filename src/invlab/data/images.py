@@ -17,9 +17,11 @@ dataset reads only the file headers. Formats:
   Every image must be listed and every listed file must exist (else a one-line error). No
   labels file → unlabelled (items are images alone);
 - **.npz** with ``images`` and ``labels`` (read into memory, as :func:`load_images` always did);
-- **.npy** ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (C = 1 or 3), uint8 (÷255) or float in
-  [0, 1], memory-mapped (``np.load(mmap_mode="r", allow_pickle=False)``), with ``labels=`` a
-  labels ``.npy`` of ``[N]`` integers (the CIFAR-10-C / CIFAR-10.1 layout), else unlabelled;
+- **.npy** ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (C = 1 or 3), uint8 (÷255) or
+  float in [0, 1], memory-mapped (``np.load(mmap_mode="r", allow_pickle=False)``), with
+  ``labels=`` a labels ``.npy`` of ``[N]`` integers; without ``labels=``, the file of the
+  CIFAR-10.1 / CIFAR-10-C layouts beside it is used when present (``X_data.npy`` →
+  ``X_labels.npy``, else ``labels.npy``; logged and recorded), else the data is unlabelled;
 - **CIFAR-10 / CIFAR-100 binary** ``*.bin`` (``data_batch_1.bin`` …, ``test_batch.bin``;
   ``train.bin``, ``test.bin``): records of 1 label byte (CIFAR-10) or 2 (CIFAR-100: coarse,
   fine — the fine label is used) + 3,072 pixel bytes (R, G, B planes of 32×32), memory-mapped.
@@ -436,6 +438,8 @@ class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._cifar = cifar
         self._hash_files = hash_files or []
         self._channels = channels
+        #: the labels file / labels .npy read (None: labels from folders or the data file)
+        self.labels_file: str | None = None
 
     # --- pickling for DataLoader workers: never pickle a memory map's contents
     def __getstate__(self) -> dict[str, Any]:
@@ -563,7 +567,7 @@ class ImageDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return {"source": self.source, "format": self.format, "images": self._n,
                 "image_shape": list(self.image_shape), "labelled": self.labels is not None,
                 "preprocess": self.preprocess.spec or None, "classes": self.classes,
-                "class_to_idx": self.class_to_idx}
+                "class_to_idx": self.class_to_idx, "labels_file": self.labels_file}
 
     def __repr__(self) -> str:
         pre = f", preprocess={self.preprocess.spec!r}" if self.preprocess else ""
@@ -675,7 +679,9 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
                         f"{lab_path.name} (e.g. {unlisted[0]}); list them or move them out")
     y, mapping = _index_names([table[p.name] for p in images], str(lab_path), "label")
     classes = sorted(mapping, key=mapping.__getitem__) if mapping else None
-    return _files_dataset(str(root), "flat-folder", root, images, y, classes, mapping, pre)
+    ds = _files_dataset(str(root), "flat-folder", root, images, y, classes, mapping, pre)
+    ds.labels_file = str(lab_path)
+    return ds
 
 
 def _open_array(path: Path, fmt: str, x: np.ndarray, y: np.ndarray | None, pre: Preprocess,
@@ -730,6 +736,21 @@ def _open_cifar(path: Path, labels: Any, pre: Preprocess) -> ImageDataset:
                         array_path=path, cifar=(k, n), hash_files=[(path.name, path)])
 
 
+def _sibling_labels(p: Path) -> Path | None:
+    """The labels ``.npy`` of the CIFAR-10-C / CIFAR-10.1 layouts beside ``p``:
+    ``<name with _data → _labels>.npy`` (``cifar10.1_v6_data.npy``), else ``labels.npy``."""
+    cands = []
+    if "_data" in p.stem:
+        cands.append(p.with_name(p.stem.replace("_data", "_labels") + p.suffix))
+    if p.name != "labels.npy":
+        cands.append(p.with_name("labels.npy"))
+    for c in cands:
+        if c.is_file():
+            log.info("%s: labels from %s (beside it)", p, c)
+            return c
+    return None
+
+
 def open_images(path: str | os.PathLike[str], *, preprocess: str | Preprocess | None = None,
                 labels: str | os.PathLike[str] | None = None) -> ImageDataset:
     """Open image data lazily (formats, modes and channel rules: this module's docstring).
@@ -766,18 +787,24 @@ def open_images(path: str | os.PathLike[str], *, preprocess: str | Preprocess | 
     if suffix == ".npz":
         x, y = _npz_arrays(p, labels)
         hf = [(p.name, p)] + ([(Path(labels).name, Path(labels))] if labels is not None else [])
-        return _open_array(p, "npz", x, y, pre, hf, mmap=False)
+        ds = _open_array(p, "npz", x, y, pre, hf, mmap=False)
+        ds.labels_file = None if labels is None else str(labels)
+        return ds
     if suffix == ".npy":
         x = _load_npy(p, mmap=True)
         y = None
         hf = [(p.name, p)]
+        if labels is None:
+            labels = _sibling_labels(p)
         if labels is not None:
             lp = Path(labels)
             if not lp.is_file():
                 raise DataError(f"{lp}: no such labels file (a .npy of [N] integers)")
             y = _load_npy(lp, mmap=False)
             hf.append((lp.name, lp))
-        return _open_array(p, "npy", x, y, pre, hf, mmap=True)
+        ds = _open_array(p, "npy", x, y, pre, hf, mmap=True)
+        ds.labels_file = None if labels is None else str(labels)
+        return ds
     if suffix == ".bin":
         return _open_cifar(p, labels, pre)
     if _looks_pickled(p) or p.name.startswith(("data_batch_", "test_batch")):

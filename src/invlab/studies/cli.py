@@ -129,6 +129,13 @@ def _cmd_origins(args: argparse.Namespace) -> int:
     over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
                                "archs": _csv(args.archs),
                                "seeds": tuple(range(args.seeds)) if args.seeds else None}
+    if name == "imagenet" and (args.models is None or args.data is None):
+        raise SystemExit("--preset imagenet profiles your own pretrained models on your ImageNet "
+                         "validation images: pass --models zoo.py and --data PATH (a folder of "
+                         "the JPEGs with labels.csv, or class sub-folders); see "
+                         "docs/howto/natural-images.md")
+    if name == "imagenet" and args.preprocess is None:
+        args.preprocess = "resize=256,crop=224"  # the preset's evaluation transform
     if args.data and not args.data.endswith(".npz") and not os.path.exists(args.data):
         over["dataset"] = args.data
     t0 = time.perf_counter()
@@ -158,6 +165,11 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
     from invlab.studies.generalization import preset, run_generalization
 
     name = _preset_name(args)
+    if name == "cifar10" and (args.models is None or not args.test_set):
+        raise SystemExit("--preset cifar10 studies your own zoo on your CIFAR-10 files: pass "
+                         "--models zoo.py and --test-set cifar10=PATH/test_batch.bin (the first "
+                         "is in-distribution) plus shifted sets, e.g. --test-set "
+                         "fog=CIFAR-10-C/fog.npy; see docs/howto/natural-images.md")
     test_sets = _kv(args.test_set, own_models=args.models is not None)
     transforms = tuple(args.transform) if args.transform else None
     t0 = time.perf_counter()

@@ -229,19 +229,29 @@ class Splits:
 _SPLITS: dict[OriginsData, Splits] = {}
 
 
+def _open_external(cfg: OriginsData) -> tuple[Any, dict[str, Any]]:
+    """``--data PATH`` opened lazily (:func:`invlab.data.open_images`) and its record; the
+    hash is the reader's streaming file fingerprint (no image is decoded)."""
+    from invlab.data import open_images
+
+    ds = open_images(cfg.path, preprocess=cfg.preprocess)
+    if ds.labels is None:
+        raise ValueError(f"--data {cfg.path}: the images have no labels; use class sub-folders "
+                         "or a labels file (labels.csv: 'filename,label' lines)")
+    h = ds.fingerprint().partition(":")[2][:16]
+    if cfg.source_hash is not None and h != cfg.source_hash:
+        raise ValueError(f"--data {cfg.path}: the images changed since the study started "
+                         f"(hash {h}, expected {cfg.source_hash}); use a new --out")
+    return ds, {"source": "external", "where": cfg.path, "images": len(ds), "hash": h,
+                **({"class_to_idx": ds.class_to_idx} if ds.class_to_idx else {}),
+                **({"preprocess": cfg.preprocess} if cfg.preprocess else {})}
+
+
 def _load_pixels(cfg: OriginsData) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     if cfg.dataset == "external":
-        from invlab.studies.origins_io import load_images
-
-        ds = load_images(cfg.path, preprocess=cfg.preprocess)
-        h = images_hash(ds.images, ds.labels)
-        if cfg.source_hash is not None and h != cfg.source_hash:
-            raise ValueError(f"--data {cfg.path}: the images changed since the study started "
-                             f"(hash {h}, expected {cfg.source_hash}); use a new --out")
-        return ds.images.float(), ds.labels.long(), {"source": "external", "where": cfg.path,
-                                                     "images": len(ds), "hash": h,
-                                                     **({"class_to_idx": ds.mapping}
-                                                        if ds.mapping else {})}
+        ds, fp = _open_external(cfg)
+        x, y = ds.to_tensors()
+        return x, y.long(), fp
     from invlab.data import load_source
 
     ds = load_source(cfg.dataset)
@@ -264,14 +274,22 @@ def get_splits(cfg: OriginsData) -> Splits:
     ``n_train + n_val + 2``, training is impossible and everything is the test split."""
     if cfg in _SPLITS:
         return _SPLITS[cfg]
-    x, y, fp = _load_pixels(cfg)
+    if cfg.dataset == "external":  # decode only the images of the three splits
+        lazy, fp = _open_external(cfg)
+        y = lazy.labels.long()
+        pick = lambda idx: (torch.stack([lazy.image(int(i)) for i in idx]) if len(idx)  # noqa: E731
+                            else torch.empty((0, *lazy.image_shape)))
+    else:
+        x, y, fp = _load_pixels(cfg)
+        pick = lambda idx: x[idx]  # noqa: E731
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.data_seed))
     n_tr, n_va = cfg.n_train, cfg.n_val
     if len(y) < n_tr + n_va + 2:
         n_tr = n_va = 0
     tr, va, te = perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:][:cfg.n_test]
-    ref = x[tr] if n_tr else x[te]
-    s = Splits(x[tr], y[tr], x[va], y[va], x[te], y[te], float(ref.mean()),
+    x_tr, x_va, x_te = pick(tr), pick(va), pick(te)
+    ref = x_tr if n_tr else x_te
+    s = Splits(x_tr, y[tr], x_va, y[va], x_te, y[te], float(ref.mean()),
                float(ref.std().clamp_min(1e-6)), int(y.max()) + 1, fp)
     if len(_SPLITS) > 4:
         _SPLITS.clear()
@@ -283,6 +301,8 @@ def pin_data(cfg: OriginsData) -> OriginsData:
     """``cfg`` with ``source_hash`` set to the hash of the data found now."""
     if cfg.source_hash is not None:
         return cfg
+    if cfg.dataset == "external":  # streaming file hash: nothing decoded
+        return replace(cfg, source_hash=str(_open_external(cfg)[1]["hash"]))
     _, _, fp = _load_pixels(cfg)
     return replace(cfg, source_hash=str(fp["hash"]))
 
