@@ -363,3 +363,98 @@ def test_dataloader_streams(tmp_path: Path) -> None:
     assert [b[0].shape[0] for b in batches] == [4, 4, 2]
     assert torch.equal(torch.cat([b[0] for b in batches]), ds.to_tensors()[0])
     assert torch.cat([b[1] for b in batches]).tolist() == list(range(10))
+
+
+# ------------------------------------------------------------------ the papers' presets
+# Plumbing only, on small colour fixtures written in the exact file formats; the presets'
+# real runs (CIFAR-10 + CIFAR-10-C, ImageNet validation) were not run here.
+
+ZOO_PY = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.fc = nn.Linear(16, k)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def models():
+    for i in range({n}):
+        torch.manual_seed(i)
+        yield f"net{{i}}", Tiny({k}), {{"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}}
+'''
+
+
+def _cifar_fixtures(root: Path, n: int = 30) -> dict[str, Path]:
+    """test_batch.bin (CIFAR-10 binary), CIFAR-10-C fog.npy + labels.npy, CIFAR-10.1 v6."""
+    root.mkdir()
+    (root / "cifar-10-batches-bin").mkdir()
+    _cifar(root / "cifar-10-batches-bin" / "test_batch.bin", n, 1)
+    (root / "CIFAR-10-C").mkdir()
+    np.save(root / "CIFAR-10-C" / "fog.npy", RNG.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
+    np.save(root / "CIFAR-10-C" / "labels.npy", RNG.integers(0, 10, n).astype(np.int64))
+    np.save(root / "cifar10.1_v6_data.npy", RNG.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
+    np.save(root / "cifar10.1_v6_labels.npy", RNG.integers(0, 10, n).astype(np.int64))
+    return {"cifar10": root / "cifar-10-batches-bin" / "test_batch.bin",
+            "fog": root / "CIFAR-10-C" / "fog.npy", "cifar10_1": root / "cifar10.1_v6_data.npy"}
+
+
+def test_generalization_preset_cifar10_plumbing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import pandas as pd
+
+    from invlab.cli import main
+
+    monkeypatch.setenv("INVLAB_CACHE", str(tmp_path / "cache"))
+    sets = _cifar_fixtures(tmp_path / "data")
+    (tmp_path / "zoo.py").write_text(ZOO_PY.format(n=5, k=10))
+    args = ["study", "generalization", "--preset", "cifar10", "--out", str(tmp_path / "out"),
+            "--checkpoints", str(tmp_path / "ck"), "--no-progress"]
+    with pytest.raises(SystemExit, match="--preset cifar10 .*--models zoo.py"):
+        main(args)
+    args += ["--models", str(tmp_path / "zoo.py")] + [
+        a for name, p in sets.items() for a in ("--test-set", f"{name}={p}")]
+    assert main(args) == 0
+    df = pd.read_csv(tmp_path / "out" / "models.csv")
+    assert list(df.test_set.unique()) == ["cifar10", "fog", "cifar10_1"]
+    assert {"accuracy", "ei", "ei_grayscale"} <= set(df.measure)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["zoo_size"] == 5 and s["id_test_set"] == "cifar10"
+
+
+def test_origins_preset_imagenet_plumbing(tmp_path: Path) -> None:
+    import json
+
+    from invlab.cli import main
+
+    val = tmp_path / "val"
+    val.mkdir()
+    lines = []
+    for i in range(12):  # ImageNet-val layout: flat JPEGs of mixed sizes + labels file
+        name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        Image.fromarray(_rgb(30 + 2 * i, 40)).save(val / name, format="JPEG")
+        lines.append(f"{name},{i % 3}")
+    (val / "labels.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "zoo.py").write_text(ZOO_PY.format(n=1, k=3))
+    base = ["study", "origins", "--preset", "imagenet", "--out", str(tmp_path / "out"),
+            "--no-progress"]
+    with pytest.raises(SystemExit, match="--preset imagenet .*--data PATH"):
+        main(base + ["--models", str(tmp_path / "zoo.py")])
+    # the preset's default is resize=256,crop=224; a smaller crop keeps this test fast
+    rc = main(base + ["--models", str(tmp_path / "zoo.py"), "--data", str(val),
+                      "--preprocess", "resize=36,crop=32"])
+    assert rc == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(s["profiles_median"]["penultimate"]) == {"net0"}
+    conf = json.loads((tmp_path / "out" / "config.json").read_text())["config"]
+    assert conf["data"]["preprocess"] == "resize=36,crop=32" and conf["data"]["n_test"] == 2000
+    assert conf["data"]["dataset"] == "external"
