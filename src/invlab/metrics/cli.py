@@ -148,8 +148,9 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
     if args.transform is not None and args.group is not None:
         raise MeasureError("pass --transform or --group (its alias), not both")
     model, meta = load_checkpoint(args.checkpoint)
+    pre = getattr(args, "preprocess", None)
     images, labels = load_for_checkpoint(args.data, meta, args.limit,
-                                         preprocess=getattr(args, "preprocess", None))
+                                         **({"preprocess": pre} if pre else {}))
     t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
     k = len(resolve_members(t, None, args.include_identity))
     work = images.shape[0] * max(k, 1) * (args.n_steps if "saliency_similarity" in names
