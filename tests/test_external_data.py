@@ -225,6 +225,74 @@ def test_measure_cli_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "your own images" in out and "n: 8" in out
 
 
+def test_measure_cli_preprocess_and_class_mapping(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--preprocess reaches the reader (40×30 photos → 28×28 = the model's input); folder
+    names map in sorted order, printed in the header and recorded in the JSON."""
+    import json
+
+    from PIL import Image
+
+    from invlab.cli import main
+
+    ck, _ = _checkpoint(tmp_path, normalization={"mean": 0.1, "std": 0.3})
+    rng = np.random.default_rng(0)
+    for c in ("zebra", "ant"):
+        (tmp_path / "p" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (30 + i, 40), dtype=np.uint8)).save(
+                tmp_path / "p" / c / f"{i}.png")
+    args = ["measure", "--checkpoint", str(ck), "--data", str(tmp_path / "p"), "--metrics", "kl",
+            "--no-progress"]
+    assert main(args) == 2
+    assert "pass a preprocess spec" in capsys.readouterr().err
+    assert main(args + ["--preprocess", "resize=28,crop=28"]) == 0
+    out = capsys.readouterr().out
+    assert "classes by sorted folder name: ant→0, zebra→1" in out and "n: 6" in out
+    assert main(args + ["--preprocess", "resize=28,crop=28", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["class_to_idx"] == {"ant": 0, "zebra": 1}
+    assert doc["preprocess"] == "resize=28,crop=28"
+    assert main(args + ["--preprocess", "resize=28,crp=28"]) == 2
+    assert "valid keys: resize=N, crop=N" in capsys.readouterr().err
+    assert main(["measure", "--checkpoint", str(ck), "--data", "mnist-5k", "--preprocess",
+                 "crop=20", "--no-progress"]) == 2
+    assert "applies to your own images" in capsys.readouterr().err
+
+
+def test_excluded_class_needs_matching_class_names(tmp_path: Path) -> None:
+    """Folders zero..nine sort as eight→0 … zero→9: a checkpoint that drops class 9 must
+    record its class names, and they must match (issue 24 §3)."""
+    from invlab.checkpoint import read_metadata
+    from invlab.data import load_for_checkpoint
+
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    root = _folder(tmp_path / "w", names, n=1)
+    ck, _ = _checkpoint(tmp_path, model_kwargs={"in_shape": [1, 28, 28], "num_classes": 9},
+                        data={"exclude_class": 9})
+    with pytest.raises(DataError, match=r"eight→0.*records no class names"):
+        load_for_checkpoint(str(root), read_metadata(ck))
+    ck2, _ = _checkpoint(tmp_path / "b", model_kwargs={"in_shape": [1, 28, 28], "num_classes": 9},
+                         data={"exclude_class": 9, "class_names": names})
+    with pytest.raises(DataError, match=r"trained on classes \['zero', 'one'"):
+        load_for_checkpoint(str(root), read_metadata(ck2))
+    ck3, _ = _checkpoint(tmp_path / "c", model_kwargs={"in_shape": [1, 28, 28], "num_classes": 9},
+                         data={"exclude_class": 9, "class_names": sorted(names)})
+    x, y = load_for_checkpoint(str(root), read_metadata(ck3))
+    assert len(y) == 9  # 'zero' (index 9 in sorted order) dropped
+
+
+def test_audit_reads_photos_and_preprocess(tmp_path: Path) -> None:
+    """invlab audit's data loader: photos (unlabelled) decoded lazily at the given size."""
+    from invlab.audit import AuditError, load_audit_data
+
+    x, y, info = load_audit_data("photos", {}, limit=3, seed=0, preprocess="resize=40,crop=32")
+    assert x.shape == (3, 3, 32, 32) and y is None and info["images"] == 3
+    assert info["preprocess"] == "resize=40,crop=32" and "unlabelled" in info["description"]
+    with pytest.raises(AuditError, match="--preprocess applies to image files"):
+        load_audit_data("mnist-5k", {}, limit=3, preprocess="crop=20")
+
+
 # ------------------------------------------------ your own images as a source (genuine study)
 
 def test_file_source_equals_named_source_and_is_spelling_free(tmp_path: Path,
