@@ -143,6 +143,7 @@ def test_cifar_pickle_refused(tmp_path: Path) -> None:
     d.mkdir()
     (d / "data_batch_1").write_bytes(pickle.dumps({"data": [1, 2]}, protocol=2))
     (d / "test_batch").write_bytes(pickle.dumps({"data": [1]}, protocol=2))
+    (d / "readme.html").write_text("<html></html>")
     for p in (d, d / "data_batch_1"):
         with pytest.raises(DataError, match="pickled CIFAR 'python version'.*binary version"):
             open_images(p)
@@ -188,6 +189,12 @@ def test_16bit_png_and_float_tiff(tmp_path: Path) -> None:
     assert float(ds[by["g16.png"]][0, 0, 0]) == 1.0
     assert abs(float(ds[by["g16.png"]][0, 0, 1]) - 300 / 65535) < 1e-9
     assert torch.equal(ds[by["f.tif"]], torch.from_numpy(f)[None])  # taken as is
+
+
+def test_one_bit_images(tmp_path: Path) -> None:
+    b = RNG.integers(0, 2, (5, 7)).astype(bool)
+    Image.fromarray(b).save(tmp_path / "b.png")
+    assert torch.equal(open_images(tmp_path)[0], torch.from_numpy(b.astype(np.float32))[None])
 
 
 def test_grey_and_colour_mixed_replicates_grey(tmp_path: Path) -> None:
@@ -458,3 +465,32 @@ def test_origins_preset_imagenet_plumbing(tmp_path: Path) -> None:
     conf = json.loads((tmp_path / "out" / "config.json").read_text())["config"]
     assert conf["data"]["preprocess"] == "resize=36,crop=32" and conf["data"]["n_test"] == 2000
     assert conf["data"]["dataset"] == "external"
+
+
+def test_npy_object_array_never_unpickled(tmp_path: Path) -> None:
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"o\.npy: the array holds Python objects"):
+        open_images(tmp_path / "o.npy")
+    (tmp_path / "t.npy").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match=r"t\.npy: not a \.npy file"):
+        open_images(tmp_path / "t.npy")
+
+
+def test_generalization_test_sets_preprocess_and_subset(tmp_path: Path) -> None:
+    """--test-set with --preprocess: mixed sizes made uniform; only the seeded subset is
+    decoded, equal to the old route (decode all, then subset)."""
+    from invlab.studies.generalization import external_test_sets
+
+    for c in ("a", "b"):
+        (tmp_path / "s" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(_rgb(20 + i, 24)).save(tmp_path / "s" / c / f"{i}.png")
+    refs = external_test_sets({"mine": str(tmp_path / "s")}, str(tmp_path / "c"), 4, 0, None, None,
+                              "resize=16,crop=16")
+    with np.load(next((tmp_path / "c").glob("mine-*.npz"))) as f:
+        x, y = f["images"], f["labels"]
+    assert x.shape[1:] == (3, 16, 16) and len(x) == 4
+    full = load_images(tmp_path / "s", preprocess="resize=16,crop=16")
+    idx = torch.randperm(10, generator=torch.Generator().manual_seed(0))[:4]
+    assert np.array_equal(x, full.images[idx].numpy()) and y.tolist() == full.labels[idx].tolist()
+    assert refs[0].name == "mine"

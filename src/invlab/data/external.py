@@ -41,8 +41,6 @@ class ImageSet:
     mapping: dict[str, int] | None = None
     #: :meth:`invlab.data.ImageDataset.describe` of the data read (format, preprocess, ...)
     info: dict[str, Any] = field(default_factory=dict)
-    #: :meth:`invlab.data.ImageDataset.fingerprint` (sha256 of the files, streamed)
-    fingerprint: str | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -112,4 +110,4 @@ def load_images(path: str | os.PathLike[str], *, num_classes: int | None = None,
     else:
         classes = [str(i) for i in range(int(y.max()) + 1)]
     return ImageSet(x, y.clone(), classes, str(p), mapping=lazy.class_to_idx,
-                    info=lazy.describe(), fingerprint=None)
+                    info=lazy.describe())

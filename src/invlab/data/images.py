@@ -152,10 +152,10 @@ def decode_image(path: str | os.PathLike[str], channels: int | None = None) -> n
             if mode in ("RGB", "RGBA", "LA") and _is_16bit_png(im):
                 _header(p)  # raises the 16-bit colour message
             im.load()
-            if mode in ("1", "L"):
-                a = np.asarray(im.convert("L"), dtype=np.uint8).astype(np.float32) / 255.0
-                if mode == "1":
-                    a = np.asarray(im, dtype=np.float32)  # 0.0 / 1.0
+            if mode == "1":
+                a = np.asarray(im, dtype=np.float32)  # 0.0 / 1.0
+            elif mode == "L":
+                a = np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
             elif mode in ("LA", "La"):
                 a = np.asarray(im.getchannel(0), dtype=np.uint8).astype(np.float32) / 255.0
             elif mode.startswith("I;16") or mode == "I":
@@ -628,10 +628,8 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
     if not subdirs and not top_files:
         raise DataError(f"{root}: expected one sub-folder per class (ROOT/<class>/<images>) or "
                         "a flat folder of images, found nothing")
-    if all(p.name.startswith("data_batch_") or p.name in ("test_batch", "batches.meta")
-           for p in top_files) and any(p.name == "test_batch" or p.name.startswith("data_batch_")
-                                       for p in top_files):
-        raise _pickle_message(root)
+    if any(re.fullmatch(r"data_batch_\d+|test_batch", p.name) for p in top_files):
+        raise _pickle_message(root)  # cifar-10-batches-py/: pickles without a suffix
     if subdirs:
         if labels is not None:
             raise DataError(f"{root}: a class folder takes its labels from the sub-folder names; "
