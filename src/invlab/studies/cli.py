@@ -233,7 +233,8 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz = ssub.add_parser("generalization",
                          help="D22: does invariance (EI) predict accuracy across a zoo and shifts?")
     gz.add_argument("--quick", action="store_true", help="small zoo: minutes on 2 CPU cores")
-    gz.add_argument("--preset", default=None, help="preset of generalization.yaml (full, quick)")
+    gz.add_argument("--preset", default=None, help="preset of generalization.yaml (full, quick; cifar10: "
+                    "your --models on your CIFAR-10 files, see docs/howto/natural-images.md)")
     gz.add_argument("--out", default="runs/generalization", help="output folder")
     gz.add_argument("--n-pool", type=int, default=None,
                     help="MNIST training pool (default: the preset's 10,000; the rest is the ID "
