@@ -191,6 +191,15 @@ def test_16bit_png_and_float_tiff(tmp_path: Path) -> None:
     assert torch.equal(ds[by["f.tif"]], torch.from_numpy(f)[None])  # taken as is
 
 
+def test_16bit_colour_tiff_refused(tmp_path: Path) -> None:
+    """Pillow reads a 48-bit RGB TIFF by keeping the high byte of each value: refused."""
+    tifffile = pytest.importorskip("tifffile")  # Pillow cannot write one
+    tifffile.imwrite(tmp_path / "c16.tif", RNG.integers(0, 65536, (6, 5, 3)).astype(np.uint16),
+                     photometric="rgb")
+    with pytest.raises(DataError, match=r"c16\.tif: a 16-bit RGB image.*high byte"):
+        open_images(tmp_path)
+
+
 def test_one_bit_images(tmp_path: Path) -> None:
     b = RNG.integers(0, 2, (5, 7)).astype(bool)
     Image.fromarray(b).save(tmp_path / "b.png")

@@ -101,9 +101,16 @@ def _pil_error(path: Path, e: Exception) -> DataError:
                      "convert it to PNG")
 
 
-def _is_16bit_png(im: Any) -> bool:
-    return any(";16" in str(t[3]) for t in getattr(im, "tile", []) or []
-               if isinstance(t[3], str))
+def _is_16bit(im: Any) -> bool:
+    """Whether Pillow decodes ``im`` from 16-bit samples (raw mode ``RGB;16B`` etc.; PNG
+    tiles carry the raw mode as a string, TIFF tiles as the first item of a tuple)."""
+    for t in getattr(im, "tile", None) or []:
+        args = t[3]
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args
+                                                   and isinstance(args[0], str) else "")
+        if ";16" in raw:
+            return True
+    return False
 
 
 def _header(path: Path) -> tuple[int, int, str]:
@@ -115,7 +122,7 @@ def _header(path: Path) -> tuple[int, int, str]:
         with Image.open(path) as im:
             w, h = im.size
             mode = im.mode
-            sixteen = _is_16bit_png(im)
+            sixteen = _is_16bit(im)
             fmt = im.format
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise _pil_error(path, e) from e
@@ -123,7 +130,7 @@ def _header(path: Path) -> tuple[int, int, str]:
         raise DataError(f"{path}: a 16-bit {mode} image, which Pillow reads by keeping only the "
                         "high byte of each value; convert it to 8 bits, or store the images as "
                         "a float .npy in [0, 1]")
-    if mode == "I" and not (fmt == "PNG" and sixteen):
+    if mode == "I" and not (fmt in ("PNG", "TIFF") and sixteen):
         raise DataError(f"{path}: a 32-bit integer image (Pillow mode I) has no defined range; "
                         "save it as 8- or 16-bit PNG, or as a float TIFF in [0, 1]")
     if mode not in _GRAY_MODES and mode not in _COLOUR_MODES:
@@ -149,7 +156,7 @@ def decode_image(path: str | os.PathLike[str], channels: int | None = None) -> n
     try:
         with Image.open(p) as im:
             mode = im.mode
-            if mode in ("RGB", "RGBA", "LA") and _is_16bit_png(im):
+            if mode in ("RGB", "RGBA", "LA") and _is_16bit(im):
                 _header(p)  # raises the 16-bit colour message
             im.load()
             if mode == "1":
