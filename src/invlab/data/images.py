@@ -51,6 +51,10 @@ other           refused: 16-bit colour PNGs (Pillow keeps only their high byte),
                 integer ``I`` images (no defined range), ``LAB``, ``HSV``, …
 ==============  ============================================================================
 
+Only the first frame of a multi-frame file (GIF, multi-page TIFF) is read, and EXIF
+orientation tags are not applied (as torchvision's Pillow loader). Pillow's decompression-bomb
+limit applies (an image over ~179 million pixels is refused, naming the file).
+
 Grey and colour files in one folder: when every file is grey (``1``, ``L``, ``LA``, ``I;16``,
 ``F``) the dataset has one channel; when any is colour, every image has three and grey ones
 are replicated into R = G = B (exact). A file Pillow cannot identify (a ``README.txt``, a
@@ -124,7 +128,8 @@ def _header(path: Path) -> tuple[int, int, str]:
             mode = im.mode
             sixteen = _is_16bit(im)
             fmt = im.format
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError) as e:
         raise _pil_error(path, e) from e
     if mode in ("RGB", "RGBA", "LA") and sixteen:
         raise DataError(f"{path}: a 16-bit {mode} image, which Pillow reads by keeping only the "
@@ -190,7 +195,8 @@ def decode_image(path: str | os.PathLike[str], channels: int | None = None) -> n
                 raise DataError(f"{p}: image mode {mode!r} is not supported")
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError) as e:
         raise _pil_error(p, e) from e
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     if channels == 3 and a.shape[0] == 1:
