@@ -82,6 +82,8 @@ def test_flat_folder_with_labels_file(tmp_path: Path) -> None:
     lab.write_text(f"filename,label\n{names[0]},goldfish\n{names[1]},tench\n")
     ds2 = open_images(tmp_path / ".", labels=lab)
     assert ds2.class_to_idx == {"goldfish": 0, "tench": 1} and ds2.labels.tolist() == [1, 0]
+    lab.write_text("ILSVRC2012_val_00000001,3\nILSVRC2012_val_00000002,4\n")  # no extension
+    assert open_images(tmp_path, labels=lab).labels.tolist() == [3, 4]
 
 
 def test_npz_channels_last_and_npy_mmap(tmp_path: Path) -> None:

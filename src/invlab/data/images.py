@@ -13,9 +13,9 @@ dataset reads only the file headers. Formats:
 - **flat folder** ``ROOT/<file>`` with an optional labels file: ``labels=FILE`` or, when not
   given, ``ROOT/labels.csv`` / ``ROOT/labels.txt`` if present (logged). One
   ``filename,label`` per line (blank lines, ``#`` comments and a ``filename,label`` header are
-  skipped); integer labels are indices, other labels map in sorted order like class folders.
-  Every image must be listed and every listed file must exist (else a one-line error). No
-  labels file → unlabelled (items are images alone);
+  skipped; a file name may omit its extension when that is unambiguous); integer labels are
+  indices, other labels map in sorted order like class folders. Every image must be listed
+  and every listed file must exist (else a one-line error). No labels file → unlabelled (items are images alone);
 - **.npz** with ``images`` and ``labels`` (read into memory, as :func:`load_images` always did);
 - **.npy** ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (C = 1 or 3), uint8 (÷255) or
   float in [0, 1], memory-mapped (``np.load(mmap_mode="r", allow_pickle=False)``), with
@@ -679,16 +679,22 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
     if lab_path is None:
         return _files_dataset(str(root), "flat-folder", root, images, None, None, None, pre)
     table = _read_labels_file(lab_path)
-    present = {p.name for p in images}
+    # a listed name is a file name, or a file name without its extension when that is unique
+    stems: dict[str, int] = {}
+    for p in images:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    key = {p.name: (p.name if p.name in table else p.stem if stems[p.stem] == 1
+                    and p.stem in table else None) for p in images}
+    present = {k for k in key.values() if k is not None}
     missing = [n for n in table if n not in present]
     if missing:
         raise DataError(f"{lab_path}: {len(missing):,} listed file(s) are not in {root} (e.g. "
                         f"{missing[0]}); fix the labels file or restore the images")
-    unlisted = [p.name for p in images if p.name not in table]
+    unlisted = [p.name for p in images if key[p.name] is None]
     if unlisted:
         raise DataError(f"{root}: {len(unlisted):,} file(s) are not in the labels file "
                         f"{lab_path.name} (e.g. {unlisted[0]}); list them or move them out")
-    y, mapping = _index_names([table[p.name] for p in images], str(lab_path), "label")
+    y, mapping = _index_names([table[key[p.name]] for p in images], str(lab_path), "label")
     classes = sorted(mapping, key=mapping.__getitem__) if mapping else None
     ds = _files_dataset(str(root), "flat-folder", root, images, y, classes, mapping, pre)
     ds.labels_file = str(lab_path)
