@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab.errors import InvlabError, check_writable, user_code_error
+
 __all__ = ["AuditError", "AuditSettings", "THRESHOLDS", "load_audit_data", "load_user_model",
            "run_audit", "verdict", "write_audit"]
 
@@ -46,7 +48,7 @@ DEFAULT_TRANSFORMS = ("r4", "rotate", "translate_x", "brightness_up")
 OUTPUT_METRICS = ("kl", "logit_l2", "effective_invariance", "agreement")
 
 
-class AuditError(ValueError):
+class AuditError(InvlabError, ValueError):
     """A bad model file, factory, checkpoint, data set or transform (one-line message)."""
 
 
@@ -111,8 +113,8 @@ def call_factory(fn: Any, where: str, kwargs: dict[str, Any] | None = None
     """``fn(**kwargs)`` checked to return ``(nn.Module, normalization)``."""
     try:
         out = fn(**(kwargs or {}))
-    except Exception as e:
-        raise AuditError(f"{where}: the factory raised {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # sys.exit() in a factory is an error, not an exit
+        raise AuditError(str(user_code_error(where, "the factory", e))) from e
     if not (isinstance(out, tuple) and len(out) == 2):
         got = type(out).__name__ + (f" of length {len(out)}" if isinstance(out, tuple) else "")
         raise AuditError(f"{where}: the factory must return (torch.nn.Module, {{'mean': [...], "
@@ -248,8 +250,10 @@ def _member_name(t: Any, m: Any) -> str:
 
 
 def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: Any,
-                 s: AuditSettings, norm: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """All metrics of one transform: ``{metric: [k values]}`` over its non-identity members."""
+                 s: AuditSettings, norm: dict[str, Any], progress: bool,
+                 si_note: str | None = None) -> dict[str, Any]:
+    """All metrics of one transform: ``{metric: [k values]}`` over its non-identity members.
+    ``si_note``: why SI is not applicable (then not measured), None when it is."""
     from invlab.metrics import measure
 
     gen = torch.Generator().manual_seed(s.seed)
@@ -260,14 +264,29 @@ def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: A
     per = {k: v.double().mean(0).tolist() for k, v in m.per_sample.items()
            if not k.endswith(("_d_same", "_d_other")) and k != "clean_accuracy"}
     si = None
-    if t.is_invertible:
+    if t.is_invertible and si_note is None:
         n = min(s.n_si, len(x))
         msi = measure(model, x[:n], labels=None if y is None else y[:n], transform=t,
                       normalization=norm, metrics=["saliency_similarity"], n_steps=s.ig_steps,
                       generator=gen, progress=progress)
         si = msi.per_sample["saliency_similarity"].double().mean(0).tolist()
     per["saliency_similarity"] = si
-    return {"members": [_jsonable(e) for e in m.members], "metrics": per}
+    return {"members": [_jsonable(e) for e in m.members], "metrics": per,
+            **({"si_note": si_note} if si_note and t.is_invertible else {})}
+
+
+def _output_ignores_input(nm: nn.Module, x: torch.Tensor, device: str) -> bool:
+    """True if ``∂(w·f(x))/∂x`` is exactly zero on (up to) 16 images for a random ``w``: the
+    model's output does not depend on its input there, so its saliency maps are all zero
+    and SI (a cosine of saliency maps) is not applicable."""
+    xb = x[:16].to(device).clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = nm(xb)
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            return True
+        w = torch.randn(out.shape[1:], generator=torch.Generator().manual_seed(0))
+        (g,) = torch.autograd.grad((out * w.to(out)).sum(), xb, allow_unused=True)
+    return g is None or not bool(g.ne(0).any())
 
 
 def _jsonable(v: Any) -> Any:
@@ -284,7 +303,7 @@ def _nums(di: float, agreement: float, si: float | None) -> str:
 
 
 def verdict(di: float, agreement: float, si: float | None, invertible: bool,
-            th: dict[str, float] | None = None) -> tuple[str, str]:
+            th: dict[str, float] | None = None, why: str | None = None) -> tuple[str, str]:
     """``(label, sentence)``: ``invariant``, ``outputs only``, ``outputs, mechanism not
     measured`` or ``not invariant``, with the numbers behind it."""
     th = th or THRESHOLDS
@@ -293,7 +312,7 @@ def verdict(di: float, agreement: float, si: float | None, invertible: bool,
     if not out_ok:
         return "not invariant", f"not invariant in its outputs: {nums}"
     if si is None:
-        why = "not invertible" if not invertible else "not measured"
+        why = why or ("not invertible" if not invertible else "not measured")
         return ("outputs only (mechanism not measured)",
                 f"invariant in its outputs; its mechanism cannot be checked (SI: {why}): {nums}")
     if si >= th["si_min"]:
@@ -307,12 +326,13 @@ def _summarize(t: Any, res: dict[str, Any], th: dict[str, float]) -> dict[str, A
     met = res["metrics"]
     k = len(res["members"])
     sis = met.get("saliency_similarity")
+    why = res.get("si_note")
     per = [verdict(met["kl"][j], met["agreement"][j], None if sis is None else sis[j],
-                   t.is_invertible, th) for j in range(k)]
+                   t.is_invertible, th, why) for j in range(k)]
     mean = {name: (None if vals is None else float(sum(vals) / len(vals)))
             for name, vals in met.items()}
     label, text = verdict(mean["kl"], mean["agreement"], mean["saliency_similarity"],
-                          t.is_invertible, th)
+                          t.is_invertible, th, why)
     if t.kind == "family" and k > 1:
         ok = [res["member_names"][j] for j in range(k) if per[j][0] != "not invariant"]
         nums = _nums(mean["kl"], mean["agreement"], mean["saliency_similarity"])
@@ -367,11 +387,15 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
         pred = torch.cat([nm(images[i:i + 512].to(s.device)).argmax(1).cpu()
                           for i in range(0, len(images), 512)])
     doc["clean_accuracy"] = None if labels is None else float((pred == labels).double().mean())
+    si_note = None
+    if _output_ignores_input(nm, images, s.device):
+        si_note = "not applicable: the model's output does not depend on its input"
+        doc["notes"] = [f"SI {si_note} (zero input gradient), so every saliency map is zero"]
     bar = tqdm(transforms, desc="audit", unit="transform", disable=not progress, file=sys.stderr)
     for t in bar:
         bar.set_postfix_str(t.name)
         try:
-            res = _measure_one(model, images, labels, t, s, normalization, progress)
+            res = _measure_one(model, images, labels, t, s, normalization, progress, si_note)
         except ValueError as e:  # MeasureError: names what is wrong
             raise AuditError(f"measuring {t.name}: {e}") from e
         res["member_names"] = [_member_name(t, m) for m in res["members"]]
@@ -556,10 +580,11 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
                 ) -> list[Path]:
     """Write ``audit.json``, the figures (when ``model``/``images`` are given) and
     ``audit.html`` into ``out``; returns the paths."""
-    from invlab.io import atomic_write
+    from invlab.io import atomic_write, remove_stale_temps
 
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(d)  # temporaries of a killed earlier audit
     written: list[Path] = []
     if model is not None and images is not None and normalization is not None:
         s = AuditSettings(**{**doc["settings"], "transforms": tuple(doc["settings"]["transforms"]),
@@ -582,6 +607,8 @@ def audit(model_spec: str, data_spec: str | None, settings: AuditSettings | None
     from invlab.sweep.provenance import invlab_version
 
     s = settings or AuditSettings()
+    if out is not None:  # preflight: a read-only --out fails now, not after the audit
+        check_writable(out, "--out")
     model, norm, info = load_user_model(model_spec, s.device)
     if data_spec is None:
         data_spec = ((info.get("metadata") or {}).get("data") or {}).get("dataset")

@@ -116,9 +116,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _error_types() -> tuple[type[BaseException], ...]:
-    from invlab.sweep import OutputLocked, StoreError, StudyError
+    from invlab.errors import InvlabError
 
-    return (ValueError, OSError, StoreError, StudyError, OutputLocked)
+    return (InvlabError, ValueError, OSError)  # InvlabError: every error invlab raises
 
 
 def _message(e: BaseException) -> str:

@@ -141,6 +141,10 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
         raise MeasureError(f"--limit must be >= 1, found {args.limit}")
     if args.transform is not None and args.group is not None:
         raise MeasureError("pass --transform or --group (its alias), not both")
+    for flag, v in (("--transform", args.transform), ("--group", args.group)):
+        if v is not None and not v.strip():
+            raise MeasureError(f"{flag} {v!r} selects nothing; give a spec, e.g. r4 or rotate:30 "
+                               "(`invlab transforms list`), or leave it out")
     model, meta = load_checkpoint(args.checkpoint)
     images, labels = load_for_checkpoint(args.data, meta, args.limit)
     t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
@@ -162,7 +166,7 @@ def run_measure(args: argparse.Namespace) -> int:
     try:
         m, meta = _measure_checkpoint(args, resolve_metrics(args.metrics))
     except (MeasureError, ValueError, FileNotFoundError) as e:
-        print(f"invlab measure: error: {e}", file=sys.stderr)
+        print(f"invlab: error: {e}", file=sys.stderr)
         return 2
     from invlab.checkpoint_index import training_label
 

@@ -9,12 +9,14 @@ def build_report(out_dir: str) -> list[str]:
     """Rebuild every report for the studies found in ``out_dir/store.sqlite``."""
     from pathlib import Path
 
+    from invlab.io import remove_stale_temps
     from invlab.sweep import ResultsStore, output_lock
 
     path = Path(out_dir) / "store.sqlite"
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}; run a study with --out {out_dir}")
     with output_lock(out_dir):  # a running study on this folder would race on the files
+        remove_stale_temps(out_dir)  # .fig_*.tmp etc. of a killed report writer
         return _build(out_dir, path, ResultsStore(path))
 
 

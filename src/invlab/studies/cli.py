@@ -8,8 +8,28 @@ import sys
 import time
 
 
-def _csv(s: str | None) -> tuple[str, ...] | None:
-    return tuple(x.strip() for x in s.split(",") if x.strip()) if s else None
+def _csv(s: str | None, flag: str = "a list") -> tuple[str, ...] | None:
+    """``"a, b"`` → ``("a", "b")``; None when the flag is absent; a list that selects nothing
+    (``--groups ""``) is an error, never the preset's default."""
+    if s is None:
+        return None
+    items = tuple(x.strip() for x in s.split(",") if x.strip())
+    if not items:
+        from invlab.sweep import ConfigError
+
+        raise ConfigError(None, f"{flag} {s!r} selects nothing; give a comma list or leave the flag out")
+    return items
+
+
+def _seeds(n: int | None) -> tuple[int, ...] | None:
+    """``--seeds N`` → seeds ``0..N-1``; N < 1 selects nothing and is an error."""
+    if n is None:
+        return None
+    if n < 1:
+        from invlab.sweep import ConfigError
+
+        raise ConfigError(None, f"--seeds {n} selects no seeds; give N >= 1 (runs seeds 0..N-1)")
+    return tuple(range(n))
 
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -68,8 +88,8 @@ def executor_from_flags(args: argparse.Namespace) -> object:
 
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
     """Flags that override the genuine preset (also the models of drift/spectral)."""
-    return {"groups": _csv(args.groups), "epochs": args.epochs, "threads": args.threads,
-            "seeds": tuple(range(args.seeds)) if args.seeds else None}
+    return {"groups": _csv(args.groups, "--groups"), "epochs": args.epochs,
+            "threads": args.threads, "seeds": _seeds(args.seeds)}
 
 
 def _done(text: str, out: object, t0: float) -> int:
@@ -85,7 +105,7 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
     from invlab.studies.genuine import preset, run_genuine
 
     name = _preset_name(args)
-    p = preset(name, datasets=_csv(args.datasets), **_genuine_overrides(args))
+    p = preset(name, datasets=_csv(args.datasets, "--datasets"), **_genuine_overrides(args))
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
                       progress=not args.no_progress, preset_name=name,
@@ -127,8 +147,8 @@ def _cmd_origins(args: argparse.Namespace) -> int:
 
     name = _preset_name(args)
     over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
-                               "archs": _csv(args.archs),
-                               "seeds": tuple(range(args.seeds)) if args.seeds else None}
+                               "archs": _csv(args.archs, "--archs"),
+                               "seeds": _seeds(args.seeds)}
     if args.data and not args.data.endswith(".npz") and not os.path.exists(args.data):
         over["dataset"] = args.data
     t0 = time.perf_counter()
@@ -143,12 +163,14 @@ def _kv(items: list[str] | None, own_models: bool = False) -> dict[str, str]:
     """``--test-set NAME=PATH`` values; names checked (built-in, ``|``, twice, ...). With your
     own models (``--models``) the built-in sets are not measured, so their names are free."""
     from invlab.studies.generalization import BUILTIN_SETS, check_test_sets
+    from invlab.sweep import ConfigError
 
     pairs = []
     for it in items or []:
         name, sep, path = it.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--test-set expects NAME=PATH (a .npz or an image folder), got {it!r}")
+            raise ConfigError(None, f"--test-set expects NAME=PATH (a .npz or an image folder), got "
+                              f"{it!r}")
         pairs.append((name, path))
     return check_test_sets(pairs, () if own_models and pairs else BUILTIN_SETS)
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from invlab.errors import InvlabError
 from invlab.sweep.config import cell_id as _cell_id
 from invlab.sweep.config import config_to_dict
 from invlab.sweep.executors import Executor, SerialExecutor, make_executor
@@ -118,7 +119,7 @@ class CellContext:
         return torch.Generator().manual_seed(self.seed)
 
 
-class StudyError(RuntimeError):
+class StudyError(InvlabError, RuntimeError):
     """Some cells of a study failed; nothing was recorded for them.
 
     Attributes:
