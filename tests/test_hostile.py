@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -1054,3 +1054,25 @@ def test_report_removes_temporaries_of_a_killed_report_writer(
     code, _, err = run_cli(capsys, "report", str(out))
     assert code == 0, err
     assert not stale.exists() and live.exists()
+
+
+@dataclass(frozen=True)
+class _ExitCell:
+    i: int
+
+
+def _exit_cell(cell: _ExitCell, ctx: Any) -> Any:
+    from invlab.sweep import CellResult
+
+    if cell.i == 1:
+        sys.exit(3)  # user code inside a cell (e.g. a --models model's forward)
+    return CellResult(rows=[{"metric": "x", "value": float(cell.i)}])
+
+
+def test_sys_exit_inside_a_cell_is_a_failed_cell_not_a_silent_exit(tmp_path: Path) -> None:
+    from invlab.sweep import StudyError, run_study
+
+    store = ResultsStore(tmp_path / "s.sqlite")
+    with pytest.raises(StudyError, match=re.escape("the cell called sys.exit(3)")):
+        run_study([_ExitCell(i) for i in range(3)], _exit_cell, store, "exit", progress=False)
+    assert len(store.done_ids()) == 2  # the others are kept

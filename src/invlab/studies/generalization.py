@@ -264,12 +264,17 @@ def iter_user_models(path: str | Path) -> Iterator[tuple[str, nn.Module, dict[st
         raise UserCodeTypeError(f"--models {p}: the file must define a function models() "
                                 "yielding (name, torch.nn.Module, {'mean': [...], 'std': [...]})")
     try:
-        items = iter(mod.models())
-    except TypeError as e:
-        raise UserCodeTypeError(f"--models {p}: models() must return or yield (name, module, "
-                                f"normalization) triples, returned {e}") from e
+        found = mod.models()
     except (Exception, SystemExit) as e:
         raise user_code_error(f"--models {p}", "models()", e) from e
+    try:
+        items = iter(found)
+    except TypeError as e:
+        raise UserCodeTypeError(f"--models {p}: models() must return or yield (name, module, "
+                                f"normalization) triples, returned {type(found).__name__} "
+                                f"{found!r:.60}") from e
+    except (Exception, SystemExit) as e:  # a user-defined __iter__ that raises
+        raise user_code_error(f"--models {p}", "iterating over models()", e) from e
     while True:
         try:
             item = next(items)

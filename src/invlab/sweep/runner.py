@@ -235,9 +235,11 @@ def _execute(task: _Task) -> _Outcome:
         # fail here, in the worker, if the result cannot travel back or be stored
         pickle.dumps(res)
         return _Outcome(res, None, None, started, time.perf_counter() - t0)
-    except Exception as e:  # noqa: BLE001 - a failing cell must not stop the study
-        return _Outcome(None, f"{type(e).__name__}: {e}", traceback.format_exc(), started,
-                        time.perf_counter() - t0)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a failing cell (user code calling
+        # sys.exit too) must not stop the study
+        err = (f"SystemExit: the cell called sys.exit({e.code!r})" if isinstance(e, SystemExit)
+               else f"{type(e).__name__}: {e}")
+        return _Outcome(None, err, traceback.format_exc(), started, time.perf_counter() - t0)
     finally:
         if torch is not None and before is not None:
             torch.set_num_threads(before)
