@@ -1076,3 +1076,25 @@ def test_sys_exit_inside_a_cell_is_a_failed_cell_not_a_silent_exit(tmp_path: Pat
     with pytest.raises(StudyError, match=re.escape("the cell called sys.exit(3)")):
         run_study([_ExitCell(i) for i in range(3)], _exit_cell, store, "exit", progress=False)
     assert len(store.done_ids()) == 2  # the others are kept
+
+
+def test_a_model_failing_mid_audit_is_one_line(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The factory works and the 2-image probe passes; the model then calls sys.exit (or
+    raises) on a real batch: one line naming the --model, exit 2, not a silent exit."""
+    f = tmp_path / "flaky.py"
+    f.write_text("import sys, torch\n"
+                 "class Flaky(torch.nn.Module):\n"
+                 "    def __init__(self):\n"
+                 "        super().__init__()\n"
+                 "        self.lin = torch.nn.Linear(28 * 28, 10)\n"
+                 "    def forward(self, x):\n"
+                 "        if x.shape[0] > 2:\n"
+                 "            sys.exit(4)\n"
+                 "        return self.lin(x.flatten(1))\n"
+                 "def build():\n"
+                 "    return Flaky(), {'mean': [0.0], 'std': [1.0]}\n")
+    code, _, err = run_cli(capsys, "audit", "--model", f"{f}:build", "--data", "mnist",
+                           "--limit", "8", "--out", str(tmp_path / "a"), "--no-progress")
+    line = one_error_line(err)
+    assert code == 2 and f"--model {f}:build: measuring the model called sys.exit(4)" in line

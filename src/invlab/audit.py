@@ -233,7 +233,7 @@ def _probe(model: nn.Module, norm: dict[str, list[float]], x: torch.Tensor,
     try:
         with torch.no_grad():
             out = m(x[:2].to(device))
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise AuditError(f"the model rejects images of shape {list(x.shape[1:])} (C, H, W): "
                          f"{type(e).__name__}: {e}") from e
     if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.is_floating_point()):
@@ -616,7 +616,13 @@ def audit(model_spec: str, data_spec: str | None, settings: AuditSettings | None
             raise AuditError("--data is required: an invlab source (mnist, fashion-mnist), a "
                              ".npz file or an image folder")
     x, y, dinfo = load_audit_data(data_spec, info, s.limit, s.seed)
-    doc = run_audit(model, x, y, norm, s, progress=progress)
+    try:
+        doc = run_audit(model, x, y, norm, s, progress=progress)
+    except InvlabError:
+        raise
+    except (Exception, SystemExit) as e:  # the user's model failed (or sys.exit) mid-audit
+        raise AuditError(str(user_code_error(f"--model {model_spec}", "measuring the model",
+                                             e)) + " (--debug shows the traceback)") from e
     doc.update(model={k: v for k, v in info.items() if k != "metadata"}, data=dinfo,
                normalization=norm, invlab_version=invlab_version())
     if out is not None:
