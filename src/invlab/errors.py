@@ -17,6 +17,7 @@ This module imports nothing from invlab, so any layer may import it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -75,10 +76,11 @@ def check_writable(path: str | os.PathLike[str], what: str) -> Path:
         p.mkdir(parents=True, exist_ok=True)
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, b"invlab")
+            os.write(fd, b"invlab")  # fails on a full disk too
         finally:
             os.close(fd)
-        os.unlink(probe)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise PreflightError(f"{what} {p}: not writable ({reason}); choose a writable {what}") \
