@@ -32,7 +32,16 @@ def enforce_min_font(fig: Any, minimum: float = MIN_FONT_PT) -> int:
     smaller than ``minimum`` points to ``minimum``; returns how many were raised."""
     from matplotlib.text import Text
 
+    fig.canvas.draw()  # tick labels get their text (and exist) only when drawn
     n = 0
+    for ax in fig.axes:  # tick labels are re-made on each draw from the axis' tick parameters
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            for which in ("major", "minor"):
+                labels = [t for t in axis.get_ticklabels(which=which)
+                          if t.get_visible() and t.get_text()]
+                if any(t.get_fontsize() < minimum for t in labels):
+                    ax.tick_params(axis=name, which=which, labelsize=minimum)
+                    n += 1
     for t in fig.findobj(Text):
         if t.get_visible() and t.get_text() and t.get_fontsize() < minimum:
             t.set_fontsize(minimum)

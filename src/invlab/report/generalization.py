@@ -81,14 +81,11 @@ def _long_from_csv(out: Path) -> pd.DataFrame:
         raise ValueError(f"{out / 'models.csv'}: missing columns "
                          f"{', '.join(sorted(need - set(df.columns)))}; rebuild it with "
                          f"`invlab report {out}` from the results store")
-    order: list[str] = []
-    if (out / "current_cells.json").exists():
-        order = list(json.loads((out / "current_cells.json").read_text())["test_sets"])
     df["test_set"] = df["test_set"].astype(str)
-    sets = order + sorted(set(df.test_set) - set(order))
+    sets = list(dict.fromkeys(df["test_set"]))  # the file's order: the study's (ID first)
     df["test_set"] = pd.Categorical(df["test_set"], categories=sets, ordered=True)
     for c in ("family", "arch", "augment"):
-        df[c] = df[c].fillna("") if c in df else ""
+        df[c] = df[c].astype(object).where(df[c].notna(), "") if c in df else ""
     return df.sort_values(["test_set", "model_id", "measure"], kind="stable").reset_index(drop=True)
 
 

@@ -44,7 +44,14 @@ STUDY_TITLES = {
     "drift": "Invariance under data drift MNIST → Fashion-MNIST (Moskalev et al. 2023, Fig. 4)",
     "spectral": "Invariance-induced spectral decay of the input Jacobian "
                 "(Moskalev et al. 2023, Fig. 5)",
+    "generalization": "Does invariance predict accuracy across a zoo of models and "
+                      "distribution shifts? (Deng et al. 2022)",
+    "origins": "Where does invariance come from: data, augmentation or architecture? "
+               "(Bouchacourt et al. 2021)",
 }
+# titles of tables written without a STEM.md
+TABLE_TITLES = {"models": "Every measurement: model × test set × measure (long format)",
+                "zoo": "The zoo: one row per model (architecture, training, ID accuracy)"}
 # (pattern on the file stem, caption from the match); unknown stems get the stem as caption.
 FIGURE_CAPTIONS: list[tuple[str, Any]] = [
     (r"fig2_tsne_(.+)_(\w+)", lambda m: "Fig. 2 — t-SNE of the penultimate features of each "
@@ -190,7 +197,7 @@ def _table_title(md: Path, stem: str) -> str:
         for line in md.read_text(encoding="utf-8").splitlines():
             if line.startswith("#"):
                 return line.lstrip("#").strip()
-    return stem.replace("_", " ")
+    return TABLE_TITLES.get(stem, stem.replace("_", " "))
 
 
 def read_tables(out: Path) -> list[TableFile]:
@@ -357,12 +364,16 @@ def _grid(columns: list[str], rows: list[list[str]]) -> str:
     shown = [j for j in range(len(columns)) if j not in paper.values()]
     text = {j: _is_text([r[j] for r in rows if j < len(r)]) for j in shown}
     stack = len(shown) > 9  # wide tables: "± std" on a second line, so the table fits a page
+    wrap_ci = len(shown) > 6  # and "ρ [lo, hi]": the interval on a second line
 
     def cell(r: list[str], j: int) -> str:
         v = _e(r[j]) if j < len(r) else ""
         if stack and " ± " in v:
             mean, std = v.split(" ± ", 1)
             v = f'{mean}<span class="sd">± {std}</span>'
+        elif wrap_ci and _CI.match(v):
+            est, ci = v.split(" ", 1)
+            v = f'{est}<span class="sd">{ci}</span>'
         if j in paper:
             p = r[paper[j]] if paper[j] < len(r) else ""
             v += f'<span class="paper">{_e(p) if p else "–"}</span>'
@@ -377,6 +388,7 @@ def _grid(columns: list[str], rows: list[list[str]]) -> str:
            "</table></div>"
 
 
+_CI = re.compile(r"^[-−+]?[\d.]+ \[[-−+]?[\d.]+, [-−+]?[\d.]+\]$")  # "0.46 [0.30, 0.61]"
 _CHECK = re.compile(r"(?<=: )(yes|NO)(?=;|$)")  # genuine: "...: yes; ...: NO"
 _VERDICT = re.compile(r"^\*\*(TRUE|FALSE)\*\*")  # generalization: "- **TRUE**: ..."
 
@@ -450,7 +462,7 @@ def _tables_section(tables: list[TableFile]) -> str:
     for t in tables:
         long = _is_long(t) and len(t.rows) > SHOWN_ROWS
         link = f'<a href="{_e(t.stem)}.csv"><code>{_e(t.stem)}.csv</code></a>'
-        note = (f"The first {SHOWN_ROWS} of {len(t.rows):,} rows (numbers rounded to 4 "
+        note = (f"Shown: the first {SHOWN_ROWS} of {len(t.rows):,} rows (numbers rounded to 4 "
                 f"significant digits); all of them, at full precision, in {link}"
                 if long else "Source: " + link)
         parts.append(f'<h3 id="table-{_slug(t.stem)}">{_e(t.title)}</h3>'
@@ -576,9 +588,15 @@ def render_html(out_dir: str | Path, rendered_at: str | None = None) -> str:
     study = str(cfg.get("study") or out.name)
     preset = (cfg.get("config") or {}).get("preset")
     claims_title, claims = _claims_section(out)
-    sections = [(claims_title, claims), ("Tables", _tables_section(tables)),
-                ("Figures", _figures_section(figs)),
-                ("Provenance", _provenance_section(out, cfg, rendered_at)),
+    long = [t for t in tables if _is_long(t)]
+    sections = [(claims_title, claims),
+                ("Tables", _tables_section([t for t in tables if not _is_long(t)])
+                 if len(long) < len(tables) else '<p class="note">Only per-model tables: see '
+                 '<a href="#per-model-tables">Per-model tables</a>.</p>'),
+                ("Figures", _figures_section(figs))]
+    if long:  # raw per-model tables: after the summaries and figures, linked as CSV
+        sections.append(("Per-model tables", _tables_section(long)))
+    sections += [("Provenance", _provenance_section(out, cfg, rendered_at)),
                 ("Resolved configuration", _config_section(out, cfg))]
     subtitle = (f"<p>{_e(STUDY_TITLES.get(study, f'Study {study}'))}</p>"
                 f"<p>study <code>{_e(study)}</code>" + (f", preset <code>{_e(preset)}</code>"
