@@ -331,7 +331,8 @@ def test_the_real_tiny_genuine_report_in_chromium(chromium: str, tiny_study: Pat
     (tmp_path / "screenshot.png").write_bytes(c.screenshot)
 
 
-@pytest.mark.parametrize("study", ["genuine", "drift", "spectral"])
+@pytest.mark.parametrize("study", ["genuine", "drift", "spectral",
+                                   pytest.param("origins", marks=pytest.mark.slow)])
 def test_committed_results_render_without_a_store(chromium: str, tmp_path: Path, study: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     src = ROOT / "results" / study

@@ -149,7 +149,7 @@ def _origins_profile() -> pd.DataFrame:
     from invlab.factors import B21_FAMILIES
 
     rows = []
-    for arch in ("mlp5", "cnn_medium"):
+    for arch in ("mlp5",):
         for regime in ("untrained", "none"):
             for t in B21_FAMILIES:
                 for mag in range(10):
@@ -183,6 +183,24 @@ def test_origins_profiles_are_in_degrees_pixels_and_factors(tmp_path: Path,
     for f in drawn:
         _all_text_legible(f)
         assert f._raised == 0  # sized legible by the code, not only by the safety net
+
+
+def test_origins_median_profiles_from_a_summary_are_in_family_units(
+        tmp_path: Path, drawn: list[Any]) -> None:
+    from invlab.factors import B21_FAMILIES
+    from invlab.report.origins import figure_median_profiles
+
+    prof = {"mlp5": {"untrained": {t: [1.0] + [0.5 - 0.1 * i for i in range(9)]
+                                   for t in B21_FAMILIES},
+                     "none": {t: [1.0] + [0.9] * 9 for t in B21_FAMILIES}}}
+    assert figure_median_profiles(prof, tmp_path, geometric=True, canvas=(28, 28))
+    (fig,) = drawn
+    by_title = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert by_title["translate_y"].get_xlabel() == "magnitude (pixels)"
+    assert by_title["rotate"].get_xlabel() == "magnitude (degrees)"
+    lo, _ = by_title["rotate"].get_ylim()
+    assert lo < 0.5 - 0.1 * 8  # the negative medians are on the plot
+    assert fig._raised == 0
 
 
 def test_committed_figures_all_have_a_caption_that_is_not_the_file_name() -> None:

@@ -84,6 +84,10 @@ FIGURE_CAPTIONS: list[tuple[str, Any]] = [
      f"against magnitude for each {m[1]} transformation "
      f"({'an inner' if m[2] else 'the penultimate'} layer): boxes are quartiles, whiskers "
      "5–95 %, one colour per model and training regime."),
+    (r"fig_profile_median_(geometric|appearance)", lambda m: "Median representation "
+     f"invariance against magnitude for each {m[1]} transformation (penultimate layer, mean "
+     "over seeds), magnitudes in the transformation's own unit: one line per model and "
+     "training regime."),
     (r"fig_heatmap_median(_inner)?", lambda m: "Median representation invariance over the "
      f"middle magnitudes (indices 3–7) per transformation (rows) and model (columns), "
      f"{'an inner' if m[1] else 'the penultimate'} layer; the white line separates geometric "

@@ -372,6 +372,53 @@ def figure_boxes(prof: pd.DataFrame, out: Path, geometric: bool, layer: str = "p
     return _save(fig, out, f"fig_profile_{kind}" + ("" if layer == "penultimate" else "_inner"))
 
 
+def figure_median_profiles(profiles: dict[str, Any], out: Path, geometric: bool,
+                           canvas: tuple[int, int] | None = None) -> list[str]:
+    """Median invariance vs magnitude (in the family's unit), one line per model × regime
+    (``summary.json``'s ``profiles_median[layer][arch][regime][transform]``, seed means; main
+    regimes only): the profile figure for a directory without a store, whose quartiles are
+    not in the summary."""
+    fams = [t for t in B21_FAMILIES if (t in GEOMETRIC) == geometric]
+    models = _sorted_models((a, r) for a, regs in profiles.items() for r in regs
+                            if r in ("untrained", "none", STANDARD, "user"))
+    if not models:
+        return []
+    plt = pyplot()
+    col = _colors(models)
+    ncol = 2
+    nrow = int(np.ceil(len(fams) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(11, 2.9 * nrow), squeeze=False)
+    for ax, t in zip(axes.flat, fams):
+        lo = 0.0
+        for a, r in models:
+            v = profiles[a][r].get(t)
+            if v is None:
+                continue
+            ys = [np.nan if x is None else x for x in v[1:10]]
+            ax.plot(range(1, len(ys) + 1), ys, "o-", ms=3, lw=1.2, color=col[(a, r)],
+                    label=f"{a} · {REGIME_LABEL.get(r, r)}")
+            lo = min(lo, float(np.nanmin(ys)))
+        ticks, unit = magnitude_axis(t, canvas)
+        ax.set_xticks(range(1, 10), ticks[1:10])
+        ax.set_xlim(0.6, 9.4)
+        ax.set_ylim(lo - 0.05, 1.05)
+        ax.axhline(0, color="0.6", lw=0.6, ls=":")
+        ax.set_title(t, fontsize=10)
+        ax.set_ylabel("median invariance", fontsize=9)
+        ax.set_xlabel(f"magnitude ({unit})", fontsize=9)
+        ax.tick_params(labelsize=9)
+    for ax in list(axes.flat)[len(fams):]:
+        ax.axis("off")
+    kind = "geometric" if geometric else "appearance"
+    fig.suptitle(f"Median representation invariance vs magnitude ({kind} transforms, "
+                 "penultimate layer)", fontsize=11)
+    fig.tight_layout()
+    h, lab = axes.flat[0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="upper center", ncol=3, fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    return _save(fig, out, f"fig_profile_median_{kind}")
+
+
 def figure_heatmap(m: pd.Series, out: Path, stem: str = "fig_heatmap_median",
                    title: str = "Median invariance (magnitudes 3–7), penultimate layer"
                    ) -> list[str]:
@@ -528,9 +575,9 @@ CANVAS = {"mnist": (28, 28), "fashion-mnist": (28, 28)}
 
 def redraw_from_summary(out_dir: str | Path) -> list[str]:
     """In a directory without a store (e.g. committed results): redraw the figures that
-    ``summary.json`` holds the data of — the mid-magnitude heat maps, the factors of
-    variation, their class specificity and alignment. The box-plot profiles need the stored
-    quartiles and are left as they are."""
+    ``summary.json`` holds the data of — median profiles (``fig_profile_median_*``), the
+    mid-magnitude heat maps, the factors of variation, their class specificity and
+    alignment. The box-plot profiles need the stored quartiles and are left as they are."""
     import json
 
     out = Path(out_dir)
@@ -550,6 +597,10 @@ def redraw_from_summary(out_dir: str | Path) -> list[str]:
 
     layers = list(s.get("profiles_median", {}))
     paths: list[str] = []
+    if "penultimate" in layers:  # the box plots need the stored quartiles: medians instead
+        for geometric in (True, False):
+            paths += figure_median_profiles(s["profiles_median"]["penultimate"], out,
+                                            geometric, CANVAS.get(dataset))
     if "penultimate" in layers:
         paths += figure_heatmap(mid_series(["penultimate"]), out)
     inner = sorted(set(layers) - {"penultimate"})
