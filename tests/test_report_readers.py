@@ -111,6 +111,7 @@ def test_audit_profile_axis_in_pixels_keeps_negative_ri_and_a_legend_off_the_dat
         box = a.get_window_extent()
         assert leg.x0 >= box.x1 or leg.y1 <= box.y0 or leg.y0 >= box.y1
     _all_text_legible(fig)
+    assert fig._raised == 0
 
 
 def test_audit_profile_of_rotate_is_in_degrees(tmp_path: Path, drawn: list[Any]) -> None:
@@ -350,7 +351,9 @@ def test_help_texts_are_printed_as_written() -> None:
 def test_matplotlib_is_imported_only_where_a_figure_is_drawn() -> None:
     code = ("import sys, invlab, invlab.cli, invlab.audit, invlab.report, "
             "invlab.report.html, invlab.report.genuine, invlab.report.drift, "
-            "invlab.report.spectral, invlab.report.origins, invlab.report.generalization; "
+            "invlab.report.spectral, invlab.report.origins, invlab.report.generalization, "
+            "invlab.studies.cli, invlab.studies.genuine, invlab.studies.origins, "
+            "invlab.studies.generalization, invlab.metrics.cli; "
             "print('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)

@@ -409,6 +409,7 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
 
     from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
     from invlab.metrics.orbit import Normalized
+    from invlab.report.figures import enforce_min_font
 
     if not t.is_invertible:
         return None
@@ -447,6 +448,7 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
     fig.suptitle(f"saliency over {t.name}, realigned by T⁻¹", fontsize=10)
     fig.tight_layout()
     path = out / f"saliency_{_slug(t.name)}.png"
+    enforce_min_font(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -464,6 +466,8 @@ def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from invlab.report.figures import enforce_min_font
 
     h, w = (None, None) if hw is None else (int(hw[0]), int(hw[1]))
     raw = [float(m) for m in entry["members"]]
@@ -501,6 +505,7 @@ def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
     ax.set_title(f"invariance profile: {entry['name']}", fontsize=10)
     fig.tight_layout()
     path = out / f"profile_{_slug(entry['name'])}.png"
+    enforce_min_font(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
