@@ -242,7 +242,11 @@ def _probe(model: nn.Module, norm: dict[str, list[float]], x: torch.Tensor,
     return int(out.shape[1])
 
 
-def _member_name(t: Any, m: Any) -> str:
+def _member_name(t: Any, m: Any, hw: Any = None) -> str:
+    """A member's label in the family's own unit (translations in pixels on an ``hw`` =
+    (H, W) canvas)."""
+    if hasattr(t, "member_label"):
+        return str(t.member_label(m, *(hw if hw is not None else (None, None))))
     try:
         return str(t.at(m).name)
     except Exception:  # noqa: BLE001 - a label only
@@ -398,7 +402,7 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
             res = _measure_one(model, images, labels, t, s, normalization, progress, si_note)
         except ValueError as e:  # MeasureError: names what is wrong
             raise AuditError(f"measuring {t.name}: {e}") from e
-        res["member_names"] = [_member_name(t, m) for m in res["members"]]
+        res["member_names"] = [_member_name(t, m, images.shape[-2:]) for m in res["members"]]
         entry = {"name": t.name, "kind": t.kind, **t.flags(), **res}
         entry.update(_summarize(t, entry, s.thresholds))
         doc["transforms"].append(entry)
@@ -429,6 +433,7 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
 
     from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
     from invlab.metrics.orbit import Normalized
+    from invlab.report.figures import enforce_min_font
 
     if not t.is_invertible:
         return None
@@ -451,9 +456,9 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
                                                      *xs.shape[-2:]), members)
     mask = t.validity_masks(members, *xs.shape[-2:])
     cols = [("image", None), ("m(x)", smap(xs))] + [
-        (f"T⁻¹m(T·x)\n{_member_name(t, m)}", (back[j] * mask[j])[:, 0]) for j, m in
+        (f"T⁻¹m(T·x)\n{_member_name(t, m, xs.shape[-2:])}", (back[j] * mask[j])[:, 0]) for j, m in
         enumerate(members)]
-    fig, axes = plt.subplots(len(xs), len(cols), figsize=(1.6 * len(cols), 1.6 * len(xs)),
+    fig, axes = plt.subplots(len(xs), len(cols), figsize=(1.9 * len(cols), 1.75 * len(xs)),
                              squeeze=False)
     for i in range(len(xs)):
         for j, (title, maps) in enumerate(cols):
@@ -463,18 +468,22 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(title, fontsize=7)
-    fig.suptitle(f"saliency over {t.name}, realigned by T⁻¹", fontsize=9)
+                ax.set_title(title, fontsize=9)
+    fig.suptitle(f"saliency over {t.name}, realigned by T⁻¹", fontsize=10)
     fig.tight_layout()
     path = out / f"saliency_{_slug(t.name)}.png"
-    fig.savefig(path, dpi=110)
+    enforce_min_font(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def profile_plot(entry: dict[str, Any], out: Path) -> Path | None:
-    """PNG for a family: [0, 1] metrics (agreement, EI, accuracy, SI, RI) and DI (right axis)
-    against the magnitude."""
+def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
+                 ) -> Path | None:
+    """PNG for a family: agreement, EI, accuracy, SI and RI (left axis; 1 = invariant, RI
+    may be negative) and DI (right axis) against the magnitude in the family's own unit
+    (degrees, factors; pixels for a translation when ``t`` and the canvas ``hw`` = (H, W)
+    are given)."""
     if entry["kind"] != "family":
         return None
     import matplotlib
@@ -482,30 +491,46 @@ def profile_plot(entry: dict[str, Any], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = sorted(range(len(entry["members"])), key=lambda j: float(entry["members"][j]))
-    xs = list(range(len(order)))
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    from invlab.report.figures import enforce_min_font
+
+    h, w = (None, None) if hw is None else (int(hw[0]), int(hw[1]))
+    raw = [float(m) for m in entry["members"]]
+    xv = [float(t.display_magnitude(m, h, w)) if hasattr(t, "display_magnitude") else m
+          for m in raw]
+    unit = t.display_unit(h, w) if hasattr(t, "display_unit") else ""
+    order = sorted(range(len(xv)), key=lambda j: xv[j])
+    xs = [xv[j] for j in order]
+    fig, ax = plt.subplots(figsize=(7.4, 3.8))
     met = {k: None if v is None else [v[j] for j in order] for k, v in entry["metrics"].items()}
+    lo = 0.0
     for name, label in (("agreement", "agreement"), ("effective_invariance", "EI"),
                         ("accuracy", "accuracy(T·x)"), ("saliency_similarity", "SI"),
                         ("representation_invariance", "RI")):
         if met.get(name) is not None:
-            ax.plot(xs, met[name], marker="o", ms=3, label=label)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_ylabel("score (1 = invariant)")
+            ax.plot(xs, met[name], marker="o", ms=4, label=label)
+            lo = min(lo, *(v for v in met[name] if v is not None and math.isfinite(v)))
+    ax.set_ylim(lo - 0.05 * (1.0 - lo) - 0.02, 1.05)  # RI is unbounded below: keep it all
+    if lo < 0:
+        ax.axhline(0, color="0.6", lw=0.6, ls=":")
+    ax.set_ylabel("score (1 = invariant)", fontsize=10)
     ax2 = ax.twinx()
-    ax2.plot(xs, met["kl"], "k--", marker="x", ms=3, label="DI (KL, right)")
-    ax2.set_ylabel("DI = KL (nats)")
-    ax.set_xticks(xs, [f"{float(entry['members'][j]):.3g}" for j in order], fontsize=7,
-                  rotation=45)
-    ax.set_xlabel(f"{entry['name']} magnitude")
+    ax2.plot(xs, met["kl"], "k--", marker="x", ms=4, label="DI = KL (right axis)")
+    ax2.set_ylabel("DI = KL (nats)", fontsize=10)
+    ax.set_xticks(xs, [f"{v:.3g}" for v in xs], fontsize=9, rotation=45)
+    ax.tick_params(labelsize=9)
+    ax2.tick_params(labelsize=9)
+    family = entry["name"].split(":")[0]
+    ax.set_xlabel(f"{family} magnitude" + (f" ({unit})" if unit else ""), fontsize=10)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
-    ax.set_title(f"invariance profile: {entry['name']}", fontsize=9)
+    # outside the axes, right of the DI axis: it covers no curve
+    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper left", bbox_to_anchor=(1.16, 1.0),
+              borderaxespad=0, frameon=False)
+    ax.set_title(f"invariance profile: {entry['name']}", fontsize=10)
     fig.tight_layout()
     path = out / f"profile_{_slug(entry['name'])}.png"
-    fig.savefig(path, dpi=110)
+    enforce_min_font(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -592,8 +617,8 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
                                  doc["settings"]["layers"])})
         for entry in doc["transforms"]:
             t = _resolve_transform(entry["name"], images)
-            for p in (profile_plot(entry, d), saliency_grid(model, images, t, normalization, s,
-                                                            d)):
+            for p in (profile_plot(entry, d, t, images.shape[-2:]),
+                      saliency_grid(model, images, t, normalization, s, d)):
                 if p is not None:
                     written.append(p)
     written.append(Path(atomic_write(d / "audit.json", json.dumps(doc, indent=2) + "\n")))

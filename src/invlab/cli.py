@@ -190,8 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     dl = dsub.add_parser("list", help="each source, where it was found, and its size")
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=_cmd_data_list)
-    df = dsub.add_parser("fetch", help="download a source into the user cache (needs internet)")
-    df.add_argument("name")
+    from invlab.data.sources import MIRRORS
+
+    fetchable = ", ".join(MIRRORS)
+    df = dsub.add_parser("fetch", help=f"download a source into the user cache (needs internet;"
+                         f" fetchable: {fetchable})",
+                         description=f"Download a data source's IDX files (checksums verified) "
+                         f"into the user cache. Fetchable sources: {fetchable}. Without "
+                         "internet, put the IDX files in $INVLAB_DATA/NAME/ instead.")
+    df.add_argument("name", metavar="NAME",
+                    help=f"the source to download, one of: {fetchable}")
     df.set_defaults(func=_cmd_data_fetch)
 
     models = sub.add_parser("models", help="registered models")

@@ -29,7 +29,7 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="measure a checkpoint's invariance (LI, DI, EI, SI, ...) on a data source",
         description=(
             "Evaluate a trained checkpoint on SOURCE[:split] over a transformation group and "
-            "print each metric's mean, std and 95%% confidence interval.\n\nmetrics: "
+            "print each metric's mean, std and 95 % confidence interval.\n\nmetrics: "
             + ", ".join(METRICS) + "\naliases: "
             + ", ".join(f"{a.upper()}={c}" for a, c in ALIASES.items())
         ),

@@ -196,8 +196,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     if args.html and Path(args.dir).is_dir() and not (Path(args.dir) / "store.sqlite").exists():
         # e.g. committed results: the page renders from the tables and figures already there
-        print(f"note: no results store in {args.dir}; rendering the page from its files only",
-              file=sys.stderr)
+        from invlab.report import redraw_from_files
+
+        print(f"note: no results store in {args.dir}; redrawing what its files hold and "
+              "rendering the page from them", file=sys.stderr)
+        written, notes = redraw_from_files(args.dir)
+        for p in written:
+            print(p)
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
     else:
         for p in build_report(args.dir):
             print(p)
@@ -242,8 +249,11 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz.add_argument("--preset", default=None, help="preset of generalization.yaml (full, quick)")
     gz.add_argument("--out", default="runs/generalization", help="output folder")
     gz.add_argument("--n-pool", type=int, default=None,
-                    help="MNIST training pool (default: the preset's 10,000; the rest is the ID "
-                         "test split, so a clone with only the bundled 5k needs e.g. 3000)")
+                    help="MNIST images the zoo and the reference models train on (default: "
+                         "the preset's n_pool); the remaining MNIST images are the ID test "
+                         "split. It must be at least the largest n_train of the preset's zoo "
+                         "and reference models, and smaller than the MNIST images available "
+                         "(`invlab data list`)")
     gz.add_argument("--checkpoints", default=None, help="checkpoint cache (default runs/checkpoints)")
     add_executor_flags(gz)
     gz.add_argument("--no-progress", action="store_true")
