@@ -264,7 +264,7 @@ def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: A
         n = min(s.n_si, len(x))
         msi = measure(model, x[:n], labels=None if y is None else y[:n], transform=t,
                       normalization=norm, metrics=["saliency_similarity"], n_steps=s.ig_steps,
-                      generator=gen, progress=progress)
+                      n_si=None, generator=gen, progress=progress)
         si = msi.per_sample["saliency_similarity"].double().mean(0).tolist()
     per["saliency_similarity"] = si
     return {"members": [_jsonable(e) for e in m.members], "metrics": per}
@@ -350,7 +350,7 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
         labels: ``[N]`` or None.
         normalization: ``{"mean": [...], "std": [...]}`` applied after every transform.
     """
-    from tqdm.auto import tqdm
+    from invlab.progress import progress_bar
 
     s = settings or AuditSettings()
     t0 = time.perf_counter()
@@ -367,7 +367,8 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
         pred = torch.cat([nm(images[i:i + 512].to(s.device)).argmax(1).cpu()
                           for i in range(0, len(images), 512)])
     doc["clean_accuracy"] = None if labels is None else float((pred == labels).double().mean())
-    bar = tqdm(transforms, desc="audit", unit="transform", disable=not progress, file=sys.stderr)
+    bar = progress_bar(transforms, desc="audit", unit="transform", disable=not progress,
+                       file=sys.stderr)
     for t in bar:
         bar.set_postfix_str(t.name)
         try:
