@@ -166,15 +166,26 @@ def test_lie_derivative_brightness_is_w_dot_x():
 
 
 def test_lie_derivative_translation_is_central_difference():
-    """Bilinear translation by s·W px (|s·W| ≤ 1) is linear in s, so the central difference
-    is exact: d/ds f(T_s x) = W·(x[j−1] − x[j+1])·W_px / 2 on a zero border."""
+    """eps is in pixels (also for the translate_x family, whose grid is in fractions of W).
+    Bilinear translation by s px (|s| ≤ 1) is linear in s, so the central difference is
+    exact: d/ds f(T_s x) = W·(x[j−1] − x[j+1]) / 2 per pixel on a zero border."""
     net, w = _linear()
     x = torch.zeros(4, *SHAPE)
     x[:, :, 2:10, 2:10] = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    got = lie_derivative(net, x, "translate_x", eps=0.5 / 12)
-    dx = (torch.roll(x, 1, dims=-1) - torch.roll(x, -1, dims=-1)) * 12 / 2
+    dx = (torch.roll(x, 1, dims=-1) - torch.roll(x, -1, dims=-1)) / 2
     ref = (dx.flatten(1) @ w.T).norm(dim=1)
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    for eps in (0.5, 0.01):
+        got = lie_derivative(net, x, "translate_x", eps=eps)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    fixed = lie_derivative(net, x, "translate_x:[0,0.5,1]", eps=0.5)  # custom grid: pixels too
+    torch.testing.assert_close(fixed, ref, rtol=1e-4, atol=1e-5)
+    # a shift of the whole width moves the image out of the canvas: refused, not 0.0
+    with pytest.raises(MeasureError, match="out of the 12x12 canvas"):
+        lie_derivative(net, x, "translate_x", eps=12.0)
+    with pytest.raises(MeasureError, match="out of the 12x12 canvas"):
+        lie_derivative(net, x, "translate_y", eps=1.0, at=11.5)
+    with pytest.raises(MeasureError, match="unknown method"):
+        lie_derivative(net, x, "translate_x", method="forward")
 
 
 def test_lie_derivative_layer_and_invariant_model():

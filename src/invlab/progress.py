@@ -10,7 +10,8 @@ seconds prints nothing, so nested bars (a training run inside a study) stay quie
 they are short.
 
 ``INVLAB_PROGRESS=log`` forces the line mode on a terminal too, ``INVLAB_PROGRESS=off``
-disables every indicator.
+disables every indicator; ``INVLAB_PROGRESS_INTERVAL=S`` sets the seconds between lines
+(default 10; 0 writes a line at every update).
 
 Example line::
 
@@ -200,6 +201,13 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, total: float | None =
     """
     stream = file if file is not None else sys.stderr
     mode = os.environ.get("INVLAB_PROGRESS", "").strip().lower()
+    env_interval = os.environ.get("INVLAB_PROGRESS_INTERVAL", "").strip()
+    if env_interval:
+        try:
+            interval = max(0.0, float(env_interval))
+        except ValueError:
+            raise ValueError(f"INVLAB_PROGRESS_INTERVAL must be a number of seconds, found "
+                             f"{env_interval!r}") from None
     from tqdm.auto import tqdm
 
     if disable or mode == "off":
@@ -208,4 +216,4 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, total: float | None =
     if mode != "log" and (_is_tty(stream) or notebook):
         return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, **tqdm_kwargs)
     return LogProgress(iterable, total=total, desc=desc, unit=unit, file=stream,
-                       interval=interval)
+                       interval=interval, min_gap=min(2.0, interval))

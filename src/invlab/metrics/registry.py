@@ -16,10 +16,9 @@ measure with no better direction), its range (``value_range``) and the statistic
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-
-import math
 
 import torch
 import torch.nn.functional as tF
@@ -187,6 +186,7 @@ ALIASES: dict[str, str] = {
     "ei": "effective_invariance",
     "acc": "accuracy",
     "ri": "representation_invariance",
+    "align": "equivariance_alignment",
 }
 """Case-insensitive short names."""
 
@@ -266,7 +266,8 @@ def metric_rows() -> list[dict[str, str]]:
             "name": s.name,
             "aliases": ",".join(a.upper() for a, c in ALIASES.items() if c == s.name) or "-",
             "better": hib,
-            "range": f"[{_fmt_bound(lo)}, {_fmt_bound(hi)}]",
+            "range": (("(" if math.isinf(lo) else "[") + f"{_fmt_bound(lo)}, {_fmt_bound(hi)}"
+                      + (")" if math.isinf(hi) else "]")),
             "summary": s.summary,
             "needs": ",".join(sorted(s.needs)),
             "per_member": "yes" if s.per_member else "no",
