@@ -85,12 +85,8 @@ class Measurement:
         ``representation_invariance`` (its distances) and ``equivariance_alignment`` (as
         Bouchacourt et al. report them), the **mean** for every other metric.
         :attr:`statistics` says which; :meth:`quartiles` and :attr:`means` give the rest."""
-        out = {}
-        for m, v in self.per_sample.items():
-            v = v.double()
-            out[m] = float(v.median() if self.statistic(m) == "median" and v.numel() else
-                           v.mean())
-        return out
+        return {m: (self.quartiles(m)[1] if self.statistic(m) == "median"
+                    else float(v.double().mean())) for m, v in self.per_sample.items()}
 
     @property
     def means(self) -> dict[str, float]:
@@ -108,12 +104,14 @@ class Measurement:
         return summary_statistic(metric)
 
     def quartiles(self, metric: str) -> tuple[float, float, float]:
-        """``(q1, median, q3)`` over all samples and members (linear interpolation, as
-        ``numpy.quantile``)."""
-        v = self._get(metric).double().reshape(-1)
-        if v.numel() == 0:
+        """``(q1, median, q3)`` over all samples and members (``numpy.quantile``, linear
+        interpolation: the median of an even count is the mean of the middle two)."""
+        import numpy as np
+
+        v = self._get(metric).detach().cpu().double().numpy().reshape(-1)
+        if v.size == 0:
             return (float("nan"),) * 3  # type: ignore[return-value]
-        q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+        q = np.quantile(v, [0.25, 0.5, 0.75])
         return (float(q[0]), float(q[1]), float(q[2]))
 
     def by_member(self, metric: str) -> dict[Any, float]:
