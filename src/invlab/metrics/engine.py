@@ -276,7 +276,12 @@ def measure(
       when the model has it, else the input of its last ``nn.Linear``) or on each layer of
       ``layers`` (any submodule name, captured by forward hooks), with a seeded derangement
       π drawn per chunk; the two distances are stored as ``..._d_same`` / ``..._d_other``
-      and per-layer keys get ``@<layer>``.
+      and per-layer keys get ``@<layer>``; summarized by the median (``Measurement.summary``,
+      quartiles from ``Measurement.quartiles``), as B21;
+    - ``equivariance_alignment`` (any transform): B21's alignment measure of equivariance
+      ``cos_dist(b_i, b_π(i)) − cos_dist(d_i, d_π(i))`` with ``d = z − z_T`` and ``b`` = ``d``
+      with each feature shuffled over the chunk's samples, on the same features and π as
+      representation invariance (median summary).
 
     **Pixel space.** With ``normalization={"mean": [...], "std": [...]}`` the images are
     pixel-space (e.g. in [0, 1]): transforms act on them and the normalization is applied
