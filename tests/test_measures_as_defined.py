@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as tF
 from torch import nn
 
 import invlab
@@ -366,3 +367,79 @@ def test_family_members_ascending_and_transforms_listing():
     row = next(r for r in transform_rows(28, 28) if r["name"] == "rotate")
     mags = [float(v) for v in row["magnitudes"].split(", ")]
     assert mags == sorted(mags)
+
+
+# Gruver et al.'s lee/transforms.py and lee/lie_derivs.py (github.com/ngruver/lie-deriv, MIT
+# License, Copyright (c) 2022 Nate Gruver), condensed: their affine warp (F.affine_grid with
+# align_corners=True, their own bilinear grid_sample) and their double-vjp ``jvp``. One
+# change: positions within 1e-4 of a pixel are snapped before ``floor`` (their float32 grid
+# puts some pixels at j − 1e-7, which picks the other one-sided derivative there).
+def _g_grid_sample(image: torch.Tensor, optical: torch.Tensor) -> torch.Tensor:
+    n, c, ih, iw = image.shape
+    _, h, w, _ = optical.shape
+    ix = ((optical[..., 0] + 1) / 2) * (iw - 1)
+    iy = ((optical[..., 1] + 1) / 2) * (ih - 1)
+    with torch.no_grad():
+        ix_nw = torch.floor(torch.where((ix - ix.round()).abs() < 1e-4, ix.round(), ix))
+        iy_nw = torch.floor(torch.where((iy - iy.round()).abs() < 1e-4, iy.round(), iy))
+        ix_ne, iy_ne, ix_sw, iy_sw = ix_nw + 1, iy_nw, ix_nw, iy_nw + 1
+        ix_se, iy_se = ix_nw + 1, iy_nw + 1
+    nw = (ix_se - ix) * (iy_se - iy)
+    ne = (ix - ix_sw) * (iy_sw - iy)
+    sw = (ix_ne - ix) * (iy - iy_ne)
+    se = (ix - ix_nw) * (iy - iy_nw)
+
+    def fold(i: torch.Tensor, size: int) -> torch.Tensor:  # their reflection of indices
+        return size - 1 - (size - 1 - i.abs()).abs()
+
+    image = image.view(n, c, ih * iw)
+    out = 0
+    for (xx, yy), wgt in (((ix_nw, iy_nw), nw), ((ix_ne, iy_ne), ne), ((ix_sw, iy_sw), sw),
+                          ((ix_se, iy_se), se)):
+        with torch.no_grad():
+            idx = (fold(yy, ih) * iw + fold(xx, iw)).long().view(n, 1, h * w).repeat(1, c, 1)
+        out = out + torch.gather(image, 2, idx).view(n, c, h, w) * wgt.view(n, 1, h, w)
+    return out
+
+
+def _g_affine(img: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    grid = tF.affine_grid(a, size=img.size(), align_corners=True)
+    return _g_grid_sample(img, grid)
+
+
+def _g_lie_deriv(model, x: torch.Tensor, kind: str) -> torch.Tensor:
+    def shifted(t: torch.Tensor) -> torch.Tensor:
+        a = torch.zeros(x.shape[0], 2, 3)
+        if kind == "rot":
+            a[:, 0, 0], a[:, 0, 1] = torch.cos(t), torch.sin(t)
+            a[:, 1, 0], a[:, 1, 1] = -torch.sin(t), torch.cos(t)
+        else:
+            a[:, 0, 0] = a[:, 1, 1] = 1
+            a[:, 0 if kind == "x" else 1, 2] = t
+        return model(_g_affine(x, a))
+
+    t = torch.zeros(1, requires_grad=True)
+    with torch.enable_grad():
+        y = shifted(t)
+        v = torch.ones_like(y, requires_grad=True)
+        (vj,) = torch.autograd.grad(y, [t], [v], create_graph=True)
+        (ju,) = torch.autograd.grad(vj, [v], [torch.ones_like(t)], create_graph=True)
+    return ju.abs().mean(-1).detach()  # e2e_lee.py: errs[...].abs().mean(-1)
+
+
+def test_jvp_equals_gruver_et_al_code_up_to_units():
+    """Their Lie derivative (probabilities, mean |·| over classes) per image equals ours
+    times the unit change: translations in normalized coordinates (t = 1 is (W−1)/2 px),
+    rotation in radians (180/π degrees)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(144, 16), nn.Tanh(), nn.Linear(16, 5))
+    x = _bordered(6, seed=9).float()
+
+    def probs(z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(net(z), -1)
+
+    for kind, fam, scale in (("x", "translate_x", 11 / 2), ("y", "translate_y", 11 / 2),
+                             ("rot", "rotate", 180 / math.pi)):
+        theirs = _g_lie_deriv(probs, x, kind)
+        ours = lie_derivative(net, x, fam, method="jvp")
+        torch.testing.assert_close(theirs, ours * scale, rtol=2e-4, atol=1e-7)
