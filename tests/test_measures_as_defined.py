@@ -316,6 +316,12 @@ def test_n_si_caps_si_and_sensitivity_on_evenly_spaced_images(with_labels, caplo
                                rtol=1e-5, atol=1e-6)
     full = measure(_model(), x, labels=lab, metrics=["kl"])
     torch.testing.assert_close(m.per_sample["kl"], full.per_sample["kl"])
+    # with derived keys beside them (clean_accuracy, RI's distances): only SI is capped
+    mix = measure(_model(), x, labels=y, metrics=["accuracy", "RI", "SI"], n_steps=2, n_si=4,
+                  generator=torch.Generator().manual_seed(0))
+    assert set(mix.indices) == {"saliency_similarity"}
+    assert mix.per_sample["clean_accuracy"].shape == (23, 1)
+    assert mix.per_sample["representation_invariance_d_same"].shape == (23, 3)
     df = m.to_frame()
     assert sorted(set(df[df.metric == "saliency_similarity"]["sample"])) == idx.tolist()
     d = m.to_dict()["metrics"]

@@ -47,7 +47,7 @@ from invlab.metrics.registry import (
 from invlab.metrics.result import Measurement
 from invlab.metrics.slicing import rows_per_call
 from invlab.metrics.transform import resolve_members, resolve_transform
-from invlab.progress import fmt_seconds, progress_bar
+from invlab.progress import progress_bar
 
 __all__ = ["ALIASES", "DEFAULT_METRICS", "METRICS", "Measurement", "measure",
            "resolve_metrics"]
@@ -127,8 +127,10 @@ def _allocate(plan: Plan, n: int, k: int, n_grad: int | None = None) -> dict[str
 
 
 def _is_grad(metric: str) -> bool:
-    """Metrics computed from input gradients (SI, sensitivity): capped by ``n_si``."""
-    return bool(REGISTRY[metric].needs & {"gradients", "jacobian"})
+    """Metrics computed from input gradients (SI, sensitivity): capped by ``n_si``
+    (derived keys such as ``clean_accuracy`` or ``..._d_same`` are not)."""
+    spec = REGISTRY.get(metric)
+    return spec is not None and bool(spec.needs & {"gradients", "jacobian"})
 
 
 def _subset(n: int, n_si: int | None, plan: Plan) -> torch.Tensor | None:
@@ -438,22 +440,32 @@ def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[A
 
 def _probe(run: Run, images: torch.Tensor, device: Any, dtype: torch.dtype,
            timed: bool) -> tuple[int | None, float | None]:
-    """The number of classes and (``timed``) the seconds per forward+backward row from one
-    timed pass on up to 32 images, gradients w.r.t. the input only (no parameter ``.grad``
-    is touched). ``(None, None)`` when it fails: the estimate is best effort and the
-    measurement itself reports errors."""
+    """The number of classes and (``timed``) the seconds per forward+backward row: the
+    second of two passes on 256 rows (the first 32 images repeated; integrated gradients
+    run in batches at least that large), gradients w.r.t. the input only (no parameter
+    ``.grad`` is touched). ``(None, None)`` when it fails: the estimate is best effort and
+    the measurement itself reports errors."""
     x = images[:32 if timed else 1].to(device=device, dtype=dtype).detach()
+    if timed:
+        x = x.repeat(-(-256 // x.shape[0]), *([1] * (x.dim() - 1)))[:256]
     try:
-        t0 = time.perf_counter()
-        with torch.enable_grad():
-            x.requires_grad_(True)
-            out = run.net(x)
-            if timed:
-                torch.autograd.grad(out.max(-1).values.sum(), x)
-        sec = (time.perf_counter() - t0) / x.shape[0] if timed else None
+        sec = None
+        for _ in range(2 if timed else 1):
+            t0 = time.perf_counter()
+            with torch.enable_grad():
+                xi = x.clone().requires_grad_(True)
+                out = run.net(xi)
+                if timed:
+                    torch.autograd.grad(out.max(-1).values.sum(), xi)
+            sec = (time.perf_counter() - t0) / x.shape[0] if timed else None
         return int(out.shape[-1]), sec
     except Exception:  # noqa: BLE001 - a probe never stops a measurement
         return None, None
+
+
+def _duration(s: float) -> str:
+    """``40 s``, ``3.5 min``, ``2.1 h``."""
+    return f"{s:.0f} s" if s < 90 else (f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h")
 
 
 def _cost_line(run: Run, images: torch.Tensor, n: int, n_grad: int, device: Any,
@@ -476,5 +488,5 @@ def _cost_line(run: Run, images: torch.Tensor, n: int, n_grad: int, device: Any,
                      f"200 power-iteration passes beyond 32 classes) = {n_grad * per:,}")
     line = f"measure {run.transform.name}: SI/sensitivity on {capped}; " + "; ".join(parts)
     if sec is not None:
-        line += f"; ≈{fmt_seconds(passes * sec)} (h:mm:ss) from a timed probe"
+        line += f"; ≈{_duration(passes * sec)} from a timed probe"
     return line
