@@ -89,6 +89,13 @@ def test_representation_invariance_summary_is_the_median_with_quartiles():
     assert m.summary["kl"] == pytest.approx(m.means["kl"])
     q1, med, q3 = m.quartiles("RI")
     np.testing.assert_allclose([q1, med, q3], np.quantile(v, [0.25, 0.5, 0.75]), rtol=1e-12)
+    ri = m.per_sample["representation_invariance"].double().numpy()
+    by = m.by_member("RI")
+    np.testing.assert_allclose(list(by.values()), np.median(ri, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(list(m.by_member("RI", "mean").values()), ri.mean(0), rtol=1e-12)
+    assert m.to_dict()["by_member"]["representation_invariance"] == pytest.approx(list(by.values()))
+    with pytest.raises(ValueError, match="mean or median"):
+        m.by_member("kl", "max")
     d = m.to_dict()["metrics"]["representation_invariance"]
     assert d["statistic"] == "median" and d["median"] == pytest.approx(med)
     assert d["mean"] == pytest.approx(float(v.mean())) and d["q1"] == pytest.approx(q1)

@@ -96,7 +96,7 @@ def _member_table(result: dict[str, Any]) -> list[str]:
         rows.append((f"{e:g}" if isinstance(e, float) else str(e),
                      *[_fmt(by[m][j]) for m in names]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["", "mean per magnitude:"]
+    lines = ["", "mean per magnitude (the median for the metrics marked * above):"]
     for j, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:

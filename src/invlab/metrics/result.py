@@ -114,15 +114,28 @@ class Measurement:
         q = np.quantile(v, [0.25, 0.5, 0.75])
         return (float(q[0]), float(q[1]), float(q[2]))
 
-    def by_member(self, metric: str) -> dict[Any, float]:
-        """member (element or magnitude) → mean over samples of ``metric``."""
+    def by_member(self, metric: str, statistic: str | None = None) -> dict[Any, float]:
+        """member (element or magnitude) → the metric's summary statistic over samples
+        (``statistic``: ``mean`` or ``median``; default :meth:`statistic`, the median for
+        representation invariance, as B21's per-magnitude profiles)."""
         v = self._get(metric).double()
         if v.shape[1] != len(self.elements):
             raise KeyError(f"{metric!r} has no per-member values (shape {tuple(v.shape)})")
-        return {e: float(c) for e, c in zip(self.elements, v.mean(0).tolist())}
+        stat = statistic or self.statistic(metric)
+        if stat not in ("mean", "median"):
+            raise ValueError(f"statistic must be mean or median, found {statistic!r}")
+        if stat == "median":
+            import numpy as np
+
+            col = np.quantile(v.cpu().numpy(), 0.5, axis=0).tolist() if v.shape[0] else \
+                [float("nan")] * v.shape[1]
+        else:
+            col = v.mean(0).tolist()
+        return {e: float(c) for e, c in zip(self.elements, col)}
 
     def summary_by_member(self) -> dict[str, dict[Any, float]]:
-        """metric → {member → mean}, for every metric measured per member."""
+        """metric → {member → its summary statistic (:meth:`by_member`)}, for every metric
+        measured per member."""
         return {m: self.by_member(m) for m, v in self.per_sample.items()
                 if m not in NO_MEMBER and v.shape[1] == len(self.elements)}
 
@@ -168,7 +181,8 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"metrics": {name: {"mean", "std", "ci95": [lo, hi], "median",
         "q1", "q3", "statistic", "n"}}, "n", "group", "kind", "elements"}`` plus
-        ``"by_member": {name: [mean per member]}`` for a family. ``statistic`` names the
+        ``"by_member": {name: [summary statistic per member]}`` for a family. ``statistic``
+        names the
         metric's summary statistic (``median`` for representation invariance), ``n`` the
         images it was computed on (``n_si`` for SI / sensitivity when capped)."""
         metrics = {}
