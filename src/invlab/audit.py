@@ -257,7 +257,8 @@ def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: A
                                                                 else [])
     m = measure(model, x, labels=y, transform=t, normalization=norm, metrics=metrics,
                 layers=list(s.layers) if s.layers else None, generator=gen, progress=False)
-    per = {k: v.double().mean(0).tolist() for k, v in m.per_sample.items()
+    # per member: each metric's summary statistic (the median for RI, as B21; else the mean)
+    per = {k: list(m.by_member(k).values()) for k in m.per_sample
            if not k.endswith(("_d_same", "_d_other")) and k != "clean_accuracy"}
     si = None
     if t.is_invertible:
