@@ -265,14 +265,15 @@ def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: A
                                                                 else [])
     m = measure(model, x, labels=y, transform=t, normalization=norm, metrics=metrics,
                 layers=list(s.layers) if s.layers else None, generator=gen, progress=False)
-    per = {k: v.double().mean(0).tolist() for k, v in m.per_sample.items()
+    # per member: each metric's summary statistic (the median for RI, as B21; else the mean)
+    per = {k: list(m.by_member(k).values()) for k in m.per_sample
            if not k.endswith(("_d_same", "_d_other")) and k != "clean_accuracy"}
     si = None
     if t.is_invertible and si_note is None:
         n = min(s.n_si, len(x))
         msi = measure(model, x[:n], labels=None if y is None else y[:n], transform=t,
                       normalization=norm, metrics=["saliency_similarity"], n_steps=s.ig_steps,
-                      generator=gen, progress=progress)
+                      n_si=None, generator=gen, progress=progress)
         si = msi.per_sample["saliency_similarity"].double().mean(0).tolist()
     per["saliency_similarity"] = si
     return {"members": [_jsonable(e) for e in m.members], "metrics": per,
@@ -374,7 +375,7 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
         labels: ``[N]`` or None.
         normalization: ``{"mean": [...], "std": [...]}`` applied after every transform.
     """
-    from tqdm.auto import tqdm
+    from invlab.progress import progress_bar
 
     s = settings or AuditSettings()
     t0 = time.perf_counter()
@@ -395,7 +396,8 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
     if _output_ignores_input(nm, images, s.device):
         si_note = "not applicable: the model's output does not depend on its input"
         doc["notes"] = [f"SI {si_note} (zero input gradient), so every saliency map is zero"]
-    bar = tqdm(transforms, desc="audit", unit="transform", disable=not progress, file=sys.stderr)
+    bar = progress_bar(transforms, desc="audit", unit="transform", disable=not progress,
+                       file=sys.stderr)
     for t in bar:
         bar.set_postfix_str(t.name)
         try:

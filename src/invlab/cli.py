@@ -85,7 +85,7 @@ def _cmd_transforms_list(args: argparse.Namespace) -> int:
     for r in rows:
         r.update({k: yes[r[k]] for k in ("exact", "invertible", "group")})
     print(_table(rows, ["name", "kind", "unit", "exact", "invertible", "group", "magnitudes"]))
-    print(f"\nmagnitudes: the family grid, identity first (B21's 10 per family); translate in "
+    print(f"\nmagnitudes: the family grid in ascending order (B21's 10 per family); translate in "
           f"pixels on a {height}x{width} canvas.\nspecs: a name alone is the whole family "
           "('rotate'), name:m one transform ('rotate:30', 'translate_x:4', 'translate_x:0.5W',"
           " 'noise:0.1@seed=3').\ninvertible: has an inverse (geometric ones with a validity "
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measure even if the data found differs from the checkpoint's "
                              "training data (reported in the output)")
         mp.set_defaults(func=_measure_with_data_check)
+        from invlab.metrics.cli import add_metrics_parser
+        add_metrics_parser(sub)
     except ImportError:  # pragma: no cover - engine not built
         pass
     from invlab.zoo.cli import add_zoo_parser

@@ -416,10 +416,10 @@ def run_study(
     ran = 0
     bar = None
     if progress and tasks:
-        from tqdm.auto import tqdm
+        from invlab.progress import progress_bar
 
-        bar = tqdm(total=len(tasks), desc=study, unit="cell", file=sys.stderr,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=len(tasks), desc=study, unit="cell", file=sys.stderr,
+                           dynamic_ncols=True)
     it = ex.map_unordered(_execute, tasks)
     try:
         for task, outcome in it:
