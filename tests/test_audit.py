@@ -87,7 +87,7 @@ def test_audit_json_has_every_number_per_transform_and_member(plain: tuple[dict,
             assert len(t["metrics"][metric]) == k[name], (name, metric)
         assert t["verdict"] and t["text"]
     assert by["r4"]["members"] == [1, 2, 3] and by["r4"]["kind"] == "group"
-    assert by["rotate"]["member_names"][:2] == ["rotate:-27", "rotate:45"]
+    assert by["rotate"]["member_names"][:2] == ["rotate:-135", "rotate:-108"]  # ascending
     assert len(by["r4"]["metrics"]["saliency_similarity"]) == 3  # invertible: SI measured
     assert by["brightness_up"]["metrics"]["saliency_similarity"] is None  # clips: no inverse
     assert "mechanism cannot be checked" in by["brightness_up"]["text"] or \

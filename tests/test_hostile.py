@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -611,3 +611,490 @@ def test_quick_preset_with_threads_override_is_recorded(tmp_path: Path,
     assert p.threads == 2 and all(c.train.threads == 2 for c in genuine_cells(p, "ck"))
     assert replace(p, threads=1).threads == 1
     assert torch.get_num_threads() >= 1
+
+
+# ------------------------------------------------ 8. preflight, user code, disk, orphans (#25)
+#
+# Every error is one ``invlab: error:`` line (exit 2 for bad input, 1 for failed cells), user
+# code never shows a traceback without --debug, outputs are checked writable before any work,
+# and a killed driver takes its pool workers with it.
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (a zombie holds no memory; its reaper may be gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc; no psutil needed)."""
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((d / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    kids.append(int(d.name))
+    return kids
+
+
+def only_error_line(err: str) -> str:
+    """stderr is exactly one ``invlab: error:`` line (nothing else, no traceback)."""
+    line = one_error_line(err)
+    assert err.strip().splitlines() == [line], err
+    return line
+
+
+def test_every_invlab_error_has_one_base_and_keeps_its_builtin_base() -> None:
+    from invlab.audit import AuditError
+    from invlab.data.idx import IDXError
+    from invlab.data.sources import DataError, DataMismatchError
+    from invlab.errors import InvlabError, PreflightError, UserCodeError
+    from invlab.groups.base import GroupError
+    from invlab.metrics.errors import MeasureError
+    from invlab.models import ModelError
+    from invlab.models.factory import FactoryError
+    from invlab.sweep import ConfigError, StudyError
+    from invlab.sweep.store import StorageError
+    from invlab.train.loop import TrainConfigError
+    from invlab.transforms.base import TransformError
+
+    builtin = {AuditError: ValueError, CheckpointError: ValueError, IDXError: ValueError,
+               DataError: ValueError, DataMismatchError: ValueError, GroupError: ValueError,
+               MeasureError: ValueError, ModelError: ValueError, FactoryError: ValueError,
+               ConfigError: ValueError, TrainConfigError: ValueError, TransformError: ValueError,
+               UserCodeError: ValueError, PreflightError: ValueError, StudyError: RuntimeError,
+               StoreError: RuntimeError, OutputLocked: RuntimeError, StorageError: RuntimeError}
+    for cls, base in builtin.items():
+        assert issubclass(cls, InvlabError) and issubclass(cls, base), cls
+    # every class named *Error in the package is covered
+    found = {m.group(1) for f in SRC.rglob("*.py")
+             for m in re.finditer(r"^class (\w+(?:Error|Locked))\(", f.read_text(), re.M)}
+    assert found - {c.__name__ for c in builtin} <= {"InvlabError", "UserCodeTypeError"}
+
+
+_BAD_MODELS = {  # --models FILE content -> what the one line must say
+    "import_error": ("import not_a_module_xyz\n", "importing the file raised "
+                     "ModuleNotFoundError: No module named 'not_a_module_xyz'"),
+    "raises": ("def models():\n    raise RuntimeError('my zoo is broken')\n",
+               "models() raised RuntimeError: my zoo is broken"),
+    "returns_42": ("def models():\n    return 42\n", "models() must return or yield"),
+    "wrong_types": ("def models():\n    yield ('x', 3, {})\n", "expected (str, nn.Module, dict)"),
+    "not_a_triple": ("def models():\n    yield 'x'\n", "triples, got str"),
+    "exit_at_import": ("import sys\nsys.exit(3)\n", "importing the file called sys.exit(3)"),
+    "exit_in_models": ("import sys\ndef models():\n    sys.exit(3)\n",
+                       "models() called sys.exit(3)"),
+    "no_models": ("x = 1\n", "must define a function models()"),
+    "empty": ("def models():\n    return []\n", "models() yielded no models"),
+    "bad_norm": ("import torch\ndef models():\n    yield ('m', torch.nn.Linear(2, 2), "
+                 "{'mean': ['a'], 'std': [1]})\n", "normalization must be"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_MODELS))
+def test_models_file_failures_are_one_line_naming_the_file(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from invlab.studies import generalization as gen
+
+    monkeypatch.setattr(gen, "_train_stage", lambda *a, **k: pytest.fail("trained first"))
+    monkeypatch.setenv("INVLAB_CACHE", str(tmp_path / "cache"))
+    src, says = _BAD_MODELS[case]
+    f = tmp_path / f"{case}.py"
+    f.write_text(src)
+    code, _, err = run_cli(capsys, "study", "generalization", "--quick", "--no-progress",
+                           "--out", str(tmp_path / "out"), "--models", str(f))
+    line = only_error_line(err)
+    assert code == 2 and line.startswith(f"invlab: error: --models {f}: ") and says in line
+    assert "no generalization results" not in line
+    if case == "raises":  # --debug: the exception propagates, chained to the user's own
+        with pytest.raises(ValueError, match="my zoo is broken") as e:
+            main(["--debug", "study", "generalization", "--quick", "--no-progress", "--out",
+                  str(tmp_path / "out"), "--models", str(f)])
+        assert isinstance(e.value.__cause__, RuntimeError)
+
+
+_BAD_FACTORIES = {  # FILE.py:build content -> what the one line must say
+    "import_error": ("import not_a_module_xyz\ndef build(): pass\n",
+                     "importing the file raised ModuleNotFoundError"),
+    "raises": ("def build():\n    raise ValueError('no weights here')\n",
+               "the factory raised ValueError: no weights here"),
+    "returns_42": ("def build():\n    return 42\n", "found a int"),
+    "exit": ("import sys\ndef build():\n    sys.exit(3)\n", "the factory called sys.exit(3)"),
+    "exit_at_import": ("import sys\nsys.exit(0)\ndef build(): pass\n",
+                       "importing the file called sys.exit(0)"),
+    "no_function": ("def other(): pass\n", "defines no function 'build'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_FACTORIES))
+def test_audit_factory_failures_are_one_line_exit_2(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, says = _BAD_FACTORIES[case]
+    f = tmp_path / f"f_{case}.py"
+    f.write_text(src)
+    code, out, err = run_cli(capsys, "audit", "--model", f"{f}:build", "--data", "mnist",
+                             "--out", str(tmp_path / "a"), "--no-progress")
+    line = only_error_line(err)
+    assert code == 2 and str(f) in line and says in line and out == ""
+    with pytest.raises(Exception) as e:  # --debug: the traceback, from the user's exception
+        main(["--debug", "audit", "--model", f"{f}:build", "--data", "mnist", "--out",
+              str(tmp_path / "a"), "--no-progress"])
+    assert says in str(e.value)
+
+
+def test_sqlite_disk_full_is_one_storage_error_and_the_store_stays_intact(
+        tmp_path: Path) -> None:
+    """A real write failure: the writer runs with ``RLIMIT_FSIZE`` just above the store's
+    size (SIGXFSZ ignored, so ``write`` fails with EFBIG as on a full disk), no monkeypatch."""
+    script = tmp_path / "fill.py"
+    script.write_text(
+        "import os, resource, signal, sys\n"
+        "from invlab.sweep import ResultsStore, StoreError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "path = sys.argv[1]\n"
+        "store = ResultsStore(path)\n"
+        "store.put_cell('c1', 's', {'a': 1}, [{'metric': 'acc', 'value': 0.5}], 1.0)\n"
+        "size = max(os.path.getsize(p) for p in (path, path + '-wal') if os.path.exists(p))\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (size + 8192, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    store.put_cell('c2', 's', {'a': 2}, [{'metric': 'acc', 'value': 0.7}], 1.0,\n"
+        "                   extra={'blob': 'x' * 4_000_000})\n"
+        "except StoreError as e:\n"
+        "    print('ERROR', type(e).__name__, e)\n"
+        "    sys.exit(0)\n"
+        "print('NO ERROR')\n")
+    store = tmp_path / "s" / "store.sqlite"
+    r = subprocess.run([sys.executable, str(script), str(store)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR StorageError ") and str(store) in lines[0]
+    assert "disk I/O error" in lines[0] or "full" in lines[0]
+    s = ResultsStore(store)  # intact: c1 kept, c2 all-or-nothing
+    assert s.done_ids() == {"c1"}
+    assert s._query("PRAGMA integrity_check") == [("ok",)]
+
+
+def test_storage_errors_reach_the_cli_as_one_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Any InvlabError (here a StorageError raised by a command) is one line, exit 2."""
+    import argparse
+
+    from invlab.sweep.store import StorageError
+
+    def boom(args: argparse.Namespace) -> int:
+        raise StorageError(f"{tmp_path}/store.sqlite: storage error: database or disk is full")
+
+    import invlab.cli as cli
+
+    parser = cli.build_parser()
+    real = cli.build_parser
+    try:
+        cli.build_parser = lambda: parser  # type: ignore[assignment]
+        parser._subparsers._group_actions[0].choices["report"].set_defaults(func=boom)
+        code, _, err = run_cli(capsys, "report", str(tmp_path))
+    finally:
+        cli.build_parser = real  # type: ignore[assignment]
+    assert code == 2 and "database or disk is full" in only_error_line(err)
+
+
+_HANG = '''
+import ctypes, os, time
+from dataclasses import dataclass
+from pathlib import Path
+from invlab.sweep import CellResult
+
+
+@dataclass(frozen=True)
+class HangCell:
+    i: int
+    mode: str
+    pids: str
+
+
+def run_hang(cell, ctx):
+    Path(cell.pids, str(os.getpid())).write_text("")
+    if cell.mode == "gil":  # a C call holding the GIL: no Python thread of the worker runs
+        ctypes.PyDLL(None).sleep(300)
+    else:
+        time.sleep(300)
+    return CellResult(rows=[{"metric": "x", "value": 1.0}])
+'''
+
+_DRIVER = '''
+import sys
+from hang_cells import HangCell, run_hang
+from invlab.sweep import ProcessPoolExecutorBackend, ResultsStore, run_study
+
+if __name__ == "__main__":
+    store, mode, pids = sys.argv[1:4]
+    run_study([HangCell(i, mode, pids) for i in range(2)], run_hang, ResultsStore(store), "hang",
+              executor=ProcessPoolExecutorBackend(2), workers=2, progress=False)
+'''
+
+
+@pytest.mark.parametrize("mode", ["gil", pytest.param("sleep", marks=pytest.mark.slow)])
+def test_kill_9_of_the_driver_ends_its_pool_workers(tmp_path: Path, mode: str) -> None:
+    """A real ``kill -9`` of a driver running 2 pool workers: both workers and the resource
+    tracker are gone within 10 s. ``gil``: the cells hold the GIL in a C call, so only the
+    kernel's parent-death signal (prctl) can end them; ``sleep``: an ordinary busy cell."""
+    (tmp_path / "hang_cells.py").write_text(_HANG)
+    (tmp_path / "driver.py").write_text(_DRIVER)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(SRC.parent)])}
+    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"),
+                               str(tmp_path / "store.sqlite"), mode, str(pids)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2:
+            assert driver.poll() is None, driver.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.2)
+        workers = {int(p.name) for p in pids.iterdir()}
+        children = set(_children(driver.pid))
+        assert workers <= children and len(children) >= 3  # + the resource tracker
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        t0 = time.monotonic()
+        while any(_alive(p) for p in children) and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        left = [p for p in children if _alive(p)]
+        assert not left, f"still alive {time.monotonic() - t0:.1f} s after kill -9: {left}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            driver.kill()
+        for p in _children(driver.pid) if driver.poll() is None else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Tests run as root, where chmod 0o555 does not stop writes: each output path here lies
+    *under a regular file*, which no user (root included) can create a folder in."""
+    import invlab.studies.common as common
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    use_tiny_preset(monkeypatch)
+    monkeypatch.setattr(common, "train", lambda *a, **k: pytest.fail("trained first"))
+    cases = [
+        (["study", "genuine", "--out", str(blocker / "out")], "--out"),
+        (["study", "genuine", "--out", str(tmp_path / "ok"), "--checkpoints",
+          str(blocker / "ck")], "--checkpoints"),
+        (["study", "origins", "--quick", "--data", "mnist", "--out", str(tmp_path / "ok2"),
+          "--checkpoints", str(blocker / "ck")], "--checkpoints"),
+        (["audit", "--model", "mlp5", "--data", "mnist", "--out", str(blocker / "a")], "--out"),
+        (["zoo", "train", "quick", "--checkpoints", str(blocker / "ck")], "--checkpoints"),
+    ]
+    for argv, flag in cases:
+        t0 = time.perf_counter()
+        code, _, err = run_cli(capsys, *argv, *(["--no-progress"] if argv[0] != "zoo" else []))
+        line = only_error_line(err)
+        assert code == 2 and line.startswith(f"invlab: error: {flag} {blocker}/"), (argv, err)
+        assert "not writable" in line and f"choose a writable {flag}" in line
+        assert time.perf_counter() - t0 < 30
+    assert not (tmp_path / "ok" / "store.sqlite").exists()
+    monkeypatch.setenv("INVLAB_CACHE", str(blocker / "cache"))
+    code, _, err = run_cli(capsys, "study", "generalization", "--quick", "--no-progress",
+                           "--out", str(tmp_path / "g"))
+    assert code == 2 and "$INVLAB_CACHE" in only_error_line(err)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["study", "genuine", "--seeds", "0"], "--seeds 0 selects no seeds"),
+    (["study", "genuine", "--groups", ""], "--groups '' selects nothing"),
+    (["study", "genuine", "--groups", " , "], "--groups ' , ' selects nothing"),
+    (["study", "genuine", "--datasets", ""], "--datasets '' selects nothing"),
+    (["study", "drift", "--seeds", "0"], "--seeds 0 selects no seeds"),
+    (["study", "origins", "--archs", ""], "--archs '' selects nothing"),
+    (["study", "origins", "--seeds", "0"], "--seeds 0 selects no seeds"),
+    (["study", "generalization", "--transform", ""], "cannot parse transform spec ''"),
+    (["study", "generalization", "--test-set", "only_a_path.npz"],
+     "--test-set expects NAME=PATH"),
+])
+def test_arguments_that_select_nothing_are_errors(argv: list[str], says: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, *argv, "--out", str(tmp_path / "o"), "--no-progress")
+    line = only_error_line(err)
+    assert code == 2 and says in line
+    assert not (tmp_path / "o" / "store.sqlite").exists()
+
+
+def test_measure_errors_use_the_common_prefix(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = save_checkpoint(create_model("mlp5", hidden=8, depth=1), tmp_path / "m.safetensors",
+                           group="r4")
+    for flag in ("--transform", "--group"):
+        code, out, err = run_cli(capsys, "measure", "--checkpoint", str(path), "--data", "mnist",
+                                 flag, "")
+        line = only_error_line(err)
+        assert code == 2 and f"{flag} '' selects nothing" in line and out == ""
+    code, _, err = run_cli(capsys, "measure", "--checkpoint", str(tmp_path / "none.safetensors"),
+                           "--data", "mnist")
+    assert code == 2 and "invlab measure:" not in err and only_error_line(err)
+
+
+@pytest.mark.parametrize(("data", "group", "says"), [
+    ({"exclude_class": "x"}, None, "data.exclude_class must be an int in 0..65536, found 'x'"),
+    ({"pad_to": 1e9}, None, "data.pad_to must be an int in 1..4096, found 1000000000.0"),
+    ({"pad_to": 10**9}, None, "data.pad_to must be an int in 1..4096, found 1000000000"),
+    ({"n_train": -5}, None, "data.n_train must be an int"),
+    ({}, "r7", "'group' = 'r7': unknown transform 'r7'"),
+])
+def test_bad_data_or_group_metadata_names_the_checkpoint(
+        tmp_path: Path, data: dict[str, Any], group: str | None, says: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    meta = {"model": "mlp5", "model_kwargs": {"hidden": 8, "depth": 1, "in_shape": [1, 36, 36],
+                                              "num_classes": 9},
+            "data": {"dataset": "mnist", **data}, **({"group": group} if group else {})}
+    path = _file(tmp_path / "m.safetensors", meta)
+    with pytest.raises(CheckpointError, match=re.escape(says)) as e:
+        load_checkpoint(path)
+    assert str(path) in str(e.value)
+    code, _, err = run_cli(capsys, "measure", "--checkpoint", str(path), "--data", "mnist")
+    line = only_error_line(err)
+    assert code == 2 and str(path) in line and says in line
+
+
+_CONST_MODEL = '''
+import torch
+from torch import nn
+
+
+class Const(nn.Module):
+    """Logits that ignore the input: a Linear layer applied to zeros."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.lin(x.new_zeros(x.shape[0], 4))
+
+
+def build():
+    return Const(), {"mean": [0.0], "std": [1.0]}
+'''
+
+
+def test_saliency_of_an_input_independent_model(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """IG of a model that ignores its input is exactly zero (its gradient is), not an autograd
+    error; the audit reports SI as not applicable, without NaN."""
+    from invlab.attribution import integrated_gradients
+
+    lin = torch.nn.Linear(4, 3)
+    x = torch.rand(5, 1, 6, 6)
+    for f, constant in ((lambda v: lin(v.new_zeros(len(v), 4)), True),         # no path from v
+                        (lambda v: lin(v.flatten(1)[:, :4].detach()), False),  # path cut
+                        (lambda v: torch.ones(len(v), 3), True)):              # no grad at all
+        attr, delta = integrated_gradients(f, x, target=1, n_steps=8,
+                                           return_convergence_delta=True)
+        assert torch.equal(attr, torch.zeros_like(x))  # the gradient autograd sees is zero
+        assert torch.equal(delta, torch.zeros(5)) == constant  # completeness: f(x) - f(0)
+    f = tmp_path / "const.py"
+    f.write_text(_CONST_MODEL)
+    code, out, err = run_cli(capsys, "audit", "--model", f"{f}:build", "--data", "mnist",
+                             "--limit", "16", "--n-si", "4", "--n-sensitivity", "4",
+                             "--transforms", "r4,brightness_up", "--out", str(tmp_path / "a"),
+                             "--no-progress")
+    assert code == 0 and "Traceback" not in err, err
+    text = (tmp_path / "a" / "audit.json").read_text()
+    assert "NaN" not in text
+    doc = json.loads(text)
+    r4 = doc["transforms"][0]
+    assert r4["metrics"]["saliency_similarity"] is None
+    assert "does not depend on its input" in r4["text"] and "does not depend" in out
+    assert doc["sensitivity"]["sigma_max_mean"] == 0.0
+
+
+def test_schema_1_store_migrates_with_kind_and_threads_filled(tmp_path: Path) -> None:
+    import sqlite3
+
+    from invlab.sweep.store import _SCHEMA, MIGRATION_NOTE
+
+    path = tmp_path / "store.sqlite"
+    v1 = _SCHEMA.replace("    extra        TEXT,\n    kind         TEXT,\n    threads      INTEGER",
+                         "    extra        TEXT")
+    assert "kind" not in v1
+    con = sqlite3.connect(path)
+    con.executescript(v1)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for cid, cfg in (("a", {"threads": 2, "x": 1}), ("b", {"train": {"threads": 3}}),
+                     ("c", {"x": 1})):
+        con.execute("INSERT INTO cells (cell_id, study, config, status) VALUES (?, 's', ?, "
+                    "'done')", (cid, json.dumps(cfg)))
+    con.commit()
+    con.close()
+    s = ResultsStore(path)
+    got = {c["cell_id"]: (c["kind"], c["threads"]) for c in s.cells()}
+    assert got == {"a": ("unknown", 2), "b": ("unknown", 3), "c": ("unknown", None)}
+    assert s._query("SELECT value FROM meta WHERE key = 'migration_note'") == [(MIGRATION_NOTE,)]
+    assert s._query("SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    s.put_cell("d", "s", {"x": 2}, [], 1.0, kind="K", threads=1)  # new cells as before
+    assert {c["cell_id"]: c["kind"] for c in s.cells()}["d"] == "K"
+
+
+def test_report_removes_temporaries_of_a_killed_report_writer(
+        tiny_study: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tiny_study / "out"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".fig_nu_curves.png.{dead.pid}.k2j4.tmp"
+    live = out / f".fig_nu_curves.svg.{os.getpid()}.a8x1.tmp"
+    for p in (stale, live):
+        p.write_bytes(b"half a figure")
+    code, _, err = run_cli(capsys, "report", str(out))
+    assert code == 0, err
+    assert not stale.exists() and live.exists()
+
+
+@dataclass(frozen=True)
+class _ExitCell:
+    i: int
+
+
+def _exit_cell(cell: _ExitCell, ctx: Any) -> Any:
+    from invlab.sweep import CellResult
+
+    if cell.i == 1:
+        sys.exit(3)  # user code inside a cell (e.g. a --models model's forward)
+    return CellResult(rows=[{"metric": "x", "value": float(cell.i)}])
+
+
+def test_sys_exit_inside_a_cell_is_a_failed_cell_not_a_silent_exit(tmp_path: Path) -> None:
+    from invlab.sweep import StudyError, run_study
+
+    store = ResultsStore(tmp_path / "s.sqlite")
+    with pytest.raises(StudyError, match=re.escape("the cell called sys.exit(3)")):
+        run_study([_ExitCell(i) for i in range(3)], _exit_cell, store, "exit", progress=False)
+    assert len(store.done_ids()) == 2  # the others are kept
+
+
+def test_a_model_failing_mid_audit_is_one_line(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The factory works and the 2-image probe passes; the model then calls sys.exit (or
+    raises) on a real batch: one line naming the --model, exit 2, not a silent exit."""
+    f = tmp_path / "flaky.py"
+    f.write_text("import sys, torch\n"
+                 "class Flaky(torch.nn.Module):\n"
+                 "    def __init__(self):\n"
+                 "        super().__init__()\n"
+                 "        self.lin = torch.nn.Linear(28 * 28, 10)\n"
+                 "    def forward(self, x):\n"
+                 "        if x.shape[0] > 2:\n"
+                 "            sys.exit(4)\n"
+                 "        return self.lin(x.flatten(1))\n"
+                 "def build():\n"
+                 "    return Flaky(), {'mean': [0.0], 'std': [1.0]}\n")
+    code, _, err = run_cli(capsys, "audit", "--model", f"{f}:build", "--data", "mnist",
+                           "--limit", "8", "--out", str(tmp_path / "a"), "--no-progress")
+    line = one_error_line(err)
+    assert code == 2 and f"--model {f}:build: measuring the model called sys.exit(4)" in line

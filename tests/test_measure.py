@@ -244,7 +244,8 @@ def test_cli_measure_json_and_table(tmp_path, monkeypatch, capsys, model):
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 7 and out["group"] == "r4" and out["data"] == "fake:test"
     assert set(out["metrics"]) == {"kl", "logit_l2", "effective_invariance"}
-    assert set(out["metrics"]["kl"]) == {"mean", "std", "ci95"} and "model" in out
+    assert set(out["metrics"]["kl"]) == {"mean", "std", "ci95", "median", "q1", "q3", "statistic",
+                                         "n"} and "model" in out
     ref = measure(model, x[:7], metrics=["kl"])
     assert out["metrics"]["kl"]["mean"] == pytest.approx(ref.summary["kl"], rel=1e-6)
     assert seen == {"spec": "fake:test", "limit": 7}

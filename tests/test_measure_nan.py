@@ -141,12 +141,20 @@ def test_cli_nan_checkpoint_exits_2_with_the_reason(tmp_path, monkeypatch, capsy
     assert "NaN/inf weights" in err and "saliency_similarity" in err
 
 
-def test_progress_bar_counts_every_image(capsys):
+def test_progress_bar_counts_every_image(capsys, monkeypatch):
+    import invlab.metrics.engine as eng
+    from invlab.progress import LogProgress
+
+    def every_update(**kw):  # the non-terminal mode, one line per update
+        return LogProgress(total=kw["total"], desc=kw["desc"], unit=kw["unit"],
+                           file=kw["file"], interval=0.0, min_gap=0.0)
+
+    monkeypatch.setattr(eng, "progress_bar", every_update)
     x, y = _x()
     measure(_model(), x, labels=y, metrics=["kl", "SI"], n_steps=4, progress=True,
             batch_size=4)
     err = capsys.readouterr().err
-    assert "10/10" in err and "measure r4" in err
+    assert "10/10 img (100%)" in err and "measure r4" in err
     measure(_model(), x, labels=y, metrics=["kl"], progress=False)
     assert capsys.readouterr().err == ""
 

@@ -38,21 +38,25 @@ def test_family_per_magnitude_matches_brute_force(model):
     fam = invlab.create_transform("rotate")
     m = measure(model, x, labels=y, transform="rotate", normalization=NORM,
                 metrics=["kl", "LI", "EI", "accuracy", "js"], include_identity=True)
-    assert m.kind == "family" and m.magnitudes == fam.magnitudes == m.members
+    mags = sorted(fam.magnitudes)  # a family's members come out in ascending order
+    assert m.kind == "family" and m.magnitudes == mags == m.members
+    assert mags[0] == -135.0 and mags[-1] == 180.0
     assert m.per_sample["kl"].shape == (7, 10)
     with torch.no_grad():
         lx = model(_norm(x))
-        for j, mag in enumerate(fam.magnitudes):
+        for j, mag in enumerate(mags):
             lt = model(_norm(fam.at(mag)(x)))
             torch.testing.assert_close(m.per_sample["kl"][:, j], F.kl(lx, lt), atol=1e-6,
                                        rtol=1e-4)
             torch.testing.assert_close(m.per_sample["logit_l2"][:, j], F.logit_l2(lx, lt),
                                        atol=1e-6, rtol=1e-4)
             torch.testing.assert_close(m.per_sample["accuracy"][:, j], F.accuracy(lt, y))
-    assert float(m.per_sample["logit_l2"][:, 0].abs().max()) == 0.0  # identity first
+    i0 = mags.index(0.0)
+    assert float(m.per_sample["logit_l2"][:, i0].abs().max()) == 0.0  # the identity column
     by = m.by_member("kl")
-    assert list(by) == fam.magnitudes
-    assert by[45.0] == pytest.approx(float(m.per_sample["kl"][:, 2].double().mean()))
+    assert list(by) == mags
+    assert by[45.0] == pytest.approx(float(m.per_sample["kl"][:, mags.index(45.0)]
+                                           .double().mean()))
     assert set(m.summary_by_magnitude()) == {"kl", "logit_l2", "effective_invariance",
                                              "accuracy", "js"}
     df = m.to_frame()
@@ -66,13 +70,14 @@ def test_family_per_magnitude_matches_brute_force(model):
 def test_default_members_exclude_identity_and_fixed_transform(model):
     x, _ = _pix()
     m = measure(model, x, transform="rotate", normalization=NORM, metrics=["kl"])
-    assert m.members == invlab.create_transform("rotate").magnitudes[1:]
+    assert m.members == sorted(invlab.create_transform("rotate").magnitudes[1:])
     f = measure(model, x, transform="rotate:45", normalization=NORM, metrics=["kl"])
     assert f.kind == "fixed" and f.members == [45.0]
-    torch.testing.assert_close(f.per_sample["kl"][:, 0], m.per_sample["kl"][:, 1])
+    col = m.members.index
+    torch.testing.assert_close(f.per_sample["kl"][:, 0], m.per_sample["kl"][:, col(45.0)])
     g = measure(model, x, transform="rotate", members=[45.0, 90.0], normalization=NORM,
                 metrics=["kl"])
-    torch.testing.assert_close(g.per_sample["kl"], m.per_sample["kl"][:, [1, 4]])
+    torch.testing.assert_close(g.per_sample["kl"], m.per_sample["kl"][:, [col(45.0), col(90.0)]])
     with pytest.raises(MeasureError, match="not a member|invalid magnitude"):
         measure(model, x, transform="posterize", members=[9.5], metrics=["kl"])
 
@@ -161,15 +166,26 @@ def test_lie_derivative_brightness_is_w_dot_x():
 
 
 def test_lie_derivative_translation_is_central_difference():
-    """Bilinear translation by s·W px (|s·W| ≤ 1) is linear in s, so the central difference
-    is exact: d/ds f(T_s x) = W·(x[j−1] − x[j+1])·W_px / 2 on a zero border."""
+    """eps is in pixels (also for the translate_x family, whose grid is in fractions of W).
+    Bilinear translation by s px (|s| ≤ 1) is linear in s, so the central difference is
+    exact: d/ds f(T_s x) = W·(x[j−1] − x[j+1]) / 2 per pixel on a zero border."""
     net, w = _linear()
     x = torch.zeros(4, *SHAPE)
     x[:, :, 2:10, 2:10] = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    got = lie_derivative(net, x, "translate_x", eps=0.5 / 12)
-    dx = (torch.roll(x, 1, dims=-1) - torch.roll(x, -1, dims=-1)) * 12 / 2
+    dx = (torch.roll(x, 1, dims=-1) - torch.roll(x, -1, dims=-1)) / 2
     ref = (dx.flatten(1) @ w.T).norm(dim=1)
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    for eps in (0.5, 0.01):
+        got = lie_derivative(net, x, "translate_x", eps=eps)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    fixed = lie_derivative(net, x, "translate_x:[0,0.5,1]", eps=0.5)  # custom grid: pixels too
+    torch.testing.assert_close(fixed, ref, rtol=1e-4, atol=1e-5)
+    # a shift of the whole width moves the image out of the canvas: refused, not 0.0
+    with pytest.raises(MeasureError, match="out of the 12x12 canvas"):
+        lie_derivative(net, x, "translate_x", eps=12.0)
+    with pytest.raises(MeasureError, match="out of the 12x12 canvas"):
+        lie_derivative(net, x, "translate_y", eps=1.0, at=11.5)
+    with pytest.raises(MeasureError, match="unknown method"):
+        lie_derivative(net, x, "translate_x", method="forward")
 
 
 def test_lie_derivative_layer_and_invariant_model():

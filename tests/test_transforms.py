@@ -300,7 +300,7 @@ def test_spec_parsing_good() -> None:
     listed = invlab.list_transforms()
     assert set(FAMILIES) | {"r4", "t<n>", "flip", "d4", "grayscale", "invert"} == set(listed)
     assert listed["r4"].endswith("flags: exact, invertible, group")
-    assert listed["rotate"].endswith("flags: invertible") and "-27, 45" in listed["rotate"]
+    assert listed["rotate"].endswith("flags: invertible") and "-27, 0, 45" in listed["rotate"]
     assert "24.8889" in listed["translate_x"] and listed["posterize"].endswith("flags: none")
 
 

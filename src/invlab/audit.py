@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab.errors import InvlabError, check_writable, user_code_error
+
 __all__ = ["AuditError", "AuditSettings", "THRESHOLDS", "load_audit_data", "load_user_model",
            "run_audit", "verdict", "write_audit"]
 
@@ -46,7 +48,7 @@ DEFAULT_TRANSFORMS = ("r4", "rotate", "translate_x", "brightness_up")
 OUTPUT_METRICS = ("kl", "logit_l2", "effective_invariance", "agreement")
 
 
-class AuditError(ValueError):
+class AuditError(InvlabError, ValueError):
     """A bad model file, factory, checkpoint, data set or transform (one-line message)."""
 
 
@@ -111,8 +113,8 @@ def call_factory(fn: Any, where: str, kwargs: dict[str, Any] | None = None
     """``fn(**kwargs)`` checked to return ``(nn.Module, normalization)``."""
     try:
         out = fn(**(kwargs or {}))
-    except Exception as e:
-        raise AuditError(f"{where}: the factory raised {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # sys.exit() in a factory is an error, not an exit
+        raise AuditError(str(user_code_error(where, "the factory", e))) from e
     if not (isinstance(out, tuple) and len(out) == 2):
         got = type(out).__name__ + (f" of length {len(out)}" if isinstance(out, tuple) else "")
         raise AuditError(f"{where}: the factory must return (torch.nn.Module, {{'mean': [...], "
@@ -256,7 +258,7 @@ def _probe(model: nn.Module, norm: dict[str, list[float]], x: torch.Tensor,
     try:
         with torch.no_grad():
             out = m(x[:2].to(device))
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise AuditError(f"the model rejects images of shape {list(x.shape[1:])} (C, H, W): "
                          f"{type(e).__name__}: {e}") from e
     if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.is_floating_point()):
@@ -265,7 +267,11 @@ def _probe(model: nn.Module, norm: dict[str, list[float]], x: torch.Tensor,
     return int(out.shape[1])
 
 
-def _member_name(t: Any, m: Any) -> str:
+def _member_name(t: Any, m: Any, hw: Any = None) -> str:
+    """A member's label in the family's own unit (translations in pixels on an ``hw`` =
+    (H, W) canvas)."""
+    if hasattr(t, "member_label"):
+        return str(t.member_label(m, *(hw if hw is not None else (None, None))))
     try:
         return str(t.at(m).name)
     except Exception:  # noqa: BLE001 - a label only
@@ -273,8 +279,10 @@ def _member_name(t: Any, m: Any) -> str:
 
 
 def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: Any,
-                 s: AuditSettings, norm: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """All metrics of one transform: ``{metric: [k values]}`` over its non-identity members."""
+                 s: AuditSettings, norm: dict[str, Any], progress: bool,
+                 si_note: str | None = None) -> dict[str, Any]:
+    """All metrics of one transform: ``{metric: [k values]}`` over its non-identity members.
+    ``si_note``: why SI is not applicable (then not measured), None when it is."""
     from invlab.metrics import measure
 
     gen = torch.Generator().manual_seed(s.seed)
@@ -282,17 +290,33 @@ def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: A
                                                                 else [])
     m = measure(model, x, labels=y, transform=t, normalization=norm, metrics=metrics,
                 layers=list(s.layers) if s.layers else None, generator=gen, progress=False)
-    per = {k: v.double().mean(0).tolist() for k, v in m.per_sample.items()
+    # per member: each metric's summary statistic (the median for RI, as B21; else the mean)
+    per = {k: list(m.by_member(k).values()) for k in m.per_sample
            if not k.endswith(("_d_same", "_d_other")) and k != "clean_accuracy"}
     si = None
-    if t.is_invertible:
+    if t.is_invertible and si_note is None:
         n = min(s.n_si, len(x))
         msi = measure(model, x[:n], labels=None if y is None else y[:n], transform=t,
                       normalization=norm, metrics=["saliency_similarity"], n_steps=s.ig_steps,
-                      generator=gen, progress=progress)
+                      n_si=None, generator=gen, progress=progress)
         si = msi.per_sample["saliency_similarity"].double().mean(0).tolist()
     per["saliency_similarity"] = si
-    return {"members": [_jsonable(e) for e in m.members], "metrics": per}
+    return {"members": [_jsonable(e) for e in m.members], "metrics": per,
+            **({"si_note": si_note} if si_note and t.is_invertible else {})}
+
+
+def _output_ignores_input(nm: nn.Module, x: torch.Tensor, device: str) -> bool:
+    """True if ``∂(w·f(x))/∂x`` is exactly zero on (up to) 16 images for a random ``w``: the
+    model's output does not depend on its input there, so its saliency maps are all zero
+    and SI (a cosine of saliency maps) is not applicable."""
+    xb = x[:16].to(device).clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = nm(xb)
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            return True
+        w = torch.randn(out.shape[1:], generator=torch.Generator().manual_seed(0))
+        (g,) = torch.autograd.grad((out * w.to(out)).sum(), xb, allow_unused=True)
+    return g is None or not bool(g.ne(0).any())
 
 
 def _jsonable(v: Any) -> Any:
@@ -309,7 +333,7 @@ def _nums(di: float, agreement: float, si: float | None) -> str:
 
 
 def verdict(di: float, agreement: float, si: float | None, invertible: bool,
-            th: dict[str, float] | None = None) -> tuple[str, str]:
+            th: dict[str, float] | None = None, why: str | None = None) -> tuple[str, str]:
     """``(label, sentence)``: ``invariant``, ``outputs only``, ``outputs, mechanism not
     measured`` or ``not invariant``, with the numbers behind it."""
     th = th or THRESHOLDS
@@ -318,7 +342,7 @@ def verdict(di: float, agreement: float, si: float | None, invertible: bool,
     if not out_ok:
         return "not invariant", f"not invariant in its outputs: {nums}"
     if si is None:
-        why = "not invertible" if not invertible else "not measured"
+        why = why or ("not invertible" if not invertible else "not measured")
         return ("outputs only (mechanism not measured)",
                 f"invariant in its outputs; its mechanism cannot be checked (SI: {why}): {nums}")
     if si >= th["si_min"]:
@@ -332,12 +356,13 @@ def _summarize(t: Any, res: dict[str, Any], th: dict[str, float]) -> dict[str, A
     met = res["metrics"]
     k = len(res["members"])
     sis = met.get("saliency_similarity")
+    why = res.get("si_note")
     per = [verdict(met["kl"][j], met["agreement"][j], None if sis is None else sis[j],
-                   t.is_invertible, th) for j in range(k)]
+                   t.is_invertible, th, why) for j in range(k)]
     mean = {name: (None if vals is None else float(sum(vals) / len(vals)))
             for name, vals in met.items()}
     label, text = verdict(mean["kl"], mean["agreement"], mean["saliency_similarity"],
-                          t.is_invertible, th)
+                          t.is_invertible, th, why)
     if t.kind == "family" and k > 1:
         ok = [res["member_names"][j] for j in range(k) if per[j][0] != "not invariant"]
         nums = _nums(mean["kl"], mean["agreement"], mean["saliency_similarity"])
@@ -375,7 +400,7 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
         labels: ``[N]`` or None.
         normalization: ``{"mean": [...], "std": [...]}`` applied after every transform.
     """
-    from tqdm.auto import tqdm
+    from invlab.progress import progress_bar
 
     s = settings or AuditSettings()
     t0 = time.perf_counter()
@@ -392,14 +417,19 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
         pred = torch.cat([nm(images[i:i + 512].to(s.device)).argmax(1).cpu()
                           for i in range(0, len(images), 512)])
     doc["clean_accuracy"] = None if labels is None else float((pred == labels).double().mean())
-    bar = tqdm(transforms, desc="audit", unit="transform", disable=not progress, file=sys.stderr)
+    si_note = None
+    if _output_ignores_input(nm, images, s.device):
+        si_note = "not applicable: the model's output does not depend on its input"
+        doc["notes"] = [f"SI {si_note} (zero input gradient), so every saliency map is zero"]
+    bar = progress_bar(transforms, desc="audit", unit="transform", disable=not progress,
+                       file=sys.stderr)
     for t in bar:
         bar.set_postfix_str(t.name)
         try:
-            res = _measure_one(model, images, labels, t, s, normalization, progress)
+            res = _measure_one(model, images, labels, t, s, normalization, progress, si_note)
         except ValueError as e:  # MeasureError: names what is wrong
             raise AuditError(f"measuring {t.name}: {e}") from e
-        res["member_names"] = [_member_name(t, m) for m in res["members"]]
+        res["member_names"] = [_member_name(t, m, images.shape[-2:]) for m in res["members"]]
         entry = {"name": t.name, "kind": t.kind, **t.flags(), **res}
         entry.update(_summarize(t, entry, s.thresholds))
         doc["transforms"].append(entry)
@@ -430,6 +460,7 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
 
     from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
     from invlab.metrics.orbit import Normalized
+    from invlab.report.figures import enforce_min_font
 
     if not t.is_invertible:
         return None
@@ -452,9 +483,9 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
                                                      *xs.shape[-2:]), members)
     mask = t.validity_masks(members, *xs.shape[-2:])
     cols = [("image", None), ("m(x)", smap(xs))] + [
-        (f"T⁻¹m(T·x)\n{_member_name(t, m)}", (back[j] * mask[j])[:, 0]) for j, m in
+        (f"T⁻¹m(T·x)\n{_member_name(t, m, xs.shape[-2:])}", (back[j] * mask[j])[:, 0]) for j, m in
         enumerate(members)]
-    fig, axes = plt.subplots(len(xs), len(cols), figsize=(1.6 * len(cols), 1.6 * len(xs)),
+    fig, axes = plt.subplots(len(xs), len(cols), figsize=(1.9 * len(cols), 1.75 * len(xs)),
                              squeeze=False)
     for i in range(len(xs)):
         for j, (title, maps) in enumerate(cols):
@@ -464,18 +495,22 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(title, fontsize=7)
-    fig.suptitle(f"saliency over {t.name}, realigned by T⁻¹", fontsize=9)
+                ax.set_title(title, fontsize=9)
+    fig.suptitle(f"saliency over {t.name}, realigned by T⁻¹", fontsize=10)
     fig.tight_layout()
     path = out / f"saliency_{_slug(t.name)}.png"
-    fig.savefig(path, dpi=110)
+    enforce_min_font(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def profile_plot(entry: dict[str, Any], out: Path) -> Path | None:
-    """PNG for a family: [0, 1] metrics (agreement, EI, accuracy, SI, RI) and DI (right axis)
-    against the magnitude."""
+def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
+                 ) -> Path | None:
+    """PNG for a family: agreement, EI, accuracy, SI and RI (left axis; 1 = invariant, RI
+    may be negative) and DI (right axis) against the magnitude in the family's own unit
+    (degrees, factors; pixels for a translation when ``t`` and the canvas ``hw`` = (H, W)
+    are given)."""
     if entry["kind"] != "family":
         return None
     import matplotlib
@@ -483,30 +518,46 @@ def profile_plot(entry: dict[str, Any], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = sorted(range(len(entry["members"])), key=lambda j: float(entry["members"][j]))
-    xs = list(range(len(order)))
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    from invlab.report.figures import enforce_min_font
+
+    h, w = (None, None) if hw is None else (int(hw[0]), int(hw[1]))
+    raw = [float(m) for m in entry["members"]]
+    xv = [float(t.display_magnitude(m, h, w)) if hasattr(t, "display_magnitude") else m
+          for m in raw]
+    unit = t.display_unit(h, w) if hasattr(t, "display_unit") else ""
+    order = sorted(range(len(xv)), key=lambda j: xv[j])
+    xs = [xv[j] for j in order]
+    fig, ax = plt.subplots(figsize=(7.4, 3.8))
     met = {k: None if v is None else [v[j] for j in order] for k, v in entry["metrics"].items()}
+    lo = 0.0
     for name, label in (("agreement", "agreement"), ("effective_invariance", "EI"),
                         ("accuracy", "accuracy(T·x)"), ("saliency_similarity", "SI"),
                         ("representation_invariance", "RI")):
         if met.get(name) is not None:
-            ax.plot(xs, met[name], marker="o", ms=3, label=label)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_ylabel("score (1 = invariant)")
+            ax.plot(xs, met[name], marker="o", ms=4, label=label)
+            lo = min(lo, *(v for v in met[name] if v is not None and math.isfinite(v)))
+    ax.set_ylim(lo - 0.05 * (1.0 - lo) - 0.02, 1.05)  # RI is unbounded below: keep it all
+    if lo < 0:
+        ax.axhline(0, color="0.6", lw=0.6, ls=":")
+    ax.set_ylabel("score (1 = invariant)", fontsize=10)
     ax2 = ax.twinx()
-    ax2.plot(xs, met["kl"], "k--", marker="x", ms=3, label="DI (KL, right)")
-    ax2.set_ylabel("DI = KL (nats)")
-    ax.set_xticks(xs, [f"{float(entry['members'][j]):.3g}" for j in order], fontsize=7,
-                  rotation=45)
-    ax.set_xlabel(f"{entry['name']} magnitude")
+    ax2.plot(xs, met["kl"], "k--", marker="x", ms=4, label="DI = KL (right axis)")
+    ax2.set_ylabel("DI = KL (nats)", fontsize=10)
+    ax.set_xticks(xs, [f"{v:.3g}" for v in xs], fontsize=9, rotation=45)
+    ax.tick_params(labelsize=9)
+    ax2.tick_params(labelsize=9)
+    family = entry["name"].split(":")[0]
+    ax.set_xlabel(f"{family} magnitude" + (f" ({unit})" if unit else ""), fontsize=10)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
-    ax.set_title(f"invariance profile: {entry['name']}", fontsize=9)
+    # outside the axes, right of the DI axis: it covers no curve
+    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper left", bbox_to_anchor=(1.16, 1.0),
+              borderaxespad=0, frameon=False)
+    ax.set_title(f"invariance profile: {entry['name']}", fontsize=10)
     fig.tight_layout()
     path = out / f"profile_{_slug(entry['name'])}.png"
-    fig.savefig(path, dpi=110)
+    enforce_min_font(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -581,10 +632,11 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
                 ) -> list[Path]:
     """Write ``audit.json``, the figures (when ``model``/``images`` are given) and
     ``audit.html`` into ``out``; returns the paths."""
-    from invlab.io import atomic_write
+    from invlab.io import atomic_write, remove_stale_temps
 
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(d)  # temporaries of a killed earlier audit
     written: list[Path] = []
     if model is not None and images is not None and normalization is not None:
         s = AuditSettings(**{**doc["settings"], "transforms": tuple(doc["settings"]["transforms"]),
@@ -592,8 +644,8 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
                                  doc["settings"]["layers"])})
         for entry in doc["transforms"]:
             t = _resolve_transform(entry["name"], images)
-            for p in (profile_plot(entry, d), saliency_grid(model, images, t, normalization, s,
-                                                            d)):
+            for p in (profile_plot(entry, d, t, images.shape[-2:]),
+                      saliency_grid(model, images, t, normalization, s, d)):
                 if p is not None:
                     written.append(p)
     written.append(Path(atomic_write(d / "audit.json", json.dumps(doc, indent=2) + "\n")))
@@ -609,6 +661,8 @@ def audit(model_spec: str, data_spec: str | None, settings: AuditSettings | None
     from invlab.sweep.provenance import invlab_version
 
     s = settings or AuditSettings()
+    if out is not None:  # preflight: a read-only --out fails now, not after the audit
+        check_writable(out, "--out")
     model, norm, info = load_user_model(model_spec, s.device)
     if data_spec is None:
         data_spec = ((info.get("metadata") or {}).get("data") or {}).get("dataset")
@@ -616,7 +670,13 @@ def audit(model_spec: str, data_spec: str | None, settings: AuditSettings | None
             raise AuditError("--data is required: an invlab source (mnist, fashion-mnist), a "
                              ".npz file or an image folder")
     x, y, dinfo = load_audit_data(data_spec, info, s.limit, s.seed, preprocess)
-    doc = run_audit(model, x, y, norm, s, progress=progress)
+    try:
+        doc = run_audit(model, x, y, norm, s, progress=progress)
+    except InvlabError:
+        raise
+    except (Exception, SystemExit) as e:  # the user's model failed (or sys.exit) mid-audit
+        raise AuditError(str(user_code_error(f"--model {model_spec}", "measuring the model",
+                                             e)) + " (--debug shows the traceback)") from e
     doc.update(model={k: v for k, v in info.items() if k != "metadata"}, data=dinfo,
                normalization=norm, invlab_version=invlab_version())
     if out is not None:

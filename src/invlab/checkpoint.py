@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab.errors import InvlabError
 from invlab.io import atomic_write, remove_stale_temps
 from invlab.models import GroupPooled, create_model, list_models
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvlabError, ValueError):
     """A checkpoint file is not a valid invlab safetensors checkpoint."""
 
 
@@ -202,10 +203,38 @@ def validate_metadata(meta: Any, path: str | os.PathLike[str] = "<checkpoint>") 
                     ("data_fingerprint", dict), ("normalization", dict)):
         if meta.get(key) is not None and not isinstance(meta[key], tp):
             raise _bad(p, f"{key!r} must be a {tp.__name__}, found {type(meta[key]).__name__}")
+    _validate_group_and_data(meta, p)
     norm = meta.get("normalization")
     if norm is not None and not _valid_normalization(norm):
         raise _bad(p, "'normalization' must be {'mean': m, 'std': s} with finite numbers (or "
                       f"equal-length per-channel lists) and s > 0, found {norm!r}")
+
+
+MAX_PAD = 4096  #: largest ``data.pad_to`` (canvas side in pixels) a checkpoint may state
+_DATA_INTS = {"exclude_class": (0, MAX_MODEL_INT), "pad_to": (1, MAX_PAD),
+              "n_train": (0, 2**40), "n_val": (0, 2**40), "n_test_max": (0, 2**40),
+              "data_seed": (0, 2**63 - 1)}
+
+
+def _validate_group_and_data(meta: dict[str, Any], p: Path) -> None:
+    """``group`` must be a transform spec invlab knows; the integer fields of ``data`` (the
+    class left out, the canvas size, split sizes, seed) ints in range, so a hand-edited
+    ``pad_to = 1e9`` fails here, naming the file, not as a storage overflow later."""
+    from invlab.transforms import TransformError, create_transform
+
+    group = meta.get("group")
+    if group is not None:
+        try:
+            create_transform(group)
+        except TransformError as e:
+            raise _bad(p, f"'group' = {group!r}: {e}") from None
+    data = meta.get("data") or {}
+    for key, (lo, hi) in _DATA_INTS.items():
+        v = data.get(key)
+        if v is None and key == "exclude_class":
+            continue
+        if key in data and not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+            raise _bad(p, f"data.{key} must be an int in {lo}..{hi}, found {v!r}")
 
 
 def _valid_normalization(norm: dict[str, Any]) -> bool:

@@ -85,7 +85,7 @@ def _cmd_transforms_list(args: argparse.Namespace) -> int:
     for r in rows:
         r.update({k: yes[r[k]] for k in ("exact", "invertible", "group")})
     print(_table(rows, ["name", "kind", "unit", "exact", "invertible", "group", "magnitudes"]))
-    print(f"\nmagnitudes: the family grid, identity first (B21's 10 per family); translate in "
+    print(f"\nmagnitudes: the family grid in ascending order (B21's 10 per family); translate in "
           f"pixels on a {height}x{width} canvas.\nspecs: a name alone is the whole family "
           "('rotate'), name:m one transform ('rotate:30', 'translate_x:4', 'translate_x:0.5W',"
           " 'noise:0.1@seed=3').\ninvertible: has an inverse (geometric ones with a validity "
@@ -116,9 +116,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _error_types() -> tuple[type[BaseException], ...]:
-    from invlab.sweep import OutputLocked, StoreError, StudyError
+    from invlab.errors import InvlabError
 
-    return (ValueError, OSError, StoreError, StudyError, OutputLocked)
+    return (InvlabError, ValueError, OSError)  # InvlabError: every error invlab raises
 
 
 def _message(e: BaseException) -> str:
@@ -190,8 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     dl = dsub.add_parser("list", help="each source, where it was found, and its size")
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=_cmd_data_list)
-    df = dsub.add_parser("fetch", help="download a source into the user cache (needs internet)")
-    df.add_argument("name")
+    from invlab.data.sources import MIRRORS
+
+    fetchable = ", ".join(MIRRORS)
+    df = dsub.add_parser("fetch", help=f"download a source into the user cache (needs internet;"
+                         f" fetchable: {fetchable})",
+                         description=f"Download a data source's IDX files (checksums verified) "
+                         f"into the user cache. Fetchable sources: {fetchable}. Without "
+                         "internet, put the IDX files in $INVLAB_DATA/NAME/ instead.")
+    df.add_argument("name", metavar="NAME",
+                    help=f"the source to download, one of: {fetchable}")
     df.set_defaults(func=_cmd_data_fetch)
 
     models = sub.add_parser("models", help="registered models")
@@ -215,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measure even if the data found differs from the checkpoint's "
                              "training data (reported in the output)")
         mp.set_defaults(func=_measure_with_data_check)
+        from invlab.metrics.cli import add_metrics_parser
+        add_metrics_parser(sub)
     except ImportError:  # pragma: no cover - engine not built
         pass
     from invlab.zoo.cli import add_zoo_parser

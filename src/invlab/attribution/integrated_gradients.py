@@ -240,8 +240,7 @@ def integrated_gradients(
                 t = None if tgt is None else tgt[i0:i1].repeat_interleave(ns)
                 out = _select(out, t).view(m, ns)
                 # Σ_s w_s f(x_s): the backward pass yields the step-weighted gradients
-                (grad,) = torch.autograd.grad((out * step_t[s0:s1]).sum(), scaled)
-                total[i0:i1] += grad.sum(1)
+                total[i0:i1] += _weighted_grad((out * step_t[s0:s1]).sum(), scaled).sum(1)
                 if on_chunk is not None:
                     on_chunk(m * ns)
     attributions = total * diff
@@ -251,6 +250,16 @@ def integrated_gradients(
         forward, x, base, tgt, rows
     )
     return attributions, delta
+
+
+def _weighted_grad(objective: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``∂ objective / ∂ inputs``; exactly zero where the output does not depend on the input
+    (a model that ignores its input, or whose output does not require grad), instead of
+    autograd's "appears to not have been used in the graph" error."""
+    if not objective.requires_grad:
+        return torch.zeros_like(inputs)
+    (grad,) = torch.autograd.grad(objective, inputs, allow_unused=True)
+    return torch.zeros_like(inputs) if grad is None else grad
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from invlab.errors import InvlabError
 from invlab.io import atomic_write
 
 # IDX type codes -> big-endian numpy dtypes.
@@ -18,7 +19,7 @@ IDX_DTYPES: dict[int, str] = {
 }
 
 
-class IDXError(ValueError):
+class IDXError(InvlabError, ValueError):
     """A malformed, truncated or corrupt IDX file."""
 
 

@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from invlab.data.idx import read_idx
+from invlab.errors import InvlabError
 from invlab.io import atomic_write
 
 log = logging.getLogger("invlab.data")
 
 
-class DataError(ValueError):
+class DataError(InvlabError, ValueError):
     """A data source is unknown or cannot be found."""
 
 

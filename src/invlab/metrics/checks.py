@@ -28,6 +28,7 @@ _CAUSE = {
     "saliency_similarity": "integrated gradients / saliency maps",
     "sensitivity": "the input-logit Jacobian",
     "representation_invariance": "the features",
+    "equivariance_alignment": "the features",
 }
 
 

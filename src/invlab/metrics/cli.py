@@ -12,11 +12,12 @@ import math
 import sys
 from typing import Any
 
-from invlab.metrics.engine import ALIASES, METRICS, measure, resolve_metrics
+from invlab.metrics.engine import ALIASES, DEFAULT_N_SI, METRICS, measure, resolve_metrics
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.transform import resolve_members, resolve_transform
 
-__all__ = ["add_measure_parser", "format_table", "run_measure"]
+__all__ = ["add_measure_parser", "add_metrics_parser", "format_table", "run_measure",
+           "run_metrics_list"]
 
 DEFAULT_CLI_METRICS = "kl,logit_l2,effective_invariance,saliency_similarity"
 _PROGRESS_MIN_WORK = 20_000  # images × members (× IG steps) above which a bar is shown
@@ -29,7 +30,7 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="measure a checkpoint's invariance (LI, DI, EI, SI, ...) on a data source",
         description=(
             "Evaluate a trained checkpoint on SOURCE[:split] over a transformation group and "
-            "print each metric's mean, std and 95%% confidence interval.\n\nmetrics: "
+            "print each metric's mean, std and 95 % confidence interval.\n\nmetrics: "
             + ", ".join(METRICS) + "\naliases: "
             + ", ".join(f"{a.upper()}={c}" for a, c in ALIASES.items())
         ),
@@ -69,6 +70,10 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--include-identity", action="store_true",
                    help="also average over the identity member")
     p.add_argument("--n-steps", type=int, default=50, help="integrated-gradient steps for SI")
+    p.add_argument("--n-si", default=str(DEFAULT_N_SI), metavar="N|all",
+                   help=f"images SI and sensitivity are computed on (evenly spaced; default "
+                        f"{DEFAULT_N_SI}, as invlab audit; 'all' for every image); the other "
+                        "metrics use all images")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for randomized metrics (representation invariance)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -94,7 +99,7 @@ def _member_table(result: dict[str, Any]) -> list[str]:
         rows.append((f"{e:g}" if isinstance(e, float) else str(e),
                      *[_fmt(by[m][j]) for m in names]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["", "mean per magnitude:"]
+    lines = ["", "mean per magnitude (the median for the metrics marked * above):"]
     for j, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
@@ -107,11 +112,22 @@ def format_table(result: dict[str, Any]) -> str:
     family)."""
     head = (f"model: {result['model']}   data: {result['data']}   "
             f"transform: {result['group']}   n: {result['n']}")
-    rows = [("metric", "mean", "std", "95% CI")]
+    rows = [("metric", "n", "mean", "std", "95% CI", "median [q1, q3]")]
+    notes = []
     for name, v in result["metrics"].items():
         lo, hi = v["ci95"]
-        rows.append((name, _fmt(v["mean"]), _fmt(v["std"]), f"[{_fmt(lo)}, {_fmt(hi)}]"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        med = (f"{_fmt(v['median'])} [{_fmt(v['q1'])}, {_fmt(v['q3'])}]" if "median" in v
+               else "")
+        if v.get("statistic") == "median":
+            med += " *"
+        rows.append((name, str(v.get("n", result["n"])), _fmt(v["mean"]), _fmt(v["std"]),
+                     f"[{_fmt(lo)}, {_fmt(hi)}]", med))
+        if v.get("n", result["n"]) < result["n"] and not notes:
+            notes.append(f"SI / sensitivity on {v['n']} of {result['n']} images, evenly "
+                         f"spaced (--n-si; 'all' for every image)")
+    if any(r[-1].endswith("*") for r in rows[1:]):
+        notes.append("* summarized by the median (Bouchacourt et al.); the others by the mean")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [head, ""]
     if result.get("class_to_idx"):  # names mapped in sorted order: say how
         lines[1:1] = ["classes by sorted folder name: " + ", ".join(
@@ -120,7 +136,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines + _member_table(result))
+    return "\n".join(lines + [f"note: {t}" for t in notes] + _member_table(result))
 
 
 def _pixel_space(t: Any, images: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
@@ -145,24 +161,44 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
 
     if args.limit is not None and args.limit < 1:
         raise MeasureError(f"--limit must be >= 1, found {args.limit}")
+    n_si = _n_si(args.n_si)
     if args.transform is not None and args.group is not None:
         raise MeasureError("pass --transform or --group (its alias), not both")
+    for flag, v in (("--transform", args.transform), ("--group", args.group)):
+        if v is not None and not v.strip():
+            raise MeasureError(f"{flag} {v!r} selects nothing; give a spec, e.g. r4 or rotate:30 "
+                               "(`invlab transforms list`), or leave it out")
     model, meta = load_checkpoint(args.checkpoint)
     pre = getattr(args, "preprocess", None)
     images, labels = load_for_checkpoint(args.data, meta, args.limit,
                                          **({"preprocess": pre} if pre else {}))
     t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
     k = len(resolve_members(t, None, args.include_identity))
-    work = images.shape[0] * max(k, 1) * (args.n_steps if "saliency_similarity" in names
-                                          else 1)
+    n_grad = images.shape[0] if n_si is None else min(n_si, images.shape[0])
+    work = (n_grad * max(k, 1) * args.n_steps if "saliency_similarity" in names
+            else images.shape[0] * max(k, 1))
     progress = not args.no_progress and work >= _PROGRESS_MIN_WORK
     images, norm = _pixel_space(t, images, meta)
     gen = torch.Generator().manual_seed(int(args.seed))
     m = measure(model, images, labels=labels, transform=t, normalization=norm,
                 metrics=names, layers=args.layers, include_identity=args.include_identity,
                 batch_size=args.batch_size, generator=gen, progress=progress,
-                n_steps=args.n_steps)
+                n_steps=args.n_steps, n_si=n_si)
     return m, meta
+
+
+def _n_si(text: str) -> int | None:
+    """``--n-si``: a positive int, or ``all`` (None)."""
+    if str(text).strip().lower() == "all":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise MeasureError(f"--n-si must be a positive number of images or 'all', found "
+                           f"{text!r}")
+    return v
 
 
 def run_measure(args: argparse.Namespace) -> int:
@@ -170,7 +206,7 @@ def run_measure(args: argparse.Namespace) -> int:
     try:
         m, meta = _measure_checkpoint(args, resolve_metrics(args.metrics))
     except (MeasureError, ValueError, FileNotFoundError) as e:
-        print(f"invlab measure: error: {e}", file=sys.stderr)
+        print(f"invlab: error: {e}", file=sys.stderr)
         return 2
     from invlab.checkpoint_index import training_label
     from invlab.data import last_data_check
@@ -199,4 +235,40 @@ def run_measure(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_table(result))
+    return 0
+
+
+def add_metrics_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``invlab metrics list``: every registered metric with its declarations."""
+    p = subparsers.add_parser("metrics", help="invariance metrics: list")
+    lp = p.add_subparsers(dest="metrics_command", metavar="ACTION").add_parser(
+        "list", help="each metric: aliases, which direction is better, range, summary "
+                     "statistic, what it needs")
+    lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lp.set_defaults(func=run_metrics_list)
+    return p
+
+
+def run_metrics_list(args: argparse.Namespace) -> int:
+    """Handler of ``invlab metrics list`` (from :func:`invlab.metrics.registry.metric_rows`)."""
+    from invlab.metrics.registry import metric_rows
+
+    rows = metric_rows()
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ["name", "aliases", "better", "range", "summary", "needs"]
+    table = [cols] + [[r[c] for c in cols] for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
+    lines = []
+    for j, t in enumerate(table):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    lines += [f"{r['name']}: {r['description']}" for r in rows]
+    lines.append("\nbetter: which direction means more invariant (- : a descriptive measure); "
+                 "summary: the statistic Measurement.summary reports (median for "
+                 "Bouchacourt et al.'s measures, with quartiles; mean otherwise).")
+    print("\n".join(lines))
     return 0

@@ -11,7 +11,10 @@ The result is a :class:`~invlab.metrics.result.Measurement`.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,6 +29,7 @@ from invlab.metrics.memory_format import channels_last_convs
 from invlab.metrics.orbit import Normalized, build_orbit, chunks, near_equal_chunks, normalizer
 from invlab.metrics.passes import (
     Run,
+    align_key,
     features_pass,
     logits_pass,
     ri_keys,
@@ -43,6 +47,7 @@ from invlab.metrics.registry import (
 from invlab.metrics.result import Measurement
 from invlab.metrics.slicing import rows_per_call
 from invlab.metrics.transform import resolve_members, resolve_transform
+from invlab.progress import progress_bar
 
 __all__ = ["ALIASES", "DEFAULT_METRICS", "METRICS", "Measurement", "measure",
            "resolve_metrics"]
@@ -53,6 +58,11 @@ _TARGET_ROWS = 16384  # rows (images × orbit) per forward pass when batch_size 
 _RI_TARGET_ROWS = 4096  # with representation_invariance: the previous default and chunking,
 # so that its per-chunk derangements (hence its values) are unchanged
 _PROGRESS_MIN_WORK = 400_000  # forward-row equivalents above which progress=None shows a bar
+DEFAULT_N_SI = 100
+"""Images SI and sensitivity are computed on by default (``n_si=``), as ``invlab audit``."""
+_PROBE_MIN_PASSES = 5_000  # forward+backward passes above which a timed probe estimates time
+
+log = logging.getLogger("invlab.metrics")
 
 
 def _param(model: Any) -> torch.Tensor | None:
@@ -90,50 +100,76 @@ def _batch_size(batch_size: int | None, images: torch.Tensor, dtype: torch.dtype
         batch_size = max(2, rows // (k + 1))
     if plan.features:
         if images.shape[0] < 2:
-            raise MeasureError("representation_invariance needs at least 2 images")
+            raise MeasureError("representation_invariance / equivariance_alignment need at "
+                               "least 2 images")
         batch_size = max(batch_size, 2)
     return batch_size
 
 
-def _allocate(plan: Plan, n: int, k: int) -> dict[str, torch.Tensor]:
-    """NaN-filled outputs: a value never computed cannot pass as a number."""
+def _allocate(plan: Plan, n: int, k: int, n_grad: int | None = None) -> dict[str, torch.Tensor]:
+    """NaN-filled outputs: a value never computed cannot pass as a number. SI and
+    sensitivity get ``n_grad`` rows (the ``n_si`` subset; default ``n``)."""
     per: dict[str, torch.Tensor] = {}
     for m in plan.names:
-        if m == "representation_invariance":
+        if m in ("representation_invariance", "equivariance_alignment"):
             only_default = plan.layers == ["penultimate"]
             for layer in plan.layers:
-                for key in ri_keys(layer, only_default):
+                keys = (ri_keys(layer, only_default) if m == "representation_invariance"
+                        else (align_key(layer, only_default),))
+                for key in keys:
                     per[key] = torch.full((n, k), float("nan"))
         else:
-            per[m] = torch.full((n, k if REGISTRY[m].per_member else 1), float("nan"))
+            rows = n if n_grad is None or not _is_grad(m) else n_grad
+            per[m] = torch.full((rows, k if REGISTRY[m].per_member else 1), float("nan"))
     if plan.accuracy:
         per["clean_accuracy"] = torch.full((n, 1), float("nan"))
     return per
 
 
-def _work(plan: Plan, n: int, k: int, n_steps: int) -> tuple[float, float]:
+def _is_grad(metric: str) -> bool:
+    """Metrics computed from input gradients (SI, sensitivity): capped by ``n_si``
+    (derived keys such as ``clean_accuracy`` or ``..._d_same`` are not)."""
+    spec = REGISTRY.get(metric)
+    return spec is not None and bool(spec.needs & {"gradients", "jacobian"})
+
+
+def _subset(n: int, n_si: int | None, plan: Plan) -> torch.Tensor | None:
+    """Indices of the images SI / sensitivity are computed on: ``n_si`` evenly spaced ones
+    (``round(linspace(0, N−1, n_si))``, so class-sorted data is covered end to end), or
+    None (all ``N``) when ``n_si`` is None or ``N ≤ n_si`` or neither metric is asked for."""
+    if n_si is None or n <= n_si or not (plan.gradients or plan.jacobian):
+        return None
+    return torch.linspace(0, n - 1, n_si, dtype=torch.float64).round().long()
+
+
+def _work(plan: Plan, n: int, k: int, n_steps: int,
+          n_grad: int | None = None) -> tuple[float, float]:
     """Estimated work in forward-row equivalents and the SI share of a sample's work."""
+    ng = n if n_grad is None else n_grad
     base = n * (k + 1) * (1 if plan.need_orbit else 0)
-    si = 3.0 * n * (k + 1) * n_steps if plan.gradients else 0.0
-    sens = 30.0 * n if plan.jacobian else 0.0
+    si = 3.0 * ng * (k + 1) * n_steps if plan.gradients else 0.0
+    sens = 30.0 * ng if plan.jacobian else 0.0
     total = base + si + sens
     return total, (si / total if total else 0.0)
 
 
 def _make_bar(progress: bool | None, work: float, desc: str, total: int) -> Any:
-    show = progress if progress is not None else (work >= _PROGRESS_MIN_WORK
-                                                  and sys.stderr.isatty())
+    show = progress if progress is not None else work >= _PROGRESS_MIN_WORK
     if not show:
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="img", file=sys.stderr, desc=desc, dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}]")
+    # a tqdm bar on a terminal, plain lines with rate and ETA otherwise (invlab.progress)
+    return progress_bar(total=total, unit="img", file=sys.stderr, desc=desc,
+                        dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}]")
 
 
 def _loop(run: Run, images: torch.Tensor, bounds: list[tuple[int, int]], device: Any,
-          dtype: torch.dtype) -> None:
+          dtype: torch.dtype, sub: torch.Tensor | None = None) -> None:
+    """The chunked pass; SI / sensitivity per chunk, or afterwards on the subset ``sub``."""
     plan, k = run.plan, run.k
+    preds = None
+    if sub is not None and plan.gradients and run.labels is None:
+        preds = torch.zeros(images.shape[0], dtype=torch.long)
     buf = None
     if plan.need_orbit:
         bs = max(bb - aa for aa, bb in bounds)
@@ -152,10 +188,32 @@ def _loop(run: Run, images: torch.Tensor, bounds: list[tuple[int, int]], device:
             features_pass(run, orbit, a, b)
         if run.progress is not None:
             run.progress.update((b - a) * (1 - si_share))
+        if preds is not None and pred is not None:
+            preds[a:b] = pred.cpu()
+        if sub is not None:
+            continue
         if plan.gradients:
             saliency_pass(run, xb, a, b, pred)
         if plan.jacobian:
             sensitivity_pass(run, xb, a, b)
+    if sub is not None:
+        _subset_loop(run, images, sub, preds, max(bb - aa for aa, bb in bounds), device, dtype)
+
+
+def _subset_loop(run: Run, images: torch.Tensor, sub: torch.Tensor, preds: torch.Tensor | None,
+                 bs: int, device: Any, dtype: torch.dtype) -> None:
+    """SI / sensitivity on ``images[sub]`` (rows ``0..len(sub)-1`` of their outputs)."""
+    n, ns = images.shape[0], len(sub)
+    sr = dataclasses.replace(
+        run, labels=None if run.labels is None else run.labels[sub],
+        opts={**run.opts, "si_share": run.opts["si_share"] * n / ns})
+    for a, b in chunks(ns, bs):
+        xb = images[sub[a:b]].to(device=device, dtype=dtype)
+        pred = None if preds is None else preds[sub[a:b]].to(device)
+        if run.plan.gradients:
+            saliency_pass(sr, xb, a, b, pred)
+        if run.plan.jacobian:
+            sensitivity_pass(sr, xb, a, b)
 
 
 def _finish(run: Run, n: int) -> None:
@@ -190,6 +248,7 @@ def measure(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool | None = None,
+    n_si: int | None = DEFAULT_N_SI,
     n_steps: int = 50,
     ig_method: str = "gausslegendre",
     baseline: float = 0.0,
@@ -219,7 +278,12 @@ def measure(
       when the model has it, else the input of its last ``nn.Linear``) or on each layer of
       ``layers`` (any submodule name, captured by forward hooks), with a seeded derangement
       π drawn per chunk; the two distances are stored as ``..._d_same`` / ``..._d_other``
-      and per-layer keys get ``@<layer>``.
+      and per-layer keys get ``@<layer>``; summarized by the median (``Measurement.summary``,
+      quartiles from ``Measurement.quartiles``), as B21;
+    - ``equivariance_alignment`` (any transform): B21's alignment measure of equivariance
+      ``cos_dist(b_i, b_π(i)) − cos_dist(d_i, d_π(i))`` with ``d = z − z_T`` and ``b`` = ``d``
+      with each feature shuffled over the chunk's samples, on the same features and π as
+      representation invariance (median summary).
 
     **Pixel space.** With ``normalization={"mean": [...], "std": [...]}`` the images are
     pixel-space (e.g. in [0, 1]): transforms act on them and the normalization is applied
@@ -251,8 +315,17 @@ def measure(
             for the orbit buffer (``4096 / (k+1)`` and near-equal chunks with
             ``representation_invariance``, whose derangements are drawn per chunk).
         generator: seeds the derangement (representation invariance) and power iteration.
-        progress: tqdm bar on stderr; None (default) shows one for long measurements
-            (SI, sensitivity or large orbits) when stderr is a terminal; False never.
+        progress: progress on stderr (a tqdm bar on a terminal, else log lines with rate
+            and ETA: :func:`invlab.progress.progress_bar`); None (default) shows it for
+            long measurements (SI, sensitivity or large orbits); False never.
+        n_si: the number of images SI (``saliency_similarity``) and ``sensitivity`` are
+            computed on (default 100, as ``invlab audit --n-si``): with ``N > n_si`` they
+            run on ``n_si`` evenly spaced images (``round(linspace(0, N−1, n_si))``), their
+            ``per_sample`` values are ``[n_si, k]`` and ``Measurement.indices[metric]``
+            holds the images' indices; None computes them on all ``N``. The other metrics
+            always use all ``N``. Before SI / sensitivity start, one log line states the
+            cost (images × (members + 1) × IG steps forward+backward passes) and a time
+            estimate from a timed probe.
         n_steps, ig_method, baseline: integrated-gradient settings for SI.
         saliency_ratio, kernel_size, sigma, boundary: saliency-map settings for SI
             (``boundary`` defaults to circular for ``t<n>``, symmetric otherwise).
@@ -281,7 +354,7 @@ def measure(
     opts = dict(n_steps=n_steps, ig_method=ig_method, baseline=baseline,
                 saliency_ratio=saliency_ratio, kernel_size=kernel_size, sigma=sigma,
                 boundary=boundary, representation_distance=representation_distance,
-                memory_budget_bytes=memory_budget_bytes)
+                memory_budget_bytes=memory_budget_bytes, n_si=n_si)
     return _measure(model, images, labels, transform, group, normalization, metrics, layers,
                     members if members is not None else elements, include_identity,
                     batch_size, generator, progress, opts)
@@ -298,6 +371,10 @@ def _measure(model: Any, images: Any, labels: Any, transform: Any, group: Any,
     if opts["ig_method"] not in SUPPORTED_METHODS:
         raise MeasureError(f"unknown ig_method {opts['ig_method']!r}; valid: "
                            f"{', '.join(SUPPORTED_METHODS)}")
+    n_si = opts["n_si"]
+    if n_si is not None and (isinstance(n_si, bool) or not isinstance(n_si, int) or n_si < 1):
+        raise MeasureError(f"n_si must be a positive int (images for SI / sensitivity) or None "
+                           f"(all images), found {n_si!r}")
     if opts["representation_distance"] not in ("cosine", "l2"):
         raise MeasureError(f"representation_distance must be cosine or l2, found "
                            f"{opts['representation_distance']!r}")
@@ -323,15 +400,18 @@ def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[A
                  progress: bool | None, opts: dict[str, Any], include_identity: bool,
                  normalization: Any, device: torch.device, dtype: torch.dtype) -> Measurement:
     n, k = images.shape[0], len(els)
-    lays = resolve_layers(model, layers) if "representation_invariance" in names else []
+    lays = (resolve_layers(model, layers) if {"representation_invariance",
+                                               "equivariance_alignment"} & set(names) else [])
     plan = make_plan(names, lab is not None, lays, hasattr(model, "forward_features"))
     bs = _batch_size(batch_size, images, dtype, k, plan, opts["memory_budget_bytes"])
-    work, opts["si_share"] = _work(plan, n, k, opts["n_steps"])
+    sub = _subset(n, opts["n_si"], plan)
+    n_grad = n if sub is None else len(sub)
+    work, opts["si_share"] = _work(plan, n, k, opts["n_steps"], n_grad)
     capture = None
     if plan.features:
         capture = FeatureCapture(model, lays, pre=norm and net.normalize)  # type: ignore[arg-type]
     run = Run(net=net, model=model, transform=t, members=els, plan=plan,
-              per=_allocate(plan, n, k), labels=lab, capture=capture, generator=generator,
+              per=_allocate(plan, n, k, n_grad), labels=lab, capture=capture, generator=generator,
               opts=opts, image_shape=tuple(images.shape[1:]),
               bad_logits=torch.zeros(n, dtype=torch.bool),
               rows=rows_per_call(model, net, images[:1].to(device, dtype), bs * (k + 1)))
@@ -339,9 +419,11 @@ def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[A
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):
         model.eval()
+    if plan.gradients or plan.jacobian:
+        log.info(_cost_line(run, images, n, n_grad, device, dtype))
     run.progress = _make_bar(progress, work, f"measure {t.name}", n)
     try:
-        _loop(run, images, bounds, device, dtype)
+        _loop(run, images, bounds, device, dtype, sub)
     finally:
         if run.progress is not None:
             run.progress.close()
@@ -351,5 +433,60 @@ def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[A
     settings = {"metrics": names, "include_identity": include_identity, "batch_size": bs,
                 "layers": lays, "normalization": normalization,
                 **{k_: v for k_, v in opts.items() if k_ != "si_share"}}
+    idx = {} if sub is None else {m: sub for m in run.per if _is_grad(m)}
     return Measurement(per_sample=run.per, group=t.name, elements=els, n=n,
-                       settings=settings, kind=getattr(t, "kind", "group"))
+                       settings=settings, kind=getattr(t, "kind", "group"), indices=idx)
+
+
+def _probe(run: Run, images: torch.Tensor, device: Any, dtype: torch.dtype,
+           timed: bool) -> tuple[int | None, float | None]:
+    """The number of classes and (``timed``) the seconds per forward+backward row: the
+    second of two passes on 256 rows (the first 32 images repeated; integrated gradients
+    run in batches at least that large), gradients w.r.t. the input only (no parameter
+    ``.grad`` is touched). ``(None, None)`` when it fails: the estimate is best effort and
+    the measurement itself reports errors."""
+    x = images[:32 if timed else 1].to(device=device, dtype=dtype).detach()
+    if timed:
+        x = x.repeat(-(-256 // x.shape[0]), *([1] * (x.dim() - 1)))[:256]
+    try:
+        sec = None
+        for _ in range(2 if timed else 1):
+            t0 = time.perf_counter()
+            with torch.enable_grad():
+                xi = x.clone().requires_grad_(True)
+                out = run.net(xi)
+                if timed:
+                    torch.autograd.grad(out.max(-1).values.sum(), xi)
+            sec = (time.perf_counter() - t0) / x.shape[0] if timed else None
+        return int(out.shape[-1]), sec
+    except Exception:  # noqa: BLE001 - a probe never stops a measurement
+        return None, None
+
+
+def _duration(s: float) -> str:
+    """``40 s``, ``3.5 min``, ``2.1 h``."""
+    return f"{s:.0f} s" if s < 90 else (f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h")
+
+
+def _cost_line(run: Run, images: torch.Tensor, n: int, n_grad: int, device: Any,
+               dtype: torch.dtype) -> str:
+    """One line: what SI / sensitivity will cost (passes, and time from a timed probe)."""
+    k, o = run.k, run.opts
+    capped = (f"{n_grad} of {n} images (n_si={o['n_si']}; n_si=None for all)"
+              if n_grad < n else f"all {n} images")
+    parts, passes = [], 0
+    si = n_grad * (k + 1) * o["n_steps"] if run.plan.gradients else 0
+    n_cls, sec = _probe(run, images, device, dtype, timed=si + 10 * n_grad >= _PROBE_MIN_PASSES)
+    if run.plan.gradients:
+        passes += si
+        parts.append(f"SI: {n_grad} images × {k + 1} (x and {k} members) × {o['n_steps']} IG "
+                     f"steps = {si:,} forward+backward passes")
+    if run.plan.jacobian:
+        per = (n_cls if n_cls <= 32 else 200) if n_cls else 10
+        passes += n_grad * per
+        parts.append(f"sensitivity: {n_grad} images × {per} passes (one backward per class; "
+                     f"200 power-iteration passes beyond 32 classes) = {n_grad * per:,}")
+    line = f"measure {run.transform.name}: SI/sensitivity on {capped}; " + "; ".join(parts)
+    if sec is not None:
+        line += f"; ≈{_duration(passes * sec)} from a timed probe"
+    return line

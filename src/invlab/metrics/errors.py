@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from invlab.errors import InvlabError
 
-class MeasureError(ValueError):
+
+class MeasureError(InvlabError, ValueError):
     """Bad input to :func:`invlab.metrics.measure`; the message says expected vs found."""

@@ -14,7 +14,12 @@ import torch
 from invlab.metrics.checks import check_label_range, check_logits, expected_shape
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture
-from invlab.metrics.functional.representation import derangement, ri_distances
+from invlab.metrics.functional.representation import (
+    derangement,
+    equivariance_alignment,
+    ri_distances,
+    shuffle_columns,
+)
 from invlab.metrics.functional.saliency import saliency_similarity
 from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
 from invlab.metrics.orbit import Orbit
@@ -22,7 +27,7 @@ from invlab.metrics.plan import Plan
 from invlab.metrics.registry import REGISTRY, StackedLogits
 from invlab.metrics.slicing import MAX_ROWS
 
-__all__ = ["Run", "features_pass", "logits_pass", "ri_keys", "saliency_pass",
+__all__ = ["Run", "align_key", "features_pass", "logits_pass", "ri_keys", "saliency_pass",
            "sensitivity_pass"]
 
 
@@ -57,6 +62,11 @@ def ri_keys(layer: str, default_only: bool) -> tuple[str, str, str]:
     sfx = "" if default_only else f"@{layer}"
     base = "representation_invariance"
     return base + sfx, f"{base}_d_same{sfx}", f"{base}_d_other{sfx}"
+
+
+def align_key(layer: str, default_only: bool) -> str:
+    """``per_sample`` key of ``equivariance_alignment`` for ``layer``."""
+    return "equivariance_alignment" + ("" if default_only else f"@{layer}")
 
 
 def _net(run: Run, x: torch.Tensor) -> torch.Tensor:
@@ -128,8 +138,10 @@ def logits_pass(run: Run, orbit: Orbit, a: int, b: int, first: bool) -> torch.Te
 
 
 def features_pass(run: Run, orbit: Orbit, a: int, b: int) -> None:
-    """Representation invariance per layer: one derangement π per chunk, shared by layers
-    and members; stores the score and both distances ``[n, k]``."""
+    """Representation invariance (the score and both distances) and/or B21's equivariance
+    alignment per layer, ``[n, k]``: one derangement π per chunk, shared by layers, members
+    and both metrics; the alignment's column shuffles are drawn after π from the same
+    generator (so adding it leaves representation invariance's values unchanged)."""
     cap = run.capture
     assert cap is not None
     nb, k = b - a, run.k
@@ -151,10 +163,16 @@ def features_pass(run: Run, orbit: Orbit, a: int, b: int) -> None:
             mask = run.bad_features.setdefault(layer, torch.zeros(len(run.bad_logits),
                                                                   dtype=torch.bool))
             mask[a:b] |= bad.cpu()
-        d_same, d_other, score = ri_distances(z[0].expand_as(z[1:]), z[1:], perm,
-                                              run.opts["representation_distance"])
-        for key, v in zip(ri_keys(layer, only_default), (score, d_same, d_other)):
-            run.per[key][a:b] = v.T.float().cpu()
+        if "representation_invariance" in run.plan.names:
+            d_same, d_other, score = ri_distances(z[0].expand_as(z[1:]), z[1:], perm,
+                                                  run.opts["representation_distance"])
+            for key, v in zip(ri_keys(layer, only_default), (score, d_same, d_other)):
+                run.per[key][a:b] = v.T.float().cpu()
+        if "equivariance_alignment" in run.plan.names:
+            zs = z[0].expand_as(z[1:])
+            cols = shuffle_columns(zs, run.generator)
+            al = equivariance_alignment(zs, z[1:], perm, cols)
+            run.per[align_key(layer, only_default)][a:b] = al.T.float().cpu()
     run.feats = {}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from invlab.metrics.registry import ALIASES
+from invlab.metrics.registry import ALIASES, summary_statistic
 
 __all__ = ["NO_MEMBER", "Measurement"]
 
@@ -36,8 +36,12 @@ class Measurement:
         group: the transform's name (``r4``, ``rotate``, ``rotate:30`` ...).
         elements: the ``k`` members (columns); same list as :attr:`members`.
         n: number of samples.
-        settings: the options used (for the record).
+        settings: the options used (for the record; ``n_si`` is the cap on the images
+            SI / sensitivity were computed on).
         kind: ``group``, ``family`` or ``fixed``.
+        indices: metric → ``[n_m]`` indices of the images its rows belong to, for the
+            metrics computed on a subset (SI and sensitivity beyond ``n_si`` images);
+            absent metrics have one row per image.
     """
 
     per_sample: dict[str, torch.Tensor]
@@ -46,6 +50,7 @@ class Measurement:
     n: int
     settings: dict[str, Any] = field(default_factory=dict)
     kind: str = "group"
+    indices: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -76,18 +81,61 @@ class Measurement:
 
     @property
     def summary(self) -> dict[str, float]:
-        """metric → mean over samples and members."""
+        """metric → its summary statistic over samples and members: the **median** for
+        ``representation_invariance`` (its distances) and ``equivariance_alignment`` (as
+        Bouchacourt et al. report them), the **mean** for every other metric.
+        :attr:`statistics` says which; :meth:`quartiles` and :attr:`means` give the rest."""
+        return {m: (self.quartiles(m)[1] if self.statistic(m) == "median"
+                    else float(v.double().mean())) for m, v in self.per_sample.items()}
+
+    @property
+    def means(self) -> dict[str, float]:
+        """metric → mean over samples and members (whatever its summary statistic)."""
         return {m: float(v.double().mean()) for m, v in self.per_sample.items()}
 
-    def by_member(self, metric: str) -> dict[Any, float]:
-        """member (element or magnitude) → mean over samples of ``metric``."""
+    @property
+    def statistics(self) -> dict[str, str]:
+        """metric → the statistic :attr:`summary` reports (``mean`` or ``median``)."""
+        return {m: self.statistic(m) for m in self.per_sample}
+
+    @staticmethod
+    def statistic(metric: str) -> str:
+        """``mean`` or ``median``: the summary statistic declared in the registry."""
+        return summary_statistic(metric)
+
+    def quartiles(self, metric: str) -> tuple[float, float, float]:
+        """``(q1, median, q3)`` over all samples and members (``numpy.quantile``, linear
+        interpolation: the median of an even count is the mean of the middle two)."""
+        import numpy as np
+
+        v = self._get(metric).detach().cpu().double().numpy().reshape(-1)
+        if v.size == 0:
+            return (float("nan"),) * 3  # type: ignore[return-value]
+        q = np.quantile(v, [0.25, 0.5, 0.75])
+        return (float(q[0]), float(q[1]), float(q[2]))
+
+    def by_member(self, metric: str, statistic: str | None = None) -> dict[Any, float]:
+        """member (element or magnitude) → the metric's summary statistic over samples
+        (``statistic``: ``mean`` or ``median``; default :meth:`statistic`, the median for
+        representation invariance, as B21's per-magnitude profiles)."""
         v = self._get(metric).double()
         if v.shape[1] != len(self.elements):
             raise KeyError(f"{metric!r} has no per-member values (shape {tuple(v.shape)})")
-        return {e: float(c) for e, c in zip(self.elements, v.mean(0).tolist())}
+        stat = statistic or self.statistic(metric)
+        if stat not in ("mean", "median"):
+            raise ValueError(f"statistic must be mean or median, found {statistic!r}")
+        if stat == "median":
+            import numpy as np
+
+            col = np.quantile(v.cpu().numpy(), 0.5, axis=0).tolist() if v.shape[0] else \
+                [float("nan")] * v.shape[1]
+        else:
+            col = v.mean(0).tolist()
+        return {e: float(c) for e, c in zip(self.elements, col)}
 
     def summary_by_member(self) -> dict[str, dict[Any, float]]:
-        """metric → {member → mean}, for every metric measured per member."""
+        """metric → {member → its summary statistic (:meth:`by_member`)}, for every metric
+        measured per member."""
         return {m: self.by_member(m) for m, v in self.per_sample.items()
                 if m not in NO_MEMBER and v.shape[1] == len(self.elements)}
 
@@ -123,20 +171,29 @@ class Measurement:
             else:
                 el = (np.full(n * k, np.nan) if m in NO_MEMBER else
                       np.tile(np.asarray(self.elements, dtype=np.float64), n))
+            rows = (self.indices[m].cpu().numpy() if m in self.indices else np.arange(n))
             parts.append(pd.DataFrame({
-                "metric": m, "sample": np.repeat(np.arange(n), k), col: el,
+                "metric": m, "sample": np.repeat(rows, k), col: el,
                 "value": v.detach().cpu().double().numpy().reshape(-1),
             }))
         return pd.concat(parts, ignore_index=True)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"metrics": {name: {"mean", "std", "ci95": [lo, hi]}}, "n", "group",
-        "kind", "elements"}`` plus ``"by_member": {name: [mean per member]}`` for a family."""
+        """JSON-ready: ``{"metrics": {name: {"mean", "std", "ci95": [lo, hi], "median",
+        "q1", "q3", "statistic", "n"}}, "n", "group", "kind", "elements"}`` plus
+        ``"by_member": {name: [summary statistic per member]}`` for a family. ``statistic``
+        names the
+        metric's summary statistic (``median`` for representation invariance), ``n`` the
+        images it was computed on (``n_si`` for SI / sensitivity when capped)."""
         metrics = {}
+        means = self.means
         for m in self.per_sample:
             lo, hi = self.ci(m)
-            metrics[m] = {"mean": _num(self.summary[m]), "std": _num(self.std(m)),
-                          "ci95": [_num(lo), _num(hi)]}
+            q1, med, q3 = self.quartiles(m)
+            metrics[m] = {"mean": _num(means[m]), "std": _num(self.std(m)),
+                          "ci95": [_num(lo), _num(hi)], "median": _num(med), "q1": _num(q1),
+                          "q3": _num(q3), "statistic": self.statistic(m),
+                          "n": int(self.per_sample[m].shape[0])}
         d: dict[str, Any] = {"metrics": metrics, "n": self.n, "group": self.group,
                              "kind": self.kind, "elements": list(self.elements)}
         if self.kind != "group":

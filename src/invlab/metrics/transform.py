@@ -48,10 +48,15 @@ def _is_identity(t: Any, m: Any) -> bool:
 
 def resolve_members(t: Any, members: Any, include_identity: bool) -> list[Any]:
     """The ``k`` members measured: default the non-identity ones (all with
-    ``include_identity``); explicit ones are validated (``t.check_member``) and the identity is
-    put first when ``include_identity``."""
+    ``include_identity``), for a family in ascending order of magnitude (rotate:
+    −135, −108, …, 180; groups keep their element order); explicit ones keep the order given,
+    are validated (``t.check_member``) and the identity is put first when
+    ``include_identity``."""
     if members is None:
         out = [m for m in t.members if include_identity or not _is_identity(t, m)]
+        if getattr(t, "kind", "group") == "family":
+            out = sorted(out)
+        return out
     else:
         if isinstance(members, torch.Tensor):
             members = members.reshape(-1).tolist()

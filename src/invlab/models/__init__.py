@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from invlab.errors import InvlabError
 from invlab.models.cnn import CNNSmall
 from invlab.models.factory import model_factory
 from invlab.models.lenet import CNNMedium
@@ -24,7 +25,7 @@ __all__ = ["MLP5", "WeightTiedMLP5", "CNNSmall", "GroupPooled", "WeightTied", "C
            "ViTTiny", "create_model", "list_models", "model_factory", "ModelError"]
 
 
-class ModelError(ValueError):
+class ModelError(InvlabError, ValueError):
     """Unknown model name or invalid model arguments."""
 
 

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from invlab.errors import UserCodeError, user_code_error
+
 __all__ = ["FactoryError", "build_from_factory", "factory_path", "import_factory",
            "model_factory"]
 
@@ -36,7 +38,7 @@ _MARK = "__invlab_model_factory__"
 SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-class FactoryError(ValueError):
+class FactoryError(UserCodeError):
     """A factory spec that cannot be imported, called, or trusted (one-line message)."""
 
 
@@ -70,9 +72,10 @@ def _load_file(path: Path) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # the user's code: one line naming the file
         del sys.modules[name]
-        raise FactoryError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+        raise FactoryError(str(user_code_error(str(path), "importing the file", e))) \
+            from e
     return module
 
 
@@ -119,8 +122,8 @@ def build_from_factory(fn: Callable[..., Any], kwargs: dict[str, Any] | None = N
     """``fn(**kwargs)`` → ``(module, normalization or None)``; accepts either return form."""
     try:
         out = fn(**(kwargs or {}))
-    except Exception as e:
-        raise FactoryError(f"{where}: the factory raised {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # sys.exit() in a factory is an error, not an exit
+        raise FactoryError(str(user_code_error(where, "the factory", e))) from e
     norm = None
     if isinstance(out, tuple):
         if len(out) != 2:

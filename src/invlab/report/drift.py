@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.genuine import _save  # noqa: E402
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
@@ -40,7 +37,8 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
     if df.empty:
         return []
     groups = sorted(df["group"].unique())
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.0), squeeze=False)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.4 * len(groups), 4.0), squeeze=False)
     fig.subplots_adjust(wspace=0.55)
     for ax, g in zip(axes[0], groups):
         ax2 = ax.twinx()
@@ -70,7 +68,7 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
                for m in ("wt", "da", "ir")]
     handles += [Line2D([], [], color="k", ls="-", label="DI (left axis)"),
                 Line2D([], [], color="k", ls="--", label="accuracy ratio (right axis)")]
-    fig.legend(handles=handles, loc="upper center", ncol=5, fontsize=8,
+    fig.legend(handles=handles, loc="upper center", ncol=5, fontsize=9,
                bbox_to_anchor=(0.5, 1.08))
     fig.suptitle("Fig. 4: invariance error and accuracy ratio under drift", y=1.12, fontsize=10)
     return _save(fig, out, f"fig4_drift_{mode}")

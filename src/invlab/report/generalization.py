@@ -40,10 +40,14 @@ SUBGROUPS = {
 
 
 def load_long(out: str | Path) -> pd.DataFrame:
-    """The study's results as a long table (model × test set × measure)."""
+    """The study's results as a long table (model × test set × measure): from the store, or,
+    in a directory without one (e.g. committed results), from the ``models.csv`` that the
+    report wrote from it."""
     from invlab.sweep import ResultsStore
 
     out = Path(out)
+    if not (out / "store.sqlite").exists() and (out / "models.csv").exists():
+        return _long_from_csv(out)
     store = ResultsStore(out / "store.sqlite")
     keep, order = None, []
     if (out / "current_cells.json").exists():
@@ -67,6 +71,21 @@ def load_long(out: str | Path) -> pd.DataFrame:
     df = pd.DataFrame.from_records(recs)
     sets = order + sorted(set(df.test_set) - set(order))
     df["test_set"] = pd.Categorical(df["test_set"], categories=sets, ordered=True)
+    return df.sort_values(["test_set", "model_id", "measure"], kind="stable").reset_index(drop=True)
+
+
+def _long_from_csv(out: Path) -> pd.DataFrame:
+    df = pd.read_csv(out / "models.csv")
+    need = {"model_id", "test_set", "measure", "value"}
+    if not need <= set(df.columns):
+        raise ValueError(f"{out / 'models.csv'}: missing columns "
+                         f"{', '.join(sorted(need - set(df.columns)))}; rebuild it with "
+                         f"`invlab report {out}` from the results store")
+    df["test_set"] = df["test_set"].astype(str)
+    sets = list(dict.fromkeys(df["test_set"]))  # the file's order: the study's (ID first)
+    df["test_set"] = pd.Categorical(df["test_set"], categories=sets, ordered=True)
+    for c in ("family", "arch", "augment"):
+        df[c] = df[c].astype(object).where(df[c].notna(), "") if c in df else ""
     return df.sort_values(["test_set", "model_id", "measure"], kind="stable").reset_index(drop=True)
 
 
@@ -318,22 +337,47 @@ def claims(stats: dict[str, Any], fx: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[str]:
-    from invlab.report.genuine import _save as save
+    from invlab.report.figures import save
 
     return save(fig, out, stem, dpi=110)
 
 
+def spearman_table(stats: dict[str, Any]) -> pd.DataFrame:
+    """Rows: measures; columns: test sets; cells ``ρ [lo, hi]``: Spearman ρ of accuracy
+    against the measure across the zoo's models, with its bootstrap 95 % CI (as printed by
+    ``invlab study generalization``)."""
+    sets = list(stats)
+    present = set().union(*[set(v) for v in stats.values()]) if stats else set()
+    ms = [m for m in (*INVARIANCE_MEASURES, "confidence") if m in present]
+    ms += sorted(m for m in present if m.startswith("ei_"))
+    rows = []
+    for m in ms:
+        row: dict[str, Any] = {"measure": LABELS.get(m, m)}
+        for t in sets:
+            st = stats[t].get(m)
+            rho = None if not st else st.get("spearman")
+            if rho is None or not math.isfinite(float(rho)):
+                row[t] = "–"
+                continue
+            ci = st.get("spearman_ci")
+            row[t] = (f"{rho:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and all(
+                math.isfinite(float(c)) for c in ci) else f"{rho:.2f}")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["measure", *sets])
+
+
+FAMILY_LABELS = {"external": "your models", "mlp": "MLP", "cnn": "CNN", "vit": "ViT"}
+
+
 def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> list[str]:
     """Scatter accuracy vs EI per test set with fitted lines; ρ grid; measure ranking."""
-    import matplotlib
+    from invlab.report.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     sets = list(wide)
     cols = min(3, len(sets))
     rows = math.ceil(len(sets) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
     colors = {"mlp": "tab:blue", "cnn": "tab:orange", "vit": "tab:green", "external": "tab:purple"}
     for ax, ts in zip(axes.flat, sets, strict=False):
         w = wide[ts]
@@ -344,40 +388,53 @@ def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> 
             continue
         for fam, g in w.groupby("family"):
             rot = g["augment"].isin(["rotate", "r4"])
-            ax.scatter(g["ei"][~rot], g["accuracy"][~rot], s=14, c=colors.get(str(fam), "k"),
-                       label=str(fam), alpha=0.8)
-            ax.scatter(g["ei"][rot], g["accuracy"][rot], s=18, c=colors.get(str(fam), "k"),
-                       marker="x", alpha=0.8, label=f"{fam} (rot. aug)")
+            name = FAMILY_LABELS.get(str(fam), str(fam))
+            if (~rot).any():
+                ax.scatter(g["ei"][~rot], g["accuracy"][~rot], s=14,
+                           c=colors.get(str(fam), "k"), alpha=0.8,
+                           label=name + (", no rotation augmentation" if rot.any() or
+                                         str(fam) != "external" else ""))
+            if rot.any():
+                ax.scatter(g["ei"][rot], g["accuracy"][rot], s=18, c=colors.get(str(fam), "k"),
+                           marker="x", alpha=0.8, label=f"{name}, trained with rotations")
         st = stats[ts].get("ei")
         if st:
             xs = np.linspace(w["ei"].min(), w["ei"].max(), 20)
             ax.plot(xs, st["slope"] * xs + st["intercept"], "k--", lw=1)
-            ax.set_title(f"{ts}: ρ={st['spearman']:.2f}, R²={st['r2']:.2f}", fontsize=9)
-        ax.set_xlabel("EI (rotation 90/180/270)", fontsize=8)
-        ax.set_ylabel("accuracy", fontsize=8)
+            ax.set_title(f"{ts}: ρ={st['spearman']:.2f}, R²={st['r2']:.2f}", fontsize=10)
+        else:
+            ax.set_title(ts, fontsize=10)
+        ax.set_xlabel("EI (rotations by 90°, 180°, 270°)", fontsize=9)
+        ax.set_ylabel("accuracy", fontsize=9)
+        ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(sets):]:
         ax.axis("off")
     h, lab = next((a.get_legend_handles_labels() for a in axes.flat
                    if a.get_legend_handles_labels()[0]), ([], []))
-    if lab:
-        fig.legend(h, lab, loc="lower center", ncol=min(6, len(lab)), fontsize=8,
-                   bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout()
+    if lab:  # below the panels: it covers no point
+        fig.legend(h, lab, loc="upper center", ncol=min(3, len(lab)), fontsize=9,
+                   bbox_to_anchor=(0.5, 0.0), frameon=False)
     paths = _save(fig, out, "scatter_ei")
 
     ms = _measures(wide)
     grid = np.array([[stats[t].get(m, {}).get("spearman", np.nan) for t in sets] for m in ms])
-    fig, ax = plt.subplots(figsize=(1.0 * len(sets) + 2, 0.5 * len(ms) + 1.5))
+    fig, ax = plt.subplots(figsize=(0.75 * len(sets) + 3.2, 0.45 * len(ms) + 1.6))
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(sets)), sets, rotation=45, ha="right")
-    ax.set_yticks(range(len(ms)), [LABELS.get(m, m) for m in ms])
+    ax.set_xticks(range(len(sets)), sets, rotation=45, ha="right", fontsize=10)
+    ax.set_yticks(range(len(ms)), [LABELS.get(m, m) for m in ms], fontsize=10)
+    ax.set_xlabel("test set", fontsize=10)
     for i in range(len(ms)):
         for j in range(len(sets)):
-            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, label="Spearman ρ (accuracy vs measure, across models)")
+            v = grid[i, j]
+            ax.text(j, i, "–" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center",
+                    fontsize=9, color="white" if np.isfinite(v) and abs(v) > 0.6 else "black")
+    cb = fig.colorbar(im, ax=ax)
+    cb.set_label("Spearman ρ (accuracy vs measure,\nacross models)", fontsize=9)
+    cb.ax.tick_params(labelsize=9)
     paths += _save(fig, out, "grid_spearman")
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(sets) * len(ms) / 3), 3.5))
+    fig, ax = plt.subplots(figsize=(min(8.5, max(6, 0.9 * len(sets) * len(ms) / 3)), 3.5))
     width = 0.8 / len(ms)
     for i, m in enumerate(ms):
         v = [stats[t].get(m, {}).get("spearman", np.nan) for t in sets]
@@ -385,10 +442,16 @@ def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> 
         err = np.abs(np.array(ci, float).T - np.array(v, float))
         ax.bar(np.arange(len(sets)) + i * width, v, width, yerr=err, capsize=2,
                label=LABELS.get(m, m))
-    ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, sets, rotation=30, ha="right")
-    ax.set_ylabel("Spearman ρ with accuracy")
+    ax.set_xticks(np.arange(len(sets)) + 0.4 - width / 2, sets, rotation=30, ha="right",
+                  fontsize=9)
+    ax.set_xlabel("test set", fontsize=10)
+    ax.set_ylabel("Spearman ρ with accuracy", fontsize=10)
+    ax.tick_params(labelsize=9)
+    ax.axhline(0, color="0.3", lw=0.6)
     ax.axhline(STRONG_RHO, color="gray", ls=":", lw=1)
-    ax.legend(fontsize=7, ncol=3)
+    # right of the axes: it covers no bar
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              title="measure", title_fontsize=9)
     paths += _save(fig, out, "ranking")
     return paths
 
@@ -415,7 +478,8 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
     n_boot = int(cfg.get("n_boot", 1000) if n_boot is None else n_boot)
     seed = int(cfg.get("boot_seed", 0) if seed is None else seed)
     long = load_long(out)
-    atomic_write_text(out / "models.csv", long.to_csv(index=False))
+    if (out / "store.sqlite").exists():  # else it was read from models.csv: keep it as it is
+        atomic_write_text(out / "models.csv", long.to_csv(index=False))
     wide = _wide(long)
     stats = model_centric(wide, n_boot, seed)
     rank = ranking(stats)
@@ -431,6 +495,9 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
                "claims": cl}
     paths = [str(out / "models.csv")]
     paths.append(str(atomic_write_json(out / "summary.json", _jsonable(summary))))
+    paths += write_table(spearman_table(stats), out, "spearman",
+                         "Spearman ρ of accuracy against each measure across the zoo's models, "
+                         "per test set [bootstrap 95 % CI]")
     paths += write_table(rank, out, "ranking",
                          "Measures ranked by correlation strength |Spearman ρ| with accuracy")
     atomic_write_text(out / "claims.md", claims_markdown(cl))
@@ -485,14 +552,11 @@ def print_table(out_dir: str | Path) -> str:
 
 def figure_test_sets(sets_dir: str | Path, refs: list[Any], out: Path, n: int = 8) -> list[str]:
     """Picture grid: ``n`` examples (first images, with labels) of every test set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from invlab.data.shifts import load_cached
+    from invlab.report.figures import pyplot
 
-    fig, axes = plt.subplots(len(refs), n, figsize=(n * 0.9, len(refs) * 1.0), squeeze=False)
+    plt = pyplot()
+    fig, axes = plt.subplots(len(refs), n, figsize=(n * 0.9, len(refs) * 1.05), squeeze=False)
     for row, ref in zip(axes, refs, strict=True):
         x, y = load_cached(Path(sets_dir) / f"{ref.name}-{ref.digest}.npz")
         for j, ax in enumerate(row):
@@ -503,8 +567,8 @@ def figure_test_sets(sets_dir: str | Path, refs: list[Any], out: Path, n: int = 
                 continue
             img = x[j].permute(1, 2, 0).numpy()
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            ax.set_title(str(int(y[j])), fontsize=7, pad=1)
-        row[0].set_ylabel(f"{ref.name}\n({len(y)})", fontsize=7, rotation=0, ha="right",
+            ax.set_title(str(int(y[j])), fontsize=9, pad=1)
+        row[0].set_ylabel(f"{ref.name}\n({len(y)})", fontsize=9, rotation=0, ha="right",
                           va="center")
     fig.tight_layout(pad=0.2)
     return _save(fig, out, "test_sets")

@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from invlab.data.sources import source_label
-from invlab.io import atomic_write
+from invlab.report.figures import pyplot
+from invlab.report.figures import save as _save_figure
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
 from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json
@@ -88,16 +85,10 @@ def _fig_cells(store: ResultsStore) -> dict[tuple[str, str, str], dict[str, Any]
     return out
 
 
-def _save(fig: plt.Figure, out: Path, stem: str, dpi: int = 130) -> list[str]:
-    """Write ``fig`` as ``out/stem.png`` and ``.svg`` (atomically) and close it."""
-    paths = []
-    for ext in ("png", "svg"):
-        p = out / f"{stem}.{ext}"
-        atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=dpi, bbox_inches="tight",
-                                                         format=ext))
-        paths.append(str(p))
-    plt.close(fig)
-    return paths
+def _save(fig: Any, out: Path, stem: str, dpi: int = 130) -> list[str]:
+    """Write ``fig`` as ``out/stem.png`` and ``.svg`` (atomically) and close it
+    (:func:`invlab.report.figures.save`: text ≥ 9 pt)."""
+    return _save_figure(fig, out, stem, dpi)
 
 
 def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, group: str,
@@ -108,6 +99,7 @@ def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, 
     methods = [m for m in ("da", "ir", "wt") if (dataset, group, m) in figs]
     if not methods:
         return []
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4.2), squeeze=False)
     for ax, m in zip(axes[0], methods):
         d = figs[(dataset, group, m)]
@@ -127,9 +119,11 @@ def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, 
         ax.set_title(f"{m.upper()} ({group.upper()}, {dataset})")
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0][0].legend(title="group element", fontsize=7, loc="best")
+    # below the panels, so it covers no point
+    fig.legend(*axes[0][0].get_legend_handles_labels(), title="group element", fontsize=9,
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=8, frameon=False)
     fig.suptitle("Fig. 2: t-SNE of penultimate features of each sample's orbit "
-                 "(grey lines join one sample's transformed copies)", fontsize=9)
+                 "(grey lines join one sample's transformed copies)", fontsize=10)
     return _save(fig, out, f"fig2_tsne_{source_label(dataset)}_{group}")
 
 
@@ -138,6 +132,7 @@ def figure_saliency(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: s
     methods = [m for m in ("da", "ir") if (dataset, group, m) in figs]
     if not methods:
         return []
+    plt = pyplot()
     sal = {m: np.asarray(figs[(dataset, group, m)]["saliency"]) for m in methods}  # [k,n,H,W]
     k, n = sal[methods[0]].shape[:2]
     fig, axes = plt.subplots(n, k * len(methods), figsize=(1.3 * k * len(methods), 1.45 * n),
@@ -158,11 +153,11 @@ def figure_saliency(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: s
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if i == 0:
-                    ax.set_title(f"{m.upper()} g{e}", fontsize=8)
+                    ax.set_title(f"{m.upper()} g{e}", fontsize=9)
                 if e == 0 and row_si is not None:
-                    ax.set_ylabel(f"SI {row_si[i]:.2f}", fontsize=8)
+                    ax.set_ylabel(f"SI {row_si[i]:.2f}", fontsize=9)
     fig.suptitle(f"Fig. 3: saliency (orange) over the {group.upper()} orbit, realigned by g⁻¹, "
-                 f"on the digit ({dataset}; rows = samples, SI per sample)", fontsize=9)
+                 f"on the digit ({dataset}; rows = samples, SI per sample)", fontsize=10)
     return _save(fig, out, f"fig3_saliency_{source_label(dataset)}_{group}")
 
 
@@ -172,6 +167,7 @@ def figure_nu_search(store: ResultsStore, out: Path, study: str = "genuine",
     cells = [c for c in store.cells(study) if (c.get("extra") or {}).get("trials")]
     if not cells:
         return []
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for c in cells:
         tr = sorted(c["extra"]["trials"], key=lambda t: t["nu"])
@@ -195,11 +191,11 @@ def figure_nu_search(store: ResultsStore, out: Path, study: str = "genuine",
     axes[1].set(xscale="log", xlabel="ν", ylabel="validation accuracy %", title="accuracy(ν)")
     axes[0].plot([], [], marker="*", ms=10, color="0.5", markeredgecolor="k", ls="none",
                  label="chosen ν")
-    if len(cells) <= 4:
-        axes[0].legend(fontsize=7)
-    else:  # many searches (spectral: 8): one legend below both panels, off the curves
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center",
-                   bbox_to_anchor=(0.5, -0.04), ncol=3, fontsize=7)
+    # one legend below both panels, off the curves
+    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(cells) + 1), fontsize=9,
+               frameon=False)
     return _save(fig, out, stem)
 
 

@@ -44,7 +44,14 @@ STUDY_TITLES = {
     "drift": "Invariance under data drift MNIST → Fashion-MNIST (Moskalev et al. 2023, Fig. 4)",
     "spectral": "Invariance-induced spectral decay of the input Jacobian "
                 "(Moskalev et al. 2023, Fig. 5)",
+    "generalization": "Does invariance predict accuracy across a zoo of models and "
+                      "distribution shifts? (Deng et al. 2022)",
+    "origins": "Where does invariance come from: data, augmentation or architecture? "
+               "(Bouchacourt et al. 2021)",
 }
+# titles of tables written without a STEM.md
+TABLE_TITLES = {"models": "Every measurement: model × test set × measure (long format)",
+                "zoo": "The zoo: one row per model (architecture, training, ID accuracy)"}
 # (pattern on the file stem, caption from the match); unknown stems get the stem as caption.
 FIGURE_CAPTIONS: list[tuple[str, Any]] = [
     (r"fig2_tsne_(.+)_(\w+)", lambda m: "Fig. 2 — t-SNE of the penultimate features of each "
@@ -61,13 +68,57 @@ FIGURE_CAPTIONS: list[tuple[str, Any]] = [
     (r"nu_search_?(.*)", lambda m: "ν search" + (f" ({m[1]} study)" if m[1] else "") +
      ": validation SI(ν) and accuracy(ν) of every trial of the search for IR's regularization "
      "weight; the dashed line is the SI target."),
+    # generalization (Deng et al. 2022)
+    (r"scatter_ei", lambda m: "Accuracy against effective invariance (EI, rotations by 90°, "
+     "180°, 270°) of every model of the zoo, one panel per test set, with the least-squares "
+     "line; ρ is Spearman's rank correlation across models."),
+    (r"grid_spearman", lambda m: "Spearman ρ between accuracy and each measure across the "
+     "zoo's models, per test set (the numbers in the cells); red: a higher score goes with "
+     "higher accuracy, blue: with lower."),
+    (r"ranking", lambda m: "Spearman ρ with accuracy of each measure per test set, with "
+     "bootstrap 95 % intervals; the dotted line is the ρ = 0.8 that the claims call strong."),
+    (r"test_sets", lambda m: "The first images of every test set (label above each image; "
+     "number of images beside the set's name): the in-distribution split and each shift."),
+    # origins (Bouchacourt et al. 2021)
+    (r"fig_profile_(geometric|appearance)(_inner)?", lambda m: "Representation invariance "
+     f"against magnitude for each {m[1]} transformation "
+     f"({'an inner' if m[2] else 'the penultimate'} layer): boxes are quartiles, whiskers "
+     "5–95 %, one colour per model and training regime."),
+    (r"fig_profile_median_(geometric|appearance)", lambda m: "Median representation "
+     f"invariance against magnitude for each {m[1]} transformation (penultimate layer, mean "
+     "over seeds), magnitudes in the transformation's own unit: one line per model and "
+     "training regime."),
+    (r"fig_heatmap_median(_inner)?", lambda m: "Median representation invariance over the "
+     f"middle magnitudes (indices 3–7) per transformation (rows) and model (columns), "
+     f"{'an inner' if m[1] else 'the penultimate'} layer; the white line separates geometric "
+     "from appearance transformations."),
+    (r"fig_factors", lambda m: "Factors of variation per class: the share of same-class "
+     "pairs that a transformation brings closer in the embedding (colour) and its rank within "
+     "the class (number; bold: the class's top 5)."),
+    (r"fig_specificity", lambda m: "How specific the factors of variation are to each class: "
+     "Spearman correlation of two classes' factor rankings (left) and overlap (IoU) of their "
+     "top-5 factors (right)."),
+    (r"fig_alignment", lambda m: "Alignment of the invariance that training adds (no "
+     "augmentation − untrained) with each class's factors of variation (left: share of the "
+     "top-5 factors with a positive gap, against chance) and the gap of each transformation "
+     "against its factor strength (right)."),
+    # audit
+    (r"profile_(.+)", lambda m: f"Invariance profile of {m[1]}: agreement, EI, accuracy of "
+     "the transformed images, SI and representation invariance (left axis, 1 = invariant) and "
+     "DI (right axis) at each magnitude, in the family's own unit."),
+    (r"saliency_(.+)", lambda m: f"Saliency over {m[1]}: for each image (rows), its "
+     "integrated-gradient map m(x) and the maps of transformed copies mapped back by T⁻¹; "
+     "identical maps across a row mean saliency invariance (SI = 1)."),
 ]
-TABLE_ORDER = ("table1_", "table_", "drift_")
-LONG_TABLE_ROWS = 200  #: longer tables (e.g. models.csv) go last, shown by their first rows
-SHOWN_ROWS = 50
-# Figures are saved at 130 dpi; shown at ~100 css px per inch (still capped at the page width),
-# so a high-density screen or a printer gets the extra pixels.
-DISPLAY_SCALE = 0.77
+TABLE_ORDER = ("table1_", "table_", "drift_", "spearman")
+LONG_TABLE_ROWS = 200  #: longer tables go last, shown by their first rows
+PER_MODEL_TABLES = ("models", "zoo")  #: raw per-model long tables: last, shown by first rows
+SHOWN_ROWS = 20
+# Figures are shown at CSS_PX_PER_INCH css px per figure inch (still capped at the page width):
+# a 9 pt label is then 12.5 css px at 100 % zoom, whatever dpi the PNG was saved at (read from
+# its pHYs chunk), and a high-density screen or a printer gets the extra pixels.
+CSS_PX_PER_INCH = 100
+DISPLAY_SCALE = 0.77  #: for a PNG without pHYs chunk (assumed saved at 130 dpi)
 # a table cell that is a number: "15,000", "-0.000 ± 0.000", "112.5 s" (not "0.1.0", "3c022bb")
 NUMBER = re.compile(r"^[-−+]?[\d,]*\.?\d+(e[-+]?\d+)?( ± \S+)?( (s|min|h|%))?$")
 
@@ -91,6 +142,13 @@ class FigureFile:
     data: bytes
     width: int
     height: int
+    dpi: float | None = None  #: from the PNG's pHYs chunk, None when absent
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) in CSS px: ``CSS_PX_PER_INCH`` per inch of the saved figure."""
+        scale = CSS_PX_PER_INCH / self.dpi if self.dpi else DISPLAY_SCALE
+        return round(self.width * scale), round(self.height * scale)
 
 
 def _e(x: Any) -> str:
@@ -116,6 +174,20 @@ def _png_size(data: bytes, path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def _png_dpi(data: bytes) -> float | None:
+    """Dots per inch from the PNG's ``pHYs`` chunk (pixels per metre), None without one."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"pHYs" and length >= 9:
+            ppm_x, _, unit = struct.unpack(">IIB", data[pos + 8:pos + 17])
+            return ppm_x * 0.0254 if unit == 1 and ppm_x > 0 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
 def _caption(stem: str) -> str:
     for pattern, text in FIGURE_CAPTIONS:
         m = re.fullmatch(pattern, stem)
@@ -129,7 +201,7 @@ def _table_title(md: Path, stem: str) -> str:
         for line in md.read_text(encoding="utf-8").splitlines():
             if line.startswith("#"):
                 return line.lstrip("#").strip()
-    return stem.replace("_", " ")
+    return TABLE_TITLES.get(stem, stem.replace("_", " "))
 
 
 def read_tables(out: Path) -> list[TableFile]:
@@ -143,12 +215,18 @@ def read_tables(out: Path) -> list[TableFile]:
             tables.append(TableFile(p.stem, _table_title(out / f"{p.stem}.md", p.stem), rows[0],
                                     rows[1:]))
 
-    def order(t: TableFile) -> tuple[bool, int, bool, str]:
+    def order(t: TableFile) -> tuple[bool, bool, int, str]:
         rank = next((i for i, pre in enumerate(TABLE_ORDER) if t.stem.startswith(pre)), 9)
-        return (not any(c.lower().startswith("paper ") for c in t.columns), rank,
-                len(t.rows) > LONG_TABLE_ROWS, t.stem)
+        return (_is_long(t), not any(c.lower().startswith("paper ") for c in t.columns), rank,
+                t.stem)
 
     return sorted(tables, key=order)
+
+
+def _is_long(t: TableFile) -> bool:
+    """A raw per-model table (``models.csv``, ``zoo.csv``) or one of more than
+    ``LONG_TABLE_ROWS`` rows: shown last, by its first ``SHOWN_ROWS`` rows and a link."""
+    return t.stem in PER_MODEL_TABLES or len(t.rows) > LONG_TABLE_ROWS
 
 
 def read_figures(out: Path) -> list[FigureFile]:
@@ -157,7 +235,7 @@ def read_figures(out: Path) -> list[FigureFile]:
     for p in sorted(out.glob("*.png")):
         data = p.read_bytes()
         w, h = _png_size(data, p)
-        figs.append(FigureFile(p.stem, _caption(p.stem), data, w, h))
+        figs.append(FigureFile(p.stem, _caption(p.stem), data, w, h, _png_dpi(data)))
     return figs
 
 
@@ -212,8 +290,14 @@ def store_summary(out: Path) -> dict[str, Any] | None:
             "datasets": sorted(set(_find_values([c["config"] for c in cells], {"dataset"})))}
 
 
+# data sources a study reads without naming them in its config
+STUDY_SOURCES = {"generalization": ("mnist",)}
+
+
 def _datasets(out: Path) -> list[str]:
-    names = set(_find_values(_read_json(out / "config.json") or {}, {"dataset", "datasets"}))
+    cfg = _read_json(out / "config.json") or {}
+    names = set(_find_values(cfg, {"dataset", "datasets"}))
+    names |= set(STUDY_SOURCES.get(str(cfg.get("study", "")), ()))
     summary = store_summary(out)
     return sorted(names | set(summary["datasets"] if summary else []))
 
@@ -284,12 +368,16 @@ def _grid(columns: list[str], rows: list[list[str]]) -> str:
     shown = [j for j in range(len(columns)) if j not in paper.values()]
     text = {j: _is_text([r[j] for r in rows if j < len(r)]) for j in shown}
     stack = len(shown) > 9  # wide tables: "± std" on a second line, so the table fits a page
+    wrap_ci = len(shown) > 6  # and "ρ [lo, hi]": the interval on a second line
 
     def cell(r: list[str], j: int) -> str:
         v = _e(r[j]) if j < len(r) else ""
         if stack and " ± " in v:
             mean, std = v.split(" ± ", 1)
             v = f'{mean}<span class="sd">± {std}</span>'
+        elif wrap_ci and _CI.match(v):
+            est, ci = v.split(" ", 1)
+            v = f'{est}<span class="sd">{ci}</span>'
         if j in paper:
             p = r[paper[j]] if paper[j] < len(r) else ""
             v += f'<span class="paper">{_e(p) if p else "–"}</span>'
@@ -304,6 +392,7 @@ def _grid(columns: list[str], rows: list[list[str]]) -> str:
            "</table></div>"
 
 
+_CI = re.compile(r"^[-−+]?[\d.]+ \[[-−+]?[\d.]+, [-−+]?[\d.]+\]$")  # "0.46 [0.30, 0.61]"
 _CHECK = re.compile(r"(?<=: )(yes|NO)(?=;|$)")  # genuine: "...: yes; ...: NO"
 _VERDICT = re.compile(r"^\*\*(TRUE|FALSE)\*\*")  # generalization: "- **TRUE**: ..."
 
@@ -375,13 +464,25 @@ def _tables_section(tables: list[TableFile]) -> str:
                      'this run\'s value, <span class="paper inline">shaded and in italics</span>'
                      ".</p>")
     for t in tables:
-        long = len(t.rows) > LONG_TABLE_ROWS
-        note = (f"the first {SHOWN_ROWS} of {len(t.rows):,} rows; all of them in "
-                if long else "Source: ")
+        long = _is_long(t) and len(t.rows) > SHOWN_ROWS
+        link = f'<a href="{_e(t.stem)}.csv"><code>{_e(t.stem)}.csv</code></a>'
+        note = (f"Shown: the first {SHOWN_ROWS} of {len(t.rows):,} rows (numbers rounded to 4 "
+                f"significant digits); all of them, at full precision, in {link}"
+                if long else "Source: " + link)
         parts.append(f'<h3 id="table-{_slug(t.stem)}">{_e(t.title)}</h3>'
-                     f'<p class="note">{note}<code>{_e(t.stem)}.csv</code></p>'
-                     + _grid(t.columns, t.rows[:SHOWN_ROWS] if long else t.rows))
+                     f'<p class="note">{note}</p>'
+                     + _grid(t.columns, [[_short(c) for c in r] for r in t.rows[:SHOWN_ROWS]]
+                             if long else [[_short(c) for c in r] for r in t.rows]))
     return "".join(parts)
+
+
+_LONG_FLOAT = re.compile(r"^[-+]?\d*\.\d{6,}(e[-+]?\d+)?$")
+
+
+def _short(v: str) -> str:
+    """A raw float with 6 or more decimals (``0.8849999904632568``) to 4 significant digits
+    for display; every other cell unchanged."""
+    return f"{float(v):.4g}" if _LONG_FLOAT.match(v) else v
 
 
 def _figures_section(figs: list[FigureFile]) -> str:
@@ -390,16 +491,17 @@ def _figures_section(figs: list[FigureFile]) -> str:
     parts = []
     for f in figs:
         uri = "data:image/png;base64," + base64.b64encode(f.data).decode("ascii")
+        w, h = f.display_size
         parts.append(f'<figure id="fig-{_slug(f.stem)}"><img src="{uri}" alt="{_e(f.caption)}" '
-                     f'width="{round(f.width * DISPLAY_SCALE)}" '
-                     f'height="{round(f.height * DISPLAY_SCALE)}"><figcaption>{_e(f.caption)} '
-                     f"<code>{_e(f.stem)}.png</code></figcaption></figure>")
+                     f'width="{w}" height="{h}"><figcaption>{_e(f.caption)} '
+                     f'<span class="file">({_e(f.stem)}.png)</span></figcaption></figure>')
     return "".join(parts)
 
 
 def _provenance_section(out: Path, cfg: dict[str, Any], rendered_at: str) -> str:
     from invlab.sweep.provenance import git_revision, invlab_version
 
+    has_prov = (out / PROVENANCE_NAME).exists()
     prov = _read_json(out / PROVENANCE_NAME) or {}
     gap = '<span class="gap">not recorded</span>'
     rows = [("study", _e(cfg.get("study", "–"))),
@@ -407,7 +509,8 @@ def _provenance_section(out: Path, cfg: dict[str, Any], rendered_at: str) -> str
                          f"<code>{_e(cfg.get('git_rev') or '?')}</code> (config.json)"),
             ("study wall time", _e(_duration(prov["wall_seconds"])) + " (last invocation, "
              f"recorded {_e(prov.get('recorded_at'))})" if prov.get("wall_seconds") is not None
-             else gap + " (no provenance.json: written at the end of a study run)"),
+             else gap + (" (provenance.json holds no wall time)" if has_prov else
+                         " (no provenance.json: written at the end of a study run)")),
             ("page rendered", f"{_e(rendered_at)} by invlab {_e(invlab_version())}, git "
                               f"<code>{_e(git_revision() or '?')}</code>")]
     parts = [_kv(rows), "<h3>Data sources</h3>"]
@@ -419,8 +522,13 @@ def _provenance_section(out: Path, cfg: dict[str, Any], rendered_at: str) -> str
                              "; ".join(s["where"])] for s in prov["data_sources"]]))
     else:
         names = ", ".join(_datasets(out)) or "none named"
+        why = (f"provenance.json, recorded {_e(prov.get('recorded_at') or '?')}, lists no data "
+               "source" if has_prov else "no provenance.json")
+        test_sets = (cfg.get("config") or {}).get("test_sets")
+        sets = (f" Test sets in the config: {_e(', '.join(map(str, test_sets)))}."
+                if isinstance(test_sets, list) and test_sets else "")
         parts.append(f'<p class="note"><span class="gap">Sizes and locations not recorded</span> '
-                     f"(no provenance.json). Datasets named in the config: {_e(names)}.</p>")
+                     f"({why}). Data sources the study reads: {_e(names)}.{sets}</p>")
     parts.append(_store_provenance(out))
     parts.append("<h3>Files in this directory</h3>" + _grid(["file", "formats and sizes"],
                                                             _file_rows(out)))
@@ -484,9 +592,15 @@ def render_html(out_dir: str | Path, rendered_at: str | None = None) -> str:
     study = str(cfg.get("study") or out.name)
     preset = (cfg.get("config") or {}).get("preset")
     claims_title, claims = _claims_section(out)
-    sections = [(claims_title, claims), ("Tables", _tables_section(tables)),
-                ("Figures", _figures_section(figs)),
-                ("Provenance", _provenance_section(out, cfg, rendered_at)),
+    long = [t for t in tables if _is_long(t)]
+    sections = [(claims_title, claims),
+                ("Tables", _tables_section([t for t in tables if not _is_long(t)])
+                 if len(long) < len(tables) else '<p class="note">Only per-model tables: see '
+                 '<a href="#per-model-tables">Per-model tables</a>.</p>'),
+                ("Figures", _figures_section(figs))]
+    if long:  # raw per-model tables: after the summaries and figures, linked as CSV
+        sections.append(("Per-model tables", _tables_section(long)))
+    sections += [("Provenance", _provenance_section(out, cfg, rendered_at)),
                 ("Resolved configuration", _config_section(out, cfg))]
     subtitle = (f"<p>{_e(STUDY_TITLES.get(study, f'Study {study}'))}</p>"
                 f"<p>study <code>{_e(study)}</code>" + (f", preset <code>{_e(preset)}</code>"

@@ -13,10 +13,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -27,6 +23,7 @@ from invlab.metrics.functional.factors import (  # noqa: E402
     chance_alignment,
     class_specificity,
 )
+from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.tables import write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
 from invlab.sweep.io import atomic_write_json  # noqa: E402
@@ -282,13 +279,29 @@ def claims_markdown(claims: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------------- figures
 
-def _save(fig: plt.Figure, out: Path, stem: str) -> list[str]:
-    from invlab.report.genuine import _save as save
+def _save(fig: Any, out: Path, stem: str) -> list[str]:
+    from invlab.report.figures import save
 
     return save(fig, out, stem)
 
 
+def magnitude_axis(family: str, canvas: tuple[int, int] | None = None
+                   ) -> tuple[list[str], str]:
+    """Tick labels of magnitude indices 0–9 of a B21 family in its own unit, and the unit:
+    degrees (rotate, shear), pixels (translate, on a known ``canvas`` = (H, W); else a
+    fraction of the width / height), factors (zoom, brightness, contrast), bits (posterize),
+    threshold (solarize). The profile's index ``j`` is the family's ``j``-th grid magnitude
+    (identity first, strength increasing)."""
+    from invlab.transforms import create_transform
+
+    t = create_transform(family)
+    h, w = canvas if canvas is not None else (None, None)
+    vals = [t.display_magnitude(m, h, w) for m in t.magnitudes]
+    return [f"{v:.3g}" for v in vals], t.display_unit(h, w)
+
+
 def _colors(models: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    plt = pyplot()
     archs = list(dict.fromkeys(a for a, _ in models))
     cmaps = ["Blues", "Oranges", "Greens", "Purples", "Reds", "Greys"]
     out = {}
@@ -300,22 +313,24 @@ def _colors(models: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
     return out
 
 
-def figure_boxes(prof: pd.DataFrame, out: Path, geometric: bool, layer: str = "penultimate"
-                 ) -> list[str]:
-    """Box plots (quartiles, 5–95 % whiskers) of invariance vs magnitude, per transform,
-    one box per model × regime (seed 0; main regimes only)."""
+def figure_boxes(prof: pd.DataFrame, out: Path, geometric: bool, layer: str = "penultimate",
+                 canvas: tuple[int, int] | None = None) -> list[str]:
+    """Box plots (quartiles, 5–95 % whiskers) of invariance vs magnitude (in the family's
+    unit, see :func:`magnitude_axis`), per transform, one box per model × regime (seed 0;
+    main regimes only)."""
     d = prof[(prof.layer == layer) & (prof.seed == prof.seed.min())
              & prof.regime.isin(["untrained", "none", STANDARD, "user"])]
     fams = [t for t in B21_FAMILIES if (t in GEOMETRIC) == geometric]
     models = _sorted_models(zip(d.arch, d.regime))
     if d.empty or not models:
         return []
+    plt = pyplot()
     col = _colors(models)
     stats = d.pivot_table(index=["arch", "regime", "transform", "mag"], columns="stat",
                           values="value")
     ncol = 2
     nrow = int(np.ceil(len(fams) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(16, 3.1 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(11, 3.2 * nrow), squeeze=False)
     nm = len(models)
     w = 0.8 / nm
     for ax, t in zip(axes.flat, fams):
@@ -337,23 +352,71 @@ def figure_boxes(prof: pd.DataFrame, out: Path, geometric: bool, layer: str = "p
                     ln.set_color("black" if part == "medians" else "0.4")
         ax.axhline(0, color="0.6", lw=0.6, ls=":")
         ax.set_ylim(-1.05, 1.05)  # the score is unbounded below; whiskers clipped at -1
-        ax.set_xticks(range(1, 10))
+        ticks, unit = magnitude_axis(t, canvas)
+        ax.set_xticks(range(1, 10), ticks[1:10])
         ax.set_xlim(0.4, 9.6)
         ax.set_title(t, fontsize=10)
-        ax.set_ylabel("invariance", fontsize=8)
-        ax.set_xlabel("magnitude index", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_ylabel("invariance", fontsize=9)
+        ax.set_xlabel(f"magnitude ({unit})", fontsize=9)
+        ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(fams):]:
         ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=col[k]) for k in models]
     kind = "geometric" if geometric else "appearance"
-    fig.suptitle(f"Representation invariance vs magnitude ({kind} transforms, {layer} layer; "
+    fig.suptitle(f"Representation invariance vs magnitude ({kind} transforms, {layer} layer;\n"
                  "boxes: quartiles, whiskers: 5–95 %, axis clipped at −1)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.tight_layout()
     fig.legend(handles, [f"{a} · {REGIME_LABEL.get(r, r)}" for a, r in models],
-               loc="lower center", ncol=min(len(models), 6), fontsize=8, frameon=False,
+               loc="upper center", ncol=min(len(models), 3), fontsize=9, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
     return _save(fig, out, f"fig_profile_{kind}" + ("" if layer == "penultimate" else "_inner"))
+
+
+def figure_median_profiles(profiles: dict[str, Any], out: Path, geometric: bool,
+                           canvas: tuple[int, int] | None = None) -> list[str]:
+    """Median invariance vs magnitude (in the family's unit), one line per model × regime
+    (``summary.json``'s ``profiles_median[layer][arch][regime][transform]``, seed means; main
+    regimes only): the profile figure for a directory without a store, whose quartiles are
+    not in the summary."""
+    fams = [t for t in B21_FAMILIES if (t in GEOMETRIC) == geometric]
+    models = _sorted_models((a, r) for a, regs in profiles.items() for r in regs
+                            if r in ("untrained", "none", STANDARD, "user"))
+    if not models:
+        return []
+    plt = pyplot()
+    col = _colors(models)
+    ncol = 2
+    nrow = int(np.ceil(len(fams) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(11, 2.9 * nrow), squeeze=False)
+    for ax, t in zip(axes.flat, fams):
+        lo = 0.0
+        for a, r in models:
+            v = profiles[a][r].get(t)
+            if v is None:
+                continue
+            ys = [np.nan if x is None else x for x in v[1:10]]
+            ax.plot(range(1, len(ys) + 1), ys, "o-", ms=3, lw=1.2, color=col[(a, r)],
+                    label=f"{a} · {REGIME_LABEL.get(r, r)}")
+            lo = min(lo, float(np.nanmin(ys)))
+        ticks, unit = magnitude_axis(t, canvas)
+        ax.set_xticks(range(1, 10), ticks[1:10])
+        ax.set_xlim(0.6, 9.4)
+        ax.set_ylim(lo - 0.05, 1.05)
+        ax.axhline(0, color="0.6", lw=0.6, ls=":")
+        ax.set_title(t, fontsize=10)
+        ax.set_ylabel("median invariance", fontsize=9)
+        ax.set_xlabel(f"magnitude ({unit})", fontsize=9)
+        ax.tick_params(labelsize=9)
+    for ax in list(axes.flat)[len(fams):]:
+        ax.axis("off")
+    kind = "geometric" if geometric else "appearance"
+    fig.suptitle(f"Median representation invariance vs magnitude ({kind} transforms, "
+                 "penultimate layer)", fontsize=11)
+    fig.tight_layout()
+    h, lab = axes.flat[0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="upper center", ncol=3, fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    return _save(fig, out, f"fig_profile_median_{kind}")
 
 
 def figure_heatmap(m: pd.Series, out: Path, stem: str = "fig_heatmap_median",
@@ -364,17 +427,19 @@ def figure_heatmap(m: pd.Series, out: Path, stem: str = "fig_heatmap_median",
     if not models:
         return []
     mat = np.array([[m.get((a, r, t), np.nan) for a, r in models] for t in B21_FAMILIES])
-    fig, ax = plt.subplots(figsize=(2.2 + 0.8 * len(models), 6.2))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(min(11.0, 2.6 + 0.62 * len(models)), 7.0))
     im = ax.imshow(mat, cmap="viridis", vmin=min(0.0, np.nanmin(mat)), vmax=1.0, aspect="auto")
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
-            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=9,
                     color="white" if mat[i, j] < 0.6 else "black")
-    ax.set_yticks(range(len(B21_FAMILIES)), B21_FAMILIES, fontsize=8)
+    ax.set_yticks(range(len(B21_FAMILIES)), B21_FAMILIES, fontsize=9)
     ax.set_xticks(range(len(models)), [f"{a}\n{REGIME_LABEL.get(r, r)}" for a, r in models],
-                  fontsize=7, rotation=60, ha="right")
+                  fontsize=9, rotation=60, ha="right")
     ax.axhline(len(GEOMETRIC) - 0.5, color="white", lw=1.5)
-    fig.colorbar(im, ax=ax, fraction=0.04)
+    cb = fig.colorbar(im, ax=ax, fraction=0.04)
+    cb.set_label("median invariance (1 = invariant)", fontsize=9)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out, stem)
@@ -390,16 +455,17 @@ def figure_factors(fs: dict[str, Any], out: Path, dataset: str) -> list[str]:
     s = np.array(fs["scores"])
     ranks = np.argsort(np.argsort(-s, axis=1, kind="stable"), axis=1)
     names = _class_names(fs["classes"], dataset)
-    fig, ax = plt.subplots(figsize=(9.5, 0.45 * len(names) + 2.2))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9.5, 0.5 * len(names) + 2.2))
     im = ax.imshow(s, cmap="magma", vmin=0, vmax=max(0.5, float(s.max())), aspect="auto")
     for i in range(s.shape[0]):
         for j in range(s.shape[1]):
-            ax.text(j, i, str(ranks[i, j] + 1), ha="center", va="center", fontsize=7,
+            ax.text(j, i, str(ranks[i, j] + 1), ha="center", va="center", fontsize=9,
                     color="white" if s[i, j] < 0.6 * max(0.5, s.max()) else "black",
                     fontweight="bold" if ranks[i, j] < TOP_K else "normal")
     ax.set_xticks(range(len(fs["transforms"])), fs["transforms"], rotation=45, ha="right",
-                  fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
+                  fontsize=9)
+    ax.set_yticks(range(len(names)), names, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, label="proportion of pairs boosted (best magnitude)")
     ax.set_title("Factors of variation per class (numbers: rank; bold: top 5)", fontsize=10)
     fig.tight_layout()
@@ -408,16 +474,17 @@ def figure_factors(fs: dict[str, Any], out: Path, dataset: str) -> list[str]:
 
 def figure_specificity(fs: dict[str, Any], out: Path, dataset: str) -> list[str]:
     names = _class_names(fs["classes"], dataset)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.2, 5.6))
     for ax, key, title in zip(axes, ("spearman", "iou"),
                               ("Spearman ρ of factor rankings", f"IoU of top-{TOP_K} factors")):
         mat = np.array(fs[key])
         im = ax.imshow(mat, cmap="coolwarm", vmin=-1 if key == "spearman" else 0, vmax=1)
         for i in range(mat.shape[0]):
             for j in range(mat.shape[1]):
-                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6)
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
+                ax.text(j, i, f"{mat[i, j]:.1f}", ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=9)
+        ax.set_yticks(range(len(names)), names, fontsize=9)
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.045)
     fig.suptitle("Class specificity of the factors of variation", fontsize=11)
@@ -431,18 +498,21 @@ def figure_alignment(al: dict[str, Any], fs: dict[str, Any], out: Path, dataset:
     if not keys:
         return []
     names = _class_names(fs["classes"], dataset)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6), gridspec_kw={"width_ratios": [1.3, 1]})
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.2, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
     ax = axes[0]
     w = 0.8 / len(keys)
     for i, k in enumerate(keys):
         ax.bar(np.arange(len(names)) + (i - (len(keys) - 1) / 2) * w, al[k]["alignment"], w,
                label=f"{k.split('/')[0]} (chance {al[k]['chance']:.2f})")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.25)  # headroom: the legend sits above bars that reach 1
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=9)
+    ax.set_ylim(0, 1.05)
     ax.set_yticks(np.linspace(0, 1, 6))
-    ax.set_ylabel(f"share of top-{TOP_K} factors with gap > 0")
-    ax.set_title("Alignment of invariance gap (no aug − untrained) with factors", fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", ncol=len(keys))
+    ax.set_ylabel(f"share of top-{TOP_K} factors with gap > 0", fontsize=9)
+    ax.set_title("Alignment of invariance gap\n(no aug − untrained) with factors", fontsize=10)
+    # below the panel: it covers no bar
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2,
+              frameon=False)
     ax = axes[1]
     order = [fs["transforms"].index(t) for t in B21_FAMILIES]
     mean_pb = np.array(fs["scores"])[:, order].mean(0)
@@ -462,12 +532,13 @@ def figure_alignment(al: dict[str, Any], fs: dict[str, Any], out: Path, dataset:
             home.append(j)
     for c in clusters:
         ax.annotate("\n".join(B21_FAMILIES[j] for j in c), (mean_pb[c[0]], gaps[c[0]]),
-                    fontsize=6, xytext=(3, 2), textcoords="offset points", va="top")
+                    fontsize=9, xytext=(3, 2), textcoords="offset points", va="top")
     ax.axhline(0, color="0.5", lw=0.6)
-    ax.set_xlabel("proportion boosted (mean over classes)")
-    ax.set_ylabel("invariance gap (mid magnitudes)")
-    ax.set_title("Gap vs factor strength per transform", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.set_xlabel("proportion boosted (mean over classes)", fontsize=9)
+    ax.set_ylabel("invariance gap (mid magnitudes)", fontsize=9)
+    ax.set_title("Gap vs factor strength\nper transform", fontsize=10)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3,
+              frameon=False)
     fig.tight_layout()
     return _save(fig, out, "fig_alignment")
 
@@ -496,6 +567,53 @@ def build_report(out_dir: str | Path, store: ResultsStore | None = None) -> list
         if own:
             store.close()
     return _write(out, data, _dataset(out))
+
+
+# the canvas (H, W) of the built-in data sets: translations are labelled in pixels on it
+CANVAS = {"mnist": (28, 28), "fashion-mnist": (28, 28)}
+
+
+def redraw_from_summary(out_dir: str | Path) -> list[str]:
+    """In a directory without a store (e.g. committed results): redraw the figures that
+    ``summary.json`` holds the data of — median profiles (``fig_profile_median_*``), the
+    mid-magnitude heat maps, the factors of variation, their class specificity and
+    alignment. The box-plot profiles need the stored quartiles and are left as they are."""
+    import json
+
+    out = Path(out_dir)
+    s = json.loads((out / "summary.json").read_text())
+    mids = [m for m in s.get("mid_magnitudes", MID)]
+    dataset = _dataset(out)
+
+    def mid_series(layers: list[str]) -> pd.Series:
+        vals = {}
+        for lay in layers:
+            for a, regs in s["profiles_median"][lay].items():
+                for r, fams in regs.items():
+                    for t, v in fams.items():
+                        vals[(a, r, t)] = float(np.mean([v[i] for i in mids if i < len(v)]))
+        idx = pd.MultiIndex.from_tuples(list(vals), names=["arch", "regime", "transform"])
+        return pd.Series(list(vals.values()), index=idx)
+
+    layers = list(s.get("profiles_median", {}))
+    paths: list[str] = []
+    if "penultimate" in layers:  # the box plots need the stored quartiles: medians instead
+        for geometric in (True, False):
+            paths += figure_median_profiles(s["profiles_median"]["penultimate"], out,
+                                            geometric, CANVAS.get(dataset))
+    if "penultimate" in layers:
+        paths += figure_heatmap(mid_series(["penultimate"]), out)
+    inner = sorted(set(layers) - {"penultimate"})
+    if inner:
+        paths += figure_heatmap(mid_series(inner), out, "fig_heatmap_median_inner",
+                                "Median invariance (magnitudes 3–7), inner layer")
+    fs = s.get("factors")
+    if fs:
+        paths += figure_factors(fs, out, dataset)
+        paths += figure_specificity(fs, out, dataset)
+        if s.get("alignment"):
+            paths += figure_alignment(s["alignment"], fs, out, dataset)
+    return paths
 
 
 def _dataset(out: Path) -> str:
@@ -543,8 +661,9 @@ def _write(out: Path, data: dict[str, Any], dataset: str) -> list[str]:
     summary["claims"] = claims
     paths += write_table(_heat_table(m), out, "profile_mid", "Median invariance, magnitudes "
                          "3–7 (rows: transform; columns: architecture/regime)")
-    paths += figure_boxes(prof, out, geometric=True)
-    paths += figure_boxes(prof, out, geometric=False)
+    canvas = CANVAS.get(dataset)
+    paths += figure_boxes(prof, out, geometric=True, canvas=canvas)
+    paths += figure_boxes(prof, out, geometric=False, canvas=canvas)
     paths += figure_heatmap(m, out)
     inner = sorted(set(prof.layer) - {"penultimate"})
     if inner:

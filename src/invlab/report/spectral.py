@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.genuine import _save, figure_nu_search  # noqa: E402
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
@@ -41,6 +38,7 @@ def figure5(summary: list[dict[str, Any]], out: Path) -> list[str]:
         return []
     groups = sorted(df.group.unique())
     keys = [k for k in ORDER if ((df.method == k[0]) & (df.regularizer == k[1])).any()]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(groups) * len(keys) / 2, 3.8))
     w = 0.8 / len(keys)
     for i, k in enumerate(keys):
@@ -54,7 +52,7 @@ def figure5(summary: list[dict[str, Any]], out: Path) -> list[str]:
     n = int(df[df.metric == "sigma_max"].n_seeds.max())
     ax.set_title("Fig. 5: invariance-induced spectral decay (Transforming-MNIST; "
                  + (f"mean ± std over {n} seeds)" if n > 1 else "one seed)"), fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(fig, out, "fig5_spectral")
 
 

@@ -8,8 +8,28 @@ import sys
 import time
 
 
-def _csv(s: str | None) -> tuple[str, ...] | None:
-    return tuple(x.strip() for x in s.split(",") if x.strip()) if s else None
+def _csv(s: str | None, flag: str = "a list") -> tuple[str, ...] | None:
+    """``"a, b"`` → ``("a", "b")``; None when the flag is absent; a list that selects nothing
+    (``--groups ""``) is an error, never the preset's default."""
+    if s is None:
+        return None
+    items = tuple(x.strip() for x in s.split(",") if x.strip())
+    if not items:
+        from invlab.sweep import ConfigError
+
+        raise ConfigError(None, f"{flag} {s!r} selects nothing; give a comma list or leave the flag out")
+    return items
+
+
+def _seeds(n: int | None) -> tuple[int, ...] | None:
+    """``--seeds N`` → seeds ``0..N-1``; N < 1 selects nothing and is an error."""
+    if n is None:
+        return None
+    if n < 1:
+        from invlab.sweep import ConfigError
+
+        raise ConfigError(None, f"--seeds {n} selects no seeds; give N >= 1 (runs seeds 0..N-1)")
+    return tuple(range(n))
 
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -68,8 +88,8 @@ def executor_from_flags(args: argparse.Namespace) -> object:
 
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
     """Flags that override the genuine preset (also the models of drift/spectral)."""
-    return {"groups": _csv(args.groups), "epochs": args.epochs, "threads": args.threads,
-            "seeds": tuple(range(args.seeds)) if args.seeds else None}
+    return {"groups": _csv(args.groups, "--groups"), "epochs": args.epochs,
+            "threads": args.threads, "seeds": _seeds(args.seeds)}
 
 
 def _done(text: str, out: object, t0: float) -> int:
@@ -85,7 +105,7 @@ def _cmd_genuine(args: argparse.Namespace) -> int:
     from invlab.studies.genuine import preset, run_genuine
 
     name = _preset_name(args)
-    p = preset(name, datasets=_csv(args.datasets), **_genuine_overrides(args))
+    p = preset(name, datasets=_csv(args.datasets, "--datasets"), **_genuine_overrides(args))
     t0 = time.perf_counter()
     out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
                       progress=not args.no_progress, preset_name=name,
@@ -127,8 +147,8 @@ def _cmd_origins(args: argparse.Namespace) -> int:
 
     name = _preset_name(args)
     over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
-                               "archs": _csv(args.archs),
-                               "seeds": tuple(range(args.seeds)) if args.seeds else None}
+                               "archs": _csv(args.archs, "--archs"),
+                               "seeds": _seeds(args.seeds)}
     if name == "imagenet" and (args.models is None or args.data is None):
         raise SystemExit("--preset imagenet profiles your own pretrained models on your ImageNet "
                          "validation images: pass --models zoo.py and --data PATH (a folder of "
@@ -150,12 +170,14 @@ def _kv(items: list[str] | None, own_models: bool = False) -> dict[str, str]:
     """``--test-set NAME=PATH`` values; names checked (built-in, ``|``, twice, ...). With your
     own models (``--models``) the built-in sets are not measured, so their names are free."""
     from invlab.studies.generalization import BUILTIN_SETS, check_test_sets
+    from invlab.sweep import ConfigError
 
     pairs = []
     for it in items or []:
         name, sep, path = it.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--test-set expects NAME=PATH (a .npz or an image folder), got {it!r}")
+            raise ConfigError(None, f"--test-set expects NAME=PATH (a .npz or an image folder), got "
+                              f"{it!r}")
         pairs.append((name, path))
     return check_test_sets(pairs, () if own_models and pairs else BUILTIN_SETS)
 
@@ -187,8 +209,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     if args.html and Path(args.dir).is_dir() and not (Path(args.dir) / "store.sqlite").exists():
         # e.g. committed results: the page renders from the tables and figures already there
-        print(f"note: no results store in {args.dir}; rendering the page from its files only",
-              file=sys.stderr)
+        from invlab.report import redraw_from_files
+
+        print(f"note: no results store in {args.dir}; redrawing what its files hold and "
+              "rendering the page from them", file=sys.stderr)
+        written, notes = redraw_from_files(args.dir)
+        for p in written:
+            print(p)
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
     else:
         for p in build_report(args.dir):
             print(p)
@@ -237,8 +266,11 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                     "your --models on your CIFAR-10 files, see docs/howto/natural-images.md)")
     gz.add_argument("--out", default="runs/generalization", help="output folder")
     gz.add_argument("--n-pool", type=int, default=None,
-                    help="MNIST training pool (default: the preset's 10,000; the rest is the ID "
-                         "test split, so a clone with only the bundled 5k needs e.g. 3000)")
+                    help="MNIST images the zoo and the reference models train on (default: "
+                         "the preset's n_pool); the remaining MNIST images are the ID test "
+                         "split. It must be at least the largest n_train of the preset's zoo "
+                         "and reference models, and smaller than the MNIST images available "
+                         "(`invlab data list`)")
     gz.add_argument("--checkpoints", default=None, help="checkpoint cache (default runs/checkpoints)")
     add_executor_flags(gz)
     gz.add_argument("--no-progress", action="store_true")

@@ -197,11 +197,18 @@ def add_sample_means(res: Any, measurement: Any, *names: str) -> Any:
 def open_study(out: str | Path, study: str, config: dict[str, Any]
                ) -> Iterator[tuple[Path, Any]]:
     """Hold ``out``'s writer lock, write the resolved config beside the results and open the
-    store for the block. A second study on the same ``out`` fails with ``OutputLocked``."""
+    store for the block. A second study on the same ``out`` fails with ``OutputLocked``.
+    ``out`` and ``config["checkpoints"]`` are checked writable first (:class:`PreflightError`)."""
+    from invlab.errors import check_writable
+    from invlab.io import remove_stale_temps
     from invlab.sweep import ResultsStore, output_lock, write_resolved_config
 
     out = Path(out)
+    check_writable(out, "--out")  # preflight: fail in seconds, not after training
+    if config.get("checkpoints"):
+        check_writable(config["checkpoints"], "--checkpoints")
     with output_lock(out):
+        remove_stale_temps(out)  # e.g. .fig_*.tmp of a report writer that was killed
         write_resolved_config(out, study, config)
         with ResultsStore(out / "store.sqlite") as store:
             yield out, store

@@ -129,7 +129,7 @@ def run_drift_cell(cell: DriftCell, ctx: CellContext) -> CellResult:
     gen = torch.Generator().manual_seed(cell.pair_seed + 1)
     idx = torch.randperm(len(yb), generator=gen)[: cell.n_si]
     si = measure(model, xb[idx], labels=yb[idx], group=cell.train.group,
-                 metrics=["saliency_similarity"], n_steps=cell.ig_steps)
+                 metrics=["saliency_similarity"], n_steps=cell.ig_steps, n_si=None)
     return add_sample_means(res, si, "saliency_similarity")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ import torch
 import yaml
 from torch import nn
 
+from invlab.errors import UserCodeError, UserCodeTypeError, check_writable, user_code_error
 from invlab.sweep import CellContext, CellResult, run_study
 from invlab.zoo import ZooModel, expand_zoo
 
@@ -228,6 +230,15 @@ def run_external_measure_cell(cell: ExternalMeasureCell, ctx: CellContext) -> Ce
 
 # ----------------------------------------------------------------------- user models
 
+def _stats(v: Any) -> list[float] | None:
+    """A normalization's per-channel mean or std as finite floats; None if it is not one."""
+    try:
+        vals = [float(x) for x in v]
+    except (TypeError, ValueError):
+        return None
+    return vals if vals and all(math.isfinite(x) for x in vals) else None
+
+
 def file_fingerprint(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -242,26 +253,49 @@ def iter_user_models(path: str | Path) -> Iterator[tuple[str, nn.Module, dict[st
     if not p.is_file():
         raise FileNotFoundError(f"--models {p}: no such file (expected a .py defining models())")
     spec = importlib.util.spec_from_file_location(f"invlab_user_models_{file_fingerprint(p)}", p)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise UserCodeError(f"--models {p}: not a Python file (expected a .py defining models())")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    try:  # the user's code: whatever it raises (or sys.exit) is one line naming the file
+        spec.loader.exec_module(mod)
+    except (Exception, SystemExit) as e:
+        raise user_code_error(f"--models {p}", "importing the file", e) from e
     if not callable(getattr(mod, "models", None)):
-        raise TypeError(f"--models {p}: the file must define a function models() yielding "
-                        "(name, torch.nn.Module, {'mean': [...], 'std': [...]})")
-    for item in mod.models():
+        raise UserCodeTypeError(f"--models {p}: the file must define a function models() "
+                                "yielding (name, torch.nn.Module, {'mean': [...], 'std': [...]})")
+    try:
+        found = mod.models()
+    except (Exception, SystemExit) as e:
+        raise user_code_error(f"--models {p}", "models()", e) from e
+    try:
+        items = iter(found)
+    except TypeError as e:
+        raise UserCodeTypeError(f"--models {p}: models() must return or yield (name, module, "
+                                f"normalization) triples, returned {type(found).__name__} "
+                                f"{found!r:.60}") from e
+    except (Exception, SystemExit) as e:  # a user-defined __iter__ that raises
+        raise user_code_error(f"--models {p}", "iterating over models()", e) from e
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except (Exception, SystemExit) as e:
+            raise user_code_error(f"--models {p}", "models()", e) from e
         if not (isinstance(item, tuple) and len(item) == 3):
-            raise TypeError(f"--models {p}: models() must yield (name, module, normalization) "
-                            f"triples, got {type(item).__name__}")
+            raise UserCodeTypeError(f"--models {p}: models() must yield (name, module, "
+                                    f"normalization) triples, got {type(item).__name__}")
         name, model, norm = item
         if not isinstance(name, str) or not isinstance(model, nn.Module):
-            raise TypeError(f"--models {p}: expected (str, nn.Module, dict), got "
-                            f"({type(name).__name__}, {type(model).__name__}, ...)")
-        if not (isinstance(norm, Mapping) and {"mean", "std"} <= set(norm)
-                and len(norm["mean"]) == len(norm["std"]) and all(s > 0 for s in norm["std"])):
-            raise ValueError(f"--models {p}: model {name!r}: normalization must be "
-                             "{'mean': [per channel], 'std': [per channel, > 0]}, got " + repr(norm))
-        yield name, model, {"mean": [float(v) for v in norm["mean"]],
-                            "std": [float(v) for v in norm["std"]]}
+            raise UserCodeTypeError(f"--models {p}: expected (str, nn.Module, dict), got "
+                                    f"({type(name).__name__}, {type(model).__name__}, ...)")
+        mean = _stats(norm.get("mean")) if isinstance(norm, Mapping) else None
+        std = _stats(norm.get("std")) if isinstance(norm, Mapping) else None
+        if mean is None or std is None or len(mean) != len(std) or min(std) <= 0:
+            raise UserCodeError(f"--models {p}: model {name!r}: normalization must be "
+                                "{'mean': [per channel], 'std': [per channel, > 0]}, got "
+                                + repr(norm)[:200])
+        yield name, model, {"mean": mean, "std": std}
 
 
 # ------------------------------------------------------------------------- test sets
@@ -417,7 +451,7 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
     s = p.settings
     executor = choose_executor(executor, workers)
     test_sets = check_test_sets(test_sets or {}, BUILTIN_SETS if models_file is None else ())
-    sets_dir = str(cache_dir() / "generalization")
+    sets_dir = str(check_writable(cache_dir() / "generalization", "$INVLAB_CACHE"))
     cfg = {"preset": preset_name, **asdict(s), "zoo": [asdict(m) for m in p.zoo],
            "reference": [asdict(m) for m in p.reference], "checkpoints": checkpoints,
            "external_test_sets": test_sets, "models_file": models_file,
@@ -433,6 +467,8 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
                                       preprocess)
         if models_file is not None:  # a broken file fails here, not after the reference panel
             names = [n for n, _, _ in iter_user_models(models_file)]
+            if not names:
+                raise UserCodeError(f"--models {models_file}: models() yielded no models")
             if len(set(names)) != len(names):
                 raise ValueError(f"--models {models_file}: model names must be unique, got {names}")
         if use_builtin or models_file is None:

@@ -475,6 +475,7 @@ def profile(model: nn.Module, images: torch.Tensor, normalization: dict[str, Any
     identity first; its column is exactly 1) via :func:`invlab.measure`, one call per family
     (the derangement seeded by ``seed`` + family index)."""
     from invlab.metrics import measure
+    from invlab.transforms import create_transform
 
     out: dict[str, list[torch.Tensor]] = {lay: [] for lay in layers}
     only = layers == [PENULTIMATE]
@@ -487,6 +488,7 @@ def profile(model: nn.Module, images: torch.Tensor, normalization: dict[str, Any
     for j, name in enumerate(transforms):
         m = measure(net, images, transform=name, normalization=normalization,
                     metrics=["representation_invariance"],
+                    members=create_transform(name).non_identity,  # the family's own order
                     layers=None if only else names, batch_size=batch_size,
                     generator=torch.Generator().manual_seed(seed * 1000 + j), progress=False)
         for lay, key_layer in zip(layers, names):

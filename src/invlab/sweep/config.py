@@ -42,6 +42,8 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any, TypeVar, Union
 
+from invlab.errors import InvlabError
+
 __all__ = [
     "ID_IF_NOT_DEFAULT",
     "ConfigError",
@@ -59,7 +61,7 @@ T = TypeVar("T")
 CELL_ID_LENGTH = 16
 
 
-class ConfigError(ValueError):
+class ConfigError(InvlabError, ValueError):
     """A config value is invalid. ``field`` names the offending field (dotted for nested)."""
 
     def __init__(self, field: str | None, message: str) -> None:

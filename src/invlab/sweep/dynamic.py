@@ -113,9 +113,10 @@ def run_dynamic(scheduler: Scheduler, store: ResultsStore, executor: str | Execu
     per_study: dict[str, list[int]] = {}  # study -> [cells seen, skipped]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from invlab.progress import progress_bar
 
-        bar = tqdm(total=0, desc=label, unit="cell", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=0, desc=label, unit="cell", file=sys.stderr,
+                           dynamic_ncols=True)
 
     def pull() -> None:
         """Take every ready cell: done ones are reported at once (which may ready more)."""

@@ -114,9 +114,41 @@ def _exit_with_parent(parent: int, period: float = 2.0) -> None:
     threading.Thread(target=watch, name="invlab-parent-watch", daemon=True).start()
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _parent_death_signal(parent: int) -> bool:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies
+    (``prctl(PR_SET_PDEATHSIG, SIGKILL)`` through ctypes), so a worker ends even when its
+    Python threads cannot run. Returns False where unavailable (other OS, no libc).
+
+    The kernel sends the signal when the *thread* that started the worker exits; the pool
+    starts its workers from the thread that iterates :meth:`map_unordered`, which outlives
+    them. If the parent already died before the call, exit now.
+    """
+    import ctypes
+    import ctypes.util
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        ok = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    return ok
+
+
 def _init_worker(threads: int) -> None:
-    """Process-pool initializer: share the cores between workers; die with the parent."""
-    _exit_with_parent(os.getppid())
+    """Process-pool initializer: share the cores between workers; die with the parent
+    (kernel parent-death signal on Linux, and a thread polling the parent pid everywhere)."""
+    parent = os.getppid()
+    _parent_death_signal(parent)
+    _exit_with_parent(parent, period=1.0)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     try:

@@ -17,13 +17,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from invlab.errors import InvlabError
+
 __all__ = ["OutputLocked", "output_lock"]
 
 _HELD: dict[str, tuple[int, int]] = {}  # realpath -> (fd, depth)
 _GUARD = threading.Lock()
 
 
-class OutputLocked(RuntimeError):
+class OutputLocked(InvlabError, RuntimeError):
     """Another process is writing to this output folder."""
 
 

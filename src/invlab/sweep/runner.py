@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from invlab.errors import InvlabError
 from invlab.sweep.config import cell_id as _cell_id
 from invlab.sweep.config import config_to_dict
 from invlab.sweep.executors import Executor, SerialExecutor, make_executor
@@ -118,7 +119,7 @@ class CellContext:
         return torch.Generator().manual_seed(self.seed)
 
 
-class StudyError(RuntimeError):
+class StudyError(InvlabError, RuntimeError):
     """Some cells of a study failed; nothing was recorded for them.
 
     Attributes:
@@ -234,9 +235,11 @@ def _execute(task: _Task) -> _Outcome:
         # fail here, in the worker, if the result cannot travel back or be stored
         pickle.dumps(res)
         return _Outcome(res, None, None, started, time.perf_counter() - t0)
-    except Exception as e:  # noqa: BLE001 - a failing cell must not stop the study
-        return _Outcome(None, f"{type(e).__name__}: {e}", traceback.format_exc(), started,
-                        time.perf_counter() - t0)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a failing cell (user code calling
+        # sys.exit too) must not stop the study
+        err = (f"SystemExit: the cell called sys.exit({e.code!r})" if isinstance(e, SystemExit)
+               else f"{type(e).__name__}: {e}")
+        return _Outcome(None, err, traceback.format_exc(), started, time.perf_counter() - t0)
     finally:
         if torch is not None and before is not None:
             torch.set_num_threads(before)
@@ -413,10 +416,10 @@ def run_study(
     ran = 0
     bar = None
     if progress and tasks:
-        from tqdm.auto import tqdm
+        from invlab.progress import progress_bar
 
-        bar = tqdm(total=len(tasks), desc=study, unit="cell", file=sys.stderr,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=len(tasks), desc=study, unit="cell", file=sys.stderr,
+                           dynamic_ncols=True)
     it = ex.map_unordered(_execute, tasks)
     try:
         for task, outcome in it:

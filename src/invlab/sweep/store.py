@@ -33,18 +33,25 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from invlab.errors import InvlabError
 from invlab.sweep.provenance import git_revision, invlab_version
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SCHEMA_VERSION", "ResultsStore", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "ResultsStore", "StorageError", "StoreError"]
 
 SCHEMA_VERSION = 2  # 2: cells.kind (config type) and cells.threads
 
 
-class StoreError(RuntimeError):
+class StoreError(InvlabError, RuntimeError):
     """The results store file cannot be used (not a database, read-only, newer schema)."""
+
+
+class StorageError(StoreError, sqlite3.OperationalError):
+    """Reading or writing the store failed (disk full, I/O error, locked too long): one line
+    naming the file; cells committed before it are kept. Also an ``sqlite3`` error, as the
+    store raised before."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -195,6 +202,39 @@ def _flatten(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return out
 
 
+MIGRATION_NOTE = ("migrated from schema 1, which did not record them: cells.kind = 'unknown'; "
+                  "cells.threads from the cell's config where it has a threads field, else NULL "
+                  "(unknown)")
+
+
+def _threads_in(config: Any) -> int | None:
+    """A schema-1 cell's intra-op threads: its config's ``threads`` field, top level or one
+    level down (``train.threads``); None when the config has none."""
+    if not isinstance(config, dict):
+        return None
+    for d in [config, *(v for v in config.values() if isinstance(v, dict))]:
+        t = d.get("threads")
+        if isinstance(t, int) and not isinstance(t, bool) and t >= 1:
+            return t
+    return None
+
+
+def _fill_migrated(conn: sqlite3.Connection) -> None:
+    """Schema 1 → 2 inside the opening transaction: fill ``kind`` and ``threads`` of the old
+    cells (``'unknown'`` / the config's ``threads``) and state it in ``meta``."""
+    rows = conn.execute("SELECT cell_id, config FROM cells WHERE threads IS NULL").fetchall()
+    for cid, cfg in rows:
+        try:
+            t = _threads_in(json.loads(cfg))
+        except ValueError:
+            t = None
+        if t is not None:
+            conn.execute("UPDATE cells SET threads = ? WHERE cell_id = ?", (t, cid))
+    conn.execute("UPDATE cells SET kind = 'unknown' WHERE kind IS NULL")
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('migration_note', ?)",
+                 (MIGRATION_NOTE,))
+
+
 class ResultsStore:
     """SQLite results store (see module docstring for the schema).
 
@@ -275,6 +315,8 @@ class ResultsStore:
             for col, tp in (("kind", "TEXT"), ("threads", "INTEGER")):  # schema 1 -> 2
                 if col not in have:
                     conn.execute(f"ALTER TABLE cells ADD COLUMN {col} {tp}")
+            if not {"kind", "threads"} <= have:
+                _fill_migrated(conn)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND "
                          "CAST(value AS INTEGER) < ?", (str(SCHEMA_VERSION), SCHEMA_VERSION))
             conn.execute("COMMIT")
@@ -286,21 +328,39 @@ class ResultsStore:
         self._conn, self._pid = conn, os.getpid()
         return conn
 
+    def _storage_error(self, e: sqlite3.Error) -> StorageError:
+        """One line for an SQLite failure while reading or writing (disk full, I/O error,
+        locked too long); the store keeps every cell committed before it."""
+        text = str(e)
+        hint = ("free some space and rerun: finished cells are kept" if "full" in text else
+                "check the disk or filesystem and rerun: finished cells are kept")
+        return StorageError(f"{self.path}: storage error: {text} ({hint})")
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error:  # the original error is the one to report
+                            pass
+                    raise
+            except sqlite3.Error as e:  # disk full, I/O error: one line, store intact
+                raise self._storage_error(e) from e
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
-            return self._connection().execute(sql, params).fetchall()
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise self._storage_error(e) from e
 
     def close(self) -> None:
         """Close this process's connection (reopened automatically on next use)."""

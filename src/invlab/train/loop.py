@@ -26,11 +26,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from invlab.data import Split, TransformingData
 from invlab.groups import Group, create_group
 from invlab.models import create_model
+from invlab.progress import progress_bar
 from invlab.sweep.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.train.orbit_batches import OrbitBatches
 
@@ -339,8 +339,8 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
     best_acc, best_epoch, best_state = -1.0, -1, None
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.method}/{cfg.group}/s{cfg.seed}",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(range(cfg.epochs), desc=f"train {cfg.method}/{cfg.group}/s{cfg.seed}",
+                       unit="epoch", disable=not progress, leave=False, dynamic_ncols=True)
     epochs_run = 0
     steps_per_epoch = -(-n // cfg.batch_size)
     decays, mark = 0, -1  # plateau decays so far; the epoch a stall is counted from

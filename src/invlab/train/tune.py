@@ -40,7 +40,7 @@ def validation_si(model: nn.Module, data: TransformingData, group: str, n: int) 
 
     val = data.val.subset(n)
     m = measure(model, val.images, labels=val.labels, group=group,
-                metrics=["saliency_similarity"])
+                metrics=["saliency_similarity"], n_si=None)  # n images chosen above
     return float(m.summary["saliency_similarity"])
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from invlab.errors import InvlabError
 
-class TransformError(ValueError):
+
+class TransformError(InvlabError, ValueError):
     """A transform cannot be built or applied: bad spec, bad magnitude, bad input, or a
     transform lacking a property (exact, invertible, group) that a caller requires."""
 

@@ -169,6 +169,38 @@ class _OpSetMixin:
     def _why_not_exact(self) -> str:
         return self.op.not_exact
 
+    def display_unit(self, height: int | None = None, width: int | None = None) -> str:
+        """The unit members are labelled in: the op's own (``"degrees"``, ``"factor"``,
+        ``"pixels"``); a translation given as a fraction of the canvas is in ``"pixels"`` when
+        the canvas is known, else ``"fraction of W"`` / ``"fraction of H"``."""
+        if self.relative and (height is None or width is None):
+            return f"fraction of {(self.op.axis or '').upper()}"
+        return self.op.unit
+
+    def display_magnitude(self, member: Any, height: int | None = None,
+                          width: int | None = None) -> float | None:
+        """``member`` in :meth:`display_unit` (a fraction of the canvas × its width / height
+        in pixels for a translation on a known canvas)."""
+        if member is None:
+            return None
+        m = float(member.item() if isinstance(member, torch.Tensor) else member)
+        if self.relative and height is not None and width is not None:
+            return m * (width if self.op.axis == "w" else height)
+        return m
+
+    def member_label(self, member: Any, height: int | None = None,
+                     width: int | None = None) -> str:
+        """A member for humans, in the family's own unit: ``rotate:30``, ``zoom_in:1.28``,
+        ``translate_x:3.11 px`` (a fraction 1/9 of a 28-pixel-wide canvas); without the canvas
+        a relative translation keeps its fraction, ``translate_x:0.111W``."""
+        v = self.display_magnitude(member, height, width)
+        if v is None:
+            return self.op.key
+        if self.relative and (height is None or width is None):
+            return f"{self.op.key}:{v:.3g}{(self.op.axis or '').upper()}"
+        px = " px" if self.op.axis is not None else ""
+        return f"{self.op.key}:{v:.3g}{px}"
+
     def _why_not_invertible(self) -> str:
         return self.op.not_invertible
 

@@ -231,7 +231,7 @@ def transform_rows(height: int = 28, width: int = 28) -> list[dict[str, Any]]:
         t = OpFamily(op) if op.grid else OpTransform(op)
         if op.grid:
             px = t.magnitudes_for(height, width)
-            mags = ", ".join(fmt(round(m, 4)) for m in px)
+            mags = ", ".join(fmt(round(m, 4)) for m in sorted(px))  # ascending
             if op.axis:
                 mags += f" px on {height}x{width} (= linspace(0, 1, 10)·{op.axis.upper()})"
         else:

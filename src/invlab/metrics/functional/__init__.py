@@ -19,7 +19,11 @@ from invlab.metrics.functional.output import (
     logit_l2_normalized,
     logit_l2_normalized_detached,
 )
-from invlab.metrics.functional.representation import derangement, representation_invariance
+from invlab.metrics.functional.representation import (
+    derangement,
+    equivariance_alignment,
+    representation_invariance,
+)
 from invlab.metrics.functional.saliency import saliency_cosine, saliency_similarity
 from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
 
@@ -36,6 +40,7 @@ __all__ = [
     "logit_l2_normalized",
     "logit_l2_normalized_detached",
     "representation_invariance",
+    "equivariance_alignment",
     "saliency_cosine",
     "saliency_map",
     "saliency_similarity",

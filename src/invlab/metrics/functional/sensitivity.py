@@ -6,7 +6,11 @@ from collections.abc import Callable
 
 import torch
 
-from invlab.attribution.integrated_gradients import DEFAULT_MEMORY_BUDGET, _bytes_per_row
+from invlab.attribution.integrated_gradients import (
+    DEFAULT_MEMORY_BUDGET,
+    _bytes_per_row,
+    _weighted_grad,
+)
 
 __all__ = ["jacobian_spectral_norm"]
 
@@ -25,7 +29,7 @@ def _exact(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, k: 
             rep = xb.repeat(k, *([1] * (x.dim() - 1))).requires_grad_(True)  # class-major
             y = forward(rep).view(k, m, k)
             sel = torch.diagonal(y, dim1=0, dim2=2)  # [m, K]: y[c, i, c]
-            (grad,) = torch.autograd.grad(sel.sum(), rep)
+            grad = _weighted_grad(sel.sum(), rep)  # zero if y does not depend on x
             jac = grad.reshape(k, m, -1).transpose(0, 1)  # [m, K, D]
             bad = ~torch.isfinite(jac).flatten(1).all(1)  # an SVD of NaN would raise
             jac = torch.where(bad.view(-1, 1, 1), torch.zeros_like(jac), jac)
