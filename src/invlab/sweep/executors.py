@@ -114,9 +114,14 @@ def _exit_with_parent(parent: int, period: float = 2.0) -> None:
     threading.Thread(target=watch, name="invlab-parent-watch", daemon=True).start()
 
 
-def _init_worker(threads: int) -> None:
-    """Process-pool initializer: share the cores between workers; die with the parent."""
+def _init_worker(threads: int, log: bool = False) -> None:
+    """Process-pool initializer: share the cores between workers; die with the parent; print
+    invlab's log records like the parent when it configured them (``log``)."""
     _exit_with_parent(os.getppid())
+    if log:
+        from invlab._logging import configure_logging
+
+        configure_logging()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     try:
@@ -158,11 +163,13 @@ class ProcessPoolExecutorBackend:
                 f"threads_per_worker={self.threads_per_worker})")
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        from invlab._logging import logging_configured
+
         return cf.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context(self.start_method),
             initializer=_init_worker,
-            initargs=(self.threads_per_worker,),
+            initargs=(self.threads_per_worker, logging_configured()),
         )
 
     @staticmethod
