@@ -5,10 +5,12 @@ YAML file (``<name>.yaml`` beside this module), the function that builds a prese
 function that runs it into an output folder (resumable; it writes the report at its end),
 the function that rebuilds the report from a store, and the text the CLI prints.
 
->>> import invlab
->>> [s.name for s in invlab.studies.list_studies()]
-['genuine', 'drift', 'spectral', 'origins', 'generalization']
->>> out = invlab.run_study("genuine", preset="demo", out="runs/demo", workers=2)  # doctest: +SKIP
+```python
+import invlab
+[s.name for s in invlab.studies.list_studies()]
+# genuine, drift, spectral, origins, generalization
+out = invlab.run_study("genuine", preset="demo", out="runs/demo", workers=2)
+```
 
 ``invlab study NAME`` and ``invlab report DIR`` dispatch through :func:`get_study`, so a
 sixth study is one more :func:`register` call (plus its flags in ``studies/cli.py``).
