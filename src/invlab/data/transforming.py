@@ -1,6 +1,6 @@
 """Transforming datasets (M23 §4): exclude a class, zero-pad, normalize, split, transform.
 
-Recipe (``docs/studies.md`` §1): drop one class (MNIST's 9 to avoid 6/9
+Recipe (``docs/architecture.md``, Decisions): drop one class (MNIST's 9 to avoid 6/9
 confusion; Fashion-MNIST's last class, also 9) so both have 9 classes; zero-pad 28→36;
 split with a seeded permutation into 10k train / 2k validation / the rest for test (capped at
 50k, the paper's split when ≥62k images exist); normalize to zero mean and unit std with the
