@@ -130,14 +130,27 @@ def test_import_installs_no_log_handler() -> None:
     assert proc.stderr == "[invlab] loud 1\n"
 
 
-def test_cli_prints_invlab_lines(capsys: pytest.CaptureFixture[str],
-                                 caplog: pytest.LogCaptureFixture) -> None:
-    """After the CLI configured logging, records reach stderr as [invlab] lines and still
-    propagate (caplog sees them)."""
-    from invlab._logging import configure_logging
+def test_cli_prints_invlab_lines(tmp_path: Path) -> None:
+    """Once the `invlab` command ran, invlab's INFO records go to stderr as [invlab] lines
+    (never to stdout); before, importing invlab printed nothing."""
+    code = ("import sys, logging; from invlab.cli import main;"
+            "logging.getLogger('invlab.data').info('from the library');"
+            "sys.exit(main(['groups', 'list']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # before main() configured logging: nothing, not even a warning
+    code = ("import sys, logging; from invlab.cli import main; rc = main(['groups', 'list']);"
+            "logging.getLogger('invlab.data').info('after %s', 'main');"
+            "logging.getLogger('invlab.data').debug('not shown')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "[invlab] after main\n", proc.stderr
+    assert "[invlab]" not in proc.stdout
 
-    configure_logging()
+
+def test_records_propagate(caplog: pytest.LogCaptureFixture) -> None:
+    """invlab's loggers propagate: the caller's handlers (and caplog) see the records."""
     with caplog.at_level(logging.INFO, logger="invlab"):
         logging.getLogger("invlab.studies").info("hello %s", "there")
-    assert "[invlab] hello there" in capsys.readouterr().err
     assert [r.getMessage() for r in caplog.records] == ["hello there"]

@@ -235,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from invlab.allocator import keep_freed_memory
 
     keep_freed_memory()  # ~10 % faster training on glibc (invlab.allocator); values unchanged
-    configure_logging()  # [invlab] lines on stderr; the library itself installs no handler
+    # [invlab] lines on the process's stderr (the library itself installs no handler)
+    configure_logging(stream=sys.__stderr__ or sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

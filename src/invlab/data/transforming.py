@@ -102,7 +102,7 @@ def split_sizes(n: int, n_train: int, n_val: int, n_test_max: int) -> tuple[int,
             f"need more than n_train + n_val = {n_train + n_val} images, found {n}: use a "
             f"smaller n_train/n_val (n_train + n_val < {n}, e.g. n_train={max(1, (n * 2) // 3)}, "
             f"n_val={max(1, n // 9)}), or give the full dataset (INVLAB_DATA=<folder with the "
-            f"IDX files>, see README 'Data'; a fresh clone has only the bundled 5k subset)")
+            f"IDX files>, see docs/howto/own-data.md; a fresh clone has only the bundled 5k subset)")
     return n_train, n_val, min(n - n_train - n_val, n_test_max)
 
 
