@@ -1,4 +1,4 @@
-"""Measured inputs of the README's cost model ("Running on a cluster").
+"""Measured inputs of the cost model (docs/speed.md, "Cost model for the paper-scale runs").
 
 Run:  .venv/bin/python benchmarks/bench_cost_model.py [--threads 2] [--n 2048]
 

@@ -121,7 +121,7 @@ def test_transform_flag_reaches_the_preset(tmp_path: Path, monkeypatch: pytest.M
     seen: dict[str, Any] = {}
 
     def fake_run(p: Any, out: Any, *a: Any, **k: Any) -> Any:
-        seen["preset"], seen["args"] = p, a
+        seen["preset"], seen["args"], seen["kw"] = p, a, k
         return out
 
     monkeypatch.setattr(gen, "run_generalization", fake_run)
@@ -131,7 +131,7 @@ def test_transform_flag_reaches_the_preset(tmp_path: Path, monkeypatch: pytest.M
                "--test-set", "mine=x.npz"])
     assert rc == 0
     assert seen["preset"].settings.transforms == ("rotate:30", "grayscale")
-    assert seen["args"][4] == {"mine": "x.npz"}
+    assert seen["kw"]["test_sets"] == {"mine": "x.npz"}
     main(["study", "generalization", "--quick", "--out", str(tmp_path / "o"), "--no-progress"])
     assert seen["preset"].settings.transforms == gen.preset("quick").settings.transforms
     capsys.readouterr()

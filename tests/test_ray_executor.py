@@ -139,6 +139,8 @@ def test_tiny_genuine_study_through_ray_is_bit_identical(
 
 DRIVER = """
 import json, sys
+import invlab
+invlab.configure_logging()  # the [invlab] lines the test reads (the library prints none by itself)
 import invlab.report.genuine as report
 report.build_report = lambda out: []  # the report is tested elsewhere; keep this test short
 import invlab.report.html as html

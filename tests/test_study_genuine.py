@@ -231,6 +231,8 @@ def test_bad_train_values_fail_before_any_work(tmp_path: Path) -> None:
 
 DRIVER = """
 import json, sys
+import invlab
+invlab.configure_logging()  # the [invlab] lines the test reads (the library prints none by itself)
 import invlab.report.genuine as report
 report.build_report = lambda out: []  # the report is tested elsewhere; keep this test short
 from invlab.studies.genuine import GenuinePreset, run_genuine

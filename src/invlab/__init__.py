@@ -10,37 +10,22 @@ Quick start::
 
 from __future__ import annotations
 
-import logging
-import sys
-
-__version__ = "0.1.0"
-
-
-def _setup_logging() -> None:
-    """invlab reports data provenance and study progress on stderr (INFO) by default."""
-    log = logging.getLogger("invlab")
-    if not log.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("[invlab] %(message)s"))
-        log.addHandler(h)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-
-
-_setup_logging()
-
-from invlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from invlab.groups import create_group, list_groups  # noqa: E402
-from invlab.metrics import Measurement, measure  # noqa: E402
-from invlab.models import (  # noqa: E402
+from invlab._logging import configure_logging
+from invlab._version import __version__
+from invlab.checkpoint import load_checkpoint, save_checkpoint
+from invlab.groups import create_group, list_groups
+from invlab.metrics import Measurement, measure
+from invlab.models import (
     GroupPooled,
     WeightTied,
     create_model,
     list_models,
     model_factory,
 )
-from invlab.transforms import create_transform, list_transforms  # noqa: E402
+from invlab.studies import list_studies, run_study
+from invlab.transforms import create_transform, list_transforms
 
-__all__ = ["__version__", "create_group", "list_groups", "create_transform",
+__all__ = ["__version__", "configure_logging", "create_group", "list_groups", "create_transform",
            "list_transforms", "create_model", "list_models",
-           "GroupPooled", "WeightTied", "model_factory", "save_checkpoint", "load_checkpoint", "measure", "Measurement"]
+           "GroupPooled", "WeightTied", "model_factory", "save_checkpoint", "load_checkpoint", "measure", "Measurement",
+           "list_studies", "run_study"]

@@ -6,7 +6,7 @@ frees megabytes of activations and batches, so every step touches new pages, and
 project's VMs a first-touch page fault is slow: a 2.6 MB ``index_select`` took ~2 ms, mostly
 faults. Keeping blocks under 64 MiB in the heap and trimming only above 1 GiB made training
 epochs ≈ 10 % faster (``benchmarks/train_orbit.py`` run with and without the two variables,
-README § Speed). Values are unchanged: only where memory comes from.
+docs/speed.md). Values are unchanged: only where memory comes from.
 
 :func:`keep_freed_memory` is what ``invlab`` (the CLI) calls first: it sets the process's
 thresholds with ``mallopt`` and exports ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``

@@ -31,7 +31,7 @@ _PICKLE_HINT = ("invlab never unpickles (pickle can run arbitrary code); convert
 
 
 def _version() -> str:
-    from invlab import __version__
+    from invlab._version import __version__
     return __version__
 
 

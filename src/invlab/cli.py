@@ -241,9 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from invlab._logging import configure_logging
     from invlab.allocator import keep_freed_memory
 
     keep_freed_memory()  # ~10 % faster training on glibc (invlab.allocator); values unchanged
+    # [invlab] lines on the process's stderr (the library itself installs no handler)
+    configure_logging(stream=sys.__stderr__ or sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

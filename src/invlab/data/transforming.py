@@ -1,6 +1,6 @@
 """Transforming datasets (M23 §4): exclude a class, zero-pad, normalize, split, transform.
 
-Recipe (``docs/studies.md`` §1): drop one class (MNIST's 9 to avoid 6/9
+Recipe (``docs/architecture.md``, Decisions): drop one class (MNIST's 9 to avoid 6/9
 confusion; Fashion-MNIST's last class, also 9) so both have 9 classes; zero-pad 28→36;
 split with a seeded permutation into 10k train / 2k validation / the rest for test (capped at
 50k, the paper's split when ≥62k images exist); normalize to zero mean and unit std with the
@@ -102,7 +102,7 @@ def split_sizes(n: int, n_train: int, n_val: int, n_test_max: int) -> tuple[int,
             f"need more than n_train + n_val = {n_train + n_val} images, found {n}: use a "
             f"smaller n_train/n_val (n_train + n_val < {n}, e.g. n_train={max(1, (n * 2) // 3)}, "
             f"n_val={max(1, n // 9)}), or give the full dataset (INVLAB_DATA=<folder with the "
-            f"IDX files>, see README 'Data'; a fresh clone has only the bundled 5k subset)")
+            f"IDX files>, see docs/howto/own-data.md; a fresh clone has only the bundled 5k subset)")
     return n_train, n_val, min(n - n_train - n_val, n_test_max)
 
 

@@ -112,8 +112,8 @@ class Group(TransformSet, ABC):
         Args:
             x: images ``[N, C, H, W]`` (any ``[..., H, W]`` for a single element).
             g: one element for the whole batch, or one element per sample (``[N]``
-               integer tensor or sequence). Per-sample actions loop over the group's
-               elements, never over samples.
+                integer tensor or sequence). Per-sample actions loop over the group's
+                elements, never over samples.
 
         Returns:
             Tensor of the same shape as ``x``.

@@ -21,29 +21,14 @@ def build_report(out_dir: str) -> list[str]:
 
 
 def _build(out_dir: str, path: object, store: object) -> list[str]:
+    from invlab.studies.registry import list_studies
+
     studies = {r["study"] for r in store.cells()}  # type: ignore[attr-defined]
     # the genuine study's ν-tuning cells also live in drift/spectral stores ("genuine-tune")
     written: list[str] = []
-    if "genuine" in studies:
-        from invlab.report.genuine import build_report as genuine
-
-        written += genuine(out_dir)
-    if "drift" in studies:
-        from invlab.report.drift import build_report as drift
-
-        written += drift(out_dir)
-    if "spectral" in studies:
-        from invlab.report.spectral import build_report as spectral
-
-        written += spectral(out_dir)
-    if "origins" in studies:
-        from invlab.report.origins import build_report as origins
-
-        written += origins(out_dir)
-    if "generalization" in studies:
-        from invlab.report.generalization import build_report as generalization
-
-        written += generalization(out_dir)
+    for study in list_studies():  # registration order: genuine, drift, spectral, ...
+        if study.name in studies:
+            written += study.report(out_dir)
     if not written:
         raise ValueError(f"{path} holds no known study (found: {sorted(studies) or 'none'})")
     return written

@@ -92,59 +92,38 @@ def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
             "threads": args.threads, "seeds": _seeds(args.seeds)}
 
 
-def _done(text: str, out: object, t0: float) -> int:
-    """Print a study's tables and where its outputs are."""
-    print(text)
+def _run(args: argparse.Namespace, study: str, **overrides: object) -> int:
+    """Run ``study`` through the registry (:func:`invlab.run_study`) with the common flags,
+    then print its tables and claims and where its outputs are."""
+    from invlab.studies.registry import get_study
+
+    s, name = get_study(study), _preset_name(args)
+    t0 = time.perf_counter()
+    out = s.run(name, args.out, checkpoints=_ckpt(args), workers=args.workers,
+                executor=executor_from_flags(args), progress=not args.no_progress, **overrides)
+    if name != "full" and s.reduced_note:
+        print(f"(preset {name!r}: {s.reduced_note})")
+    print(s.summary_text(out))
     print(f"wall time {(time.perf_counter() - t0) / 60:.1f} min; tables, figures and "
           f"summary.json in {out}/ (config.yaml holds the resolved config)")
     return 0
 
 
 def _cmd_genuine(args: argparse.Namespace) -> int:
-    from invlab.report.genuine import print_table
-    from invlab.studies.genuine import preset, run_genuine
-
-    name = _preset_name(args)
-    p = preset(name, datasets=_csv(args.datasets, "--datasets"), **_genuine_overrides(args))
-    t0 = time.perf_counter()
-    out = run_genuine(p, args.out, _ckpt(args), workers=args.workers,
-                      progress=not args.no_progress, preset_name=name,
-                      executor=executor_from_flags(args))
-    if name != "full":
-        print(f"(preset {name!r}: a reduced run. The paper's full study is "
-              "`invlab study genuine --out results/genuine`: 2 datasets x 2 groups x 4 seeds, "
-              "300 epochs, nu tuned per dataset and group.)")
-    return _done(print_table(out), out, t0)
+    return _run(args, "genuine", datasets=_csv(args.datasets, "--datasets"),
+                **_genuine_overrides(args))
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
-    from invlab.report.drift import print_tables
-    from invlab.studies.drift import preset, run_drift
-
-    name = _preset_name(args)
-    p = preset(name, modes=(args.mode,) if args.mode else None)
-    t0 = time.perf_counter()
-    out = run_drift(p, args.out, _ckpt(args), args.workers, not args.no_progress, name,
-                    _genuine_overrides(args), executor=executor_from_flags(args))
-    return _done(print_tables(out), out, t0)
+    return _run(args, "drift", modes=(args.mode,) if args.mode else None,
+                **_genuine_overrides(args))
 
 
 def _cmd_spectral(args: argparse.Namespace) -> int:
-    from invlab.report.spectral import print_table
-    from invlab.studies.spectral import preset, run_spectral
-
-    name = _preset_name(args)
-    t0 = time.perf_counter()
-    out = run_spectral(preset(name), args.out, _ckpt(args), args.workers,
-                       not args.no_progress, name, _genuine_overrides(args),
-                       executor=executor_from_flags(args))
-    return _done(print_table(out), out, t0)
+    return _run(args, "spectral", **_genuine_overrides(args))
 
 
 def _cmd_origins(args: argparse.Namespace) -> int:
-    from invlab.report.origins import print_table
-    from invlab.studies.origins import preset, run_origins
-
     name = _preset_name(args)
     over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
                                "archs": _csv(args.archs, "--archs"),
@@ -158,12 +137,9 @@ def _cmd_origins(args: argparse.Namespace) -> int:
         args.preprocess = "resize=256,crop=224"  # the preset's evaluation transform
     if args.data and not args.data.endswith(".npz") and not os.path.exists(args.data):
         over["dataset"] = args.data
-    t0 = time.perf_counter()
-    out = run_origins(preset(name, **over), args.out, _ckpt(args), args.workers,
-                      not args.no_progress, name, models_file=args.models,
-                      data=args.data if "dataset" not in over else None,
-                      executor=executor_from_flags(args), preprocess=args.preprocess)
-    return _done(print_table(out), out, t0)
+    return _run(args, "origins", models_file=args.models,
+                data=args.data if "dataset" not in over else None,
+                preprocess=args.preprocess, **over)
 
 
 def _kv(items: list[str] | None, own_models: bool = False) -> dict[str, str]:
@@ -183,23 +159,15 @@ def _kv(items: list[str] | None, own_models: bool = False) -> dict[str, str]:
 
 
 def _cmd_generalization(args: argparse.Namespace) -> int:
-    from invlab.report.generalization import print_table
-    from invlab.studies.generalization import preset, run_generalization
-
-    name = _preset_name(args)
-    if name == "cifar10" and (args.models is None or not args.test_set):
+    if _preset_name(args) == "cifar10" and (args.models is None or not args.test_set):
         raise SystemExit("--preset cifar10 studies your own zoo on your CIFAR-10 files: pass "
                          "--models zoo.py and --test-set cifar10=PATH/test_batch.bin (the first "
                          "is in-distribution) plus shifted sets, e.g. --test-set "
                          "fog=CIFAR-10-C/fog.npy; see docs/howto/natural-images.md")
-    test_sets = _kv(args.test_set, own_models=args.models is not None)
-    transforms = tuple(args.transform) if args.transform else None
-    t0 = time.perf_counter()
-    out = run_generalization(preset(name, n_pool=args.n_pool, transforms=transforms), args.out,
-                             _ckpt(args), args.workers, not args.no_progress, name, test_sets,
-                             args.models, executor=executor_from_flags(args),
-                             preprocess=args.preprocess)
-    return _done(print_table(out), out, t0)
+    return _run(args, "generalization", n_pool=args.n_pool,
+                transforms=tuple(args.transform) if args.transform else None,
+                test_sets=_kv(args.test_set, own_models=args.models is not None),
+                models_file=args.models, preprocess=args.preprocess)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -143,12 +143,17 @@ def _parent_death_signal(parent: int) -> bool:
     return ok
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, log: bool = False) -> None:
     """Process-pool initializer: share the cores between workers; die with the parent
-    (kernel parent-death signal on Linux, and a thread polling the parent pid everywhere)."""
+    (kernel parent-death signal on Linux, and a thread polling the parent pid everywhere);
+    print invlab's log records like the parent when it configured them (``log``)."""
     parent = os.getppid()
     _parent_death_signal(parent)
     _exit_with_parent(parent, period=1.0)
+    if log:
+        from invlab._logging import configure_logging
+
+        configure_logging()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
     try:
@@ -190,11 +195,13 @@ class ProcessPoolExecutorBackend:
                 f"threads_per_worker={self.threads_per_worker})")
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        from invlab._logging import logging_configured
+
         return cf.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context(self.start_method),
             initializer=_init_worker,
-            initargs=(self.threads_per_worker,),
+            initargs=(self.threads_per_worker, logging_configured()),
         )
 
     @staticmethod

@@ -11,11 +11,10 @@ __all__ = ["git_revision", "invlab_version"]
 
 @functools.lru_cache(maxsize=1)
 def invlab_version() -> str | None:
-    """``invlab.__version__`` if defined, else the installed distribution's version."""
+    """``invlab._version.__version__`` if defined, else the installed distribution's version."""
     try:
-        import invlab
+        from invlab._version import __version__ as v
 
-        v = getattr(invlab, "__version__", None)
         if v:
             return str(v)
     except ImportError:

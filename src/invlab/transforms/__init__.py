@@ -13,7 +13,7 @@ One concept covers exact groups, parametric families and fixed transforms::
 Every :class:`TransformSet` has ``members`` (identity first), ``apply_all(x) -> [k, N, C, H,
 W]`` (all members in one batched call), flags ``is_exact`` / ``is_invertible`` /
 ``is_group``, ``invert_all`` and ``validity_masks`` for invertible ones, and ``require(...)``
-for callers that need a property. See ``README.md`` (Transformations) for the conventions.
+for callers that need a property. See ``docs/concepts.md`` (Transformations) for the conventions.
 """
 
 from __future__ import annotations
