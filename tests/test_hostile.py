@@ -355,11 +355,15 @@ def test_one_atomic_writer_in_the_code_base() -> None:
 def test_stale_temporary_checkpoint_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".m.safetensors.{dead.pid}.abc123.tmp"
-    live = tmp_path / f".m.safetensors.{os.getpid()}.def456.tmp"  # a live writer's: kept
+    from invlab.io import HOST
+
+    stale = tmp_path / f".m.safetensors~{HOST}.{dead.pid}.abc123.tmp"
+    live = tmp_path / f".m.safetensors~{HOST}.{os.getpid()}.def456.tmp"  # a live writer's: kept
     legacy = tmp_path / f".m.safetensors.tmp{dead.pid}"  # the naming of invlab <= 0.1.0
     for p in (stale, live, legacy):
         p.write_bytes(b"half a checkpoint")
+    day_old = time.time() - 86_400 - 60  # no host in its name: removed by age only (issue 25)
+    os.utime(legacy, (day_old, day_old))
     save_checkpoint(create_model("mlp5", hidden=8, depth=1), tmp_path / "m.safetensors")
     assert not stale.exists() and not legacy.exists() and live.exists()
     stale.write_bytes(b"again")
