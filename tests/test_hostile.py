@@ -615,3 +615,315 @@ def test_quick_preset_with_threads_override_is_recorded(tmp_path: Path,
     assert p.threads == 2 and all(c.train.threads == 2 for c in genuine_cells(p, "ck"))
     assert replace(p, threads=1).threads == 1
     assert torch.get_num_threads() >= 1
+
+
+# ------------------------------------------------ issue 25: shared caches (entries, locks)
+# A cache entry proves what it is; one writer per entry across processes and hosts; stale
+# temporaries and locks are removed only when provably dead (docs/howto/guarantees-cache.md).
+
+TINY_DATA = {"n_train": 300, "n_val": 100, "n_test_max": 100}
+
+
+def _tiny_train(method: str) -> Any:
+    from invlab.train import TrainConfig
+
+    return TrainConfig(method=method, group="r4", epochs=1, seed=0,
+                       **({"nu": 10.0} if method == "ir" else {}))  # type: ignore[arg-type]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _swap(a: Path, b: Path) -> None:
+    tmp = a.with_name("swap")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_swapped_checkpoints_are_not_used_and_are_retrained(
+        mnist_test_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The reported attack: two valid cache files (DA r4 and IR r4 ν=10), each with its own
+    true metadata, swapped. Neither is used for the other; each cell retrains (one WARNING
+    line naming the file) and gets exactly the model a clean cache gives."""
+    from invlab.data import DataConfig
+    from invlab.studies.common import model_key, pin_source, trained_model
+
+    data, ck = DataConfig(**TINY_DATA), tmp_path / "ck"  # type: ignore[arg-type]
+    da, ir = _tiny_train("da"), _tiny_train("ir")
+    trained_model(da, data, ck)
+    trained_model(ir, data, ck)
+    p_da, p_ir = (ck / f"{model_key(c, pin_source(data))}.safetensors" for c in (da, ir))
+    clean_da, clean_ir = _tensors(p_da), _tensors(p_ir)
+    assert not _same_tensors(clean_da, clean_ir)
+    _swap(p_da, p_ir)
+    caplog.clear()
+    model, meta, reused = trained_model(da, data, ck)
+    err = caplog.text
+    assert not reused and meta["train"]["method"] == "da"
+    line = next(ln for ln in err.splitlines() if "does not prove what it is" in ln)
+    assert str(p_da) in line and "mnist/r4/ir/seed0" in line and "retraining it" in line
+    assert _same_tensors(model.state_dict(), clean_da) and _same_tensors(_tensors(p_da), clean_da)
+    _, meta, reused = trained_model(ir, data, ck)
+    assert not reused and meta["train"]["method"] == "ir"
+    assert _same_tensors(_tensors(p_ir), clean_ir)
+    assert trained_model(da, data, ck)[2] and trained_model(ir, data, ck)[2]  # both prove it now
+    # a pickle (or any garbage) at an entry is never unpickled: it is retrained too
+    p_da.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+    _, meta, reused = trained_model(da, data, ck)
+    assert not reused and _same_tensors(_tensors(p_da), clean_da)
+
+
+def _tiny_zoo() -> Any:
+    from invlab.data.shifts import fingerprint
+    from invlab.zoo import ZooData
+
+    g = torch.Generator().manual_seed(0)
+    px, py = torch.rand(64, 1, 28, 28, generator=g), torch.arange(64) % 10
+    tx, ty = px[:32].clone(), py[:32].clone()
+    return ZooData(px, py, tx, ty, 0.5, 0.3, fingerprint(px, py, tx, ty))
+
+
+def test_swapped_zoo_checkpoints_and_test_sets_are_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from invlab.cache import CacheMismatch
+    from invlab.data import shifts
+    from invlab.zoo import ZooModel, checkpoint_path, load_zoo_checkpoint, train_zoo
+
+    data = _tiny_zoo()
+    members = [ZooModel(arch="mlp", width=8, depth=1, n_train=64, epochs=1, seed=s)
+               for s in (0, 1)]
+    train_zoo(members, data, tmp_path)
+    p0, p1 = (checkpoint_path(m, data.fingerprint, tmp_path) for m in members)
+    _swap(p0, p1)
+    with pytest.raises(CacheMismatch, match=re.escape(str(p0))):  # a consumer without data
+        load_zoo_checkpoint(members[0], data.fingerprint, tmp_path)
+    caplog.clear()
+    _, meta = load_zoo_checkpoint(members[0], data.fingerprint, tmp_path, lambda: data)
+    assert meta["zoo"]["seed"] == 0 and str(p0) in caplog.text
+    rows = train_zoo(members, data, tmp_path)
+    assert [r["reused"] for r in rows] == [True, False]  # member 1 was still the wrong file
+    assert read_meta_seed(p1) == 1
+
+    # test-set caches: a swapped file raises for a reader, and is rebuilt by its builder
+    def build(v: float) -> Any:
+        return lambda: (torch.full((2, 1, 28, 28), v), torch.tensor([0, 1]))
+
+    shifts.cached("aset", {"k": 1}, build(0.0), root=tmp_path)
+    shifts.cached("bset", {"k": 2}, build(1.0), root=tmp_path)
+    pa, pb = shifts.cache_path("aset", {"k": 1}, tmp_path), shifts.cache_path("bset", {"k": 2},
+                                                                               tmp_path)
+    _swap(pa, pb)
+    with pytest.raises(CacheMismatch, match=re.escape(str(pa))):
+        shifts.load_cached(pa)
+    caplog.clear()
+    x, _ = shifts.cached("aset", {"k": 1}, build(0.0), root=tmp_path)
+    assert float(x.max()) == 0.0 and "rebuilding it" in caplog.text
+    assert float(shifts.load_cached(pa)[0].max()) == 0.0
+    # right key, edited images: the recorded content fingerprint catches it
+    with np.load(pa) as f:
+        parts = {k: f[k] for k in f.files}
+    parts["images"] = parts["images"] + 1
+    np.savez(pa, **parts)  # type: ignore[arg-type]
+    with pytest.raises(CacheMismatch, match="fingerprint"):
+        shifts.load_cached(pa)
+
+
+def read_meta_seed(path: Path) -> int:
+    from invlab.checkpoint import read_metadata
+
+    return int(read_metadata(path)["zoo"]["seed"])
+
+
+def test_origins_checkpoint_without_its_key_is_not_used(tmp_path: Path) -> None:
+    """Origins checkpoints record the document their key hashes (``origins_key``); one
+    without it (older invlab) or with another model's cannot prove itself."""
+    from invlab.cache import CacheMismatch
+    from invlab.studies import origins as o
+
+    spec = o.ModelSpec(arch="mlp5", regime="none", seed=0, epochs=1, batch_size=64, lr=1e-3,
+                       patience=None, threads=1, aug=o.AugConfig())
+    data = o.OriginsData(dataset="mnist", n_train=100, n_val=50, n_test=50, source_hash="abc")
+    path = o.checkpoint_path(spec, data, tmp_path)
+    model = create_model("mlp5", hidden=8, depth=1)
+    fp = {"hash": "abc"}
+    save_checkpoint(model, path, train=asdict(o._train_config(spec)), data_fingerprint=fp)
+    with pytest.raises(CacheMismatch, match="records no origins_key"):
+        o.load_verified(path, spec, data)
+    other = replace(spec, seed=1)
+    save_checkpoint(model, path, train=asdict(o._train_config(other)), data_fingerprint=fp,
+                    origins_key=o._key_doc(other, data))
+    with pytest.raises(CacheMismatch, match="hash to key"):
+        o.load_verified(path, spec, data)
+    save_checkpoint(model, path, train=asdict(o._train_config(spec)), data_fingerprint=fp,
+                    origins_key=o._key_doc(spec, data))
+    assert o.load_verified(path, spec, data)[1]["origins_key"]["model"]["seed"] == 0
+
+
+RACER = """
+import hashlib, json, sys, time
+from pathlib import Path
+from invlab.data import DataConfig
+from invlab.studies.common import trained_model
+from invlab.train import TrainConfig
+cfg = TrainConfig(method="da", group="r4", epochs=1, seed=0)
+data = DataConfig(**json.loads(sys.argv[3]))
+print("ready", flush=True)
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+model, meta, reused = trained_model(cfg, data, sys.argv[1])
+h = hashlib.sha256()
+for k, v in sorted(model.state_dict().items()):
+    h.update(k.encode()); h.update(v.numpy().tobytes())
+print(json.dumps({"reused": reused, "weights": h.hexdigest()}), flush=True)
+"""
+
+
+def test_second_process_waits_for_the_first_and_reuses_its_checkpoint(
+        mnist_test_dir: Path, tmp_path: Path) -> None:
+    """Two real processes ask for the same cache entry at the same instant: one trains, the
+    other waits for it (a log line naming the holder) and loads its checkpoint."""
+    ck, go = tmp_path / "ck", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(ck), str(go),
+                               json.dumps(TINY_DATA)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        go.touch()
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    res = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert sorted(r["reused"] for r in res) == [False, True]  # trained once
+    assert res[0]["weights"] == res[1]["weights"]
+    trainer = procs[[r["reused"] for r in res].index(False)]
+    waiter_err = outs[[r["reused"] for r in res].index(True)][1]
+    assert f"waiting for pid {trainer.pid} on " in waiter_err, waiter_err[-2000:]
+    assert len(list(ck.glob("*.safetensors"))) == 1
+    assert [p.name for p in ck.iterdir() if p.name.startswith(".")] == []  # no lock, no temp
+
+
+def test_other_hosts_temporaries_and_locks_are_kept_until_provably_dead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reported loss: a writer on another host had its in-progress temporary deleted
+    because its pid was absent locally. Now another host's temporary or lock is removed
+    only when old (temporaries: $INVLAB_STALE_TEMP_SECONDS; locks: not refreshed for
+    $INVLAB_LOCK_STALE_SECONDS), this host's as soon as its pid is gone."""
+    from invlab.cache import CacheLockTimeout, EntryLock, lock_path, remove_dead_locks
+    from invlab.io import HOST, remove_stale_temps
+
+    dead = _dead_pid()
+    assert HOST != "other-host"
+    theirs = tmp_path / f".m.safetensors~other-host.{dead}.abc123.tmp"
+    ours = tmp_path / f".m.safetensors~{HOST}.{dead}.def456.tmp"
+    for p in (theirs, ours):
+        p.write_bytes(b"half a checkpoint")
+    assert remove_stale_temps(tmp_path) == [ours] and theirs.exists()
+    hour_old = time.time() - 3600
+    os.utime(theirs, (hour_old, hour_old))
+    assert remove_stale_temps(tmp_path) == [] and theirs.exists()  # default age: 24 h
+    monkeypatch.setenv("INVLAB_STALE_TEMP_SECONDS", "1800")
+    assert remove_stale_temps(tmp_path) == [theirs]
+
+    entry = tmp_path / "m.safetensors"
+    lock = lock_path(entry)
+
+    def write_lock(host: str, pid: int, age: float = 0.0) -> None:
+        lock.write_text(json.dumps({"host": host, "pid": pid, "start": time.time(),
+                                    "token": f"{host}-{pid}-{age}"}))
+        t = time.time() - age
+        os.utime(lock, (t, t))
+
+    write_lock("other-host", dead)  # fresh, its pid absent here: kept
+    assert not EntryLock(entry).try_acquire() and remove_dead_locks(tmp_path) == []
+    assert lock.exists()
+    write_lock("other-host", dead, age=601)  # not refreshed for > 600 s: dead
+    lk = EntryLock(entry)
+    assert lk.try_acquire()
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    lk.release()
+    assert not lock.exists()
+    write_lock(HOST, dead)  # this host, pid gone: dead at once
+    assert remove_dead_locks(tmp_path) == [lock] and not lock.exists()
+
+    # a live writer on another host is waited for, and the wait gives up with one line
+    write_lock("other-host", dead)
+    with pytest.raises(CacheLockTimeout, match=r"other-host.*\.m\.safetensors\.lock"):
+        EntryLock(entry, what="training m").wait(timeout=0.3)
+    # clock skew: a lock stamped in the future is dead once the waiter has watched it
+    # unchanged for $INVLAB_LOCK_STALE_SECONDS by its own clock
+    monkeypatch.setenv("INVLAB_LOCK_STALE_SECONDS", "0.5")
+    write_lock("other-host", dead, age=-3600)
+    t0 = time.monotonic()
+    lk = EntryLock(entry)
+    lk.wait(timeout=30)
+    assert lk.held and time.monotonic() - t0 >= 0.5
+    lk.release()
+
+
+HOLDER = """
+import sys, time
+from invlab.cache import EntryLock
+with EntryLock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+print("released", flush=True)
+"""
+
+
+def test_a_live_lock_is_heartbeaten_and_not_taken_over(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a 1 s staleness limit, a holder that works for 3 s keeps its lock (heartbeats
+    every 0.1 s) and the waiter takes it only after the release; a holder killed with
+    ``kill -9`` is taken over at once (same host, pid gone)."""
+    from invlab.cache import EntryLock, lock_path
+
+    monkeypatch.setenv("INVLAB_LOCK_STALE_SECONDS", "1")
+    entry = tmp_path / "m.safetensors"
+
+    def hold(seconds: float) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(entry), str(seconds)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        return proc
+
+    holder = hold(3.0)
+    first = lock_path(entry).stat().st_mtime
+    lk = EntryLock(entry)
+    lk.wait(timeout=60)
+    assert holder.wait(timeout=30) == 0
+    out, err = holder.communicate()
+    assert "released" in out and "taken over" not in err, err
+    lk.release()
+
+    holder = hold(60.0)
+    time.sleep(0.5)
+    assert lock_path(entry).stat().st_mtime > first  # heartbeats touch it
+    holder.kill()
+    holder.wait()
+    t0 = time.monotonic()
+    lk = EntryLock(entry)
+    lk.wait(timeout=60)
+    assert lk.held and time.monotonic() - t0 < 1.0  # pid gone: no waiting for the age limit
+    lk.release()
+    for stream in (holder.stdout, holder.stderr):
+        if stream:
+            stream.close()

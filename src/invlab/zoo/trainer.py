@@ -184,7 +184,7 @@ def verified_metadata(path: str | Path, data_fingerprint: str) -> dict[str, Any]
     if not isinstance(zoo, dict) or "id_accuracy" not in meta:
         raise CacheMismatch(p, "it records no zoo member config")
     if _key(zoo, found) != p.stem:
-        raise CacheMismatch(p, f"the member ({zoo.get('model_id')}) and data it records hash "
+        raise CacheMismatch(p, f"the member ({meta.get('model_id')}) and data it records hash "
                                f"to key {_key(zoo, found)}, not to its name")
     if found != data_fingerprint:
         raise CacheMismatch(p, f"it was trained on data {found}, but its key stands for data "
