@@ -31,7 +31,7 @@ test-slow: $(STAMP)
 # The Ray executor's tests (real local Ray instance; ~5-10 min on 2 cores): installs the extra.
 test-ray: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[ray]'
-	$(BIN)/python -m pytest -q -m ray tests/test_ray_executor.py
+	$(BIN)/python -m pytest -q -m ray tests/test_ray_executor.py tests/test_hostile.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py

@@ -927,3 +927,69 @@ def test_a_live_lock_is_heartbeaten_and_not_taken_over(tmp_path: Path,
     for stream in (holder.stdout, holder.stderr):
         if stream:
             stream.close()
+
+
+RAY_DRIVER = """
+import json, sys
+import invlab.report.genuine as report
+report.build_report = lambda out: []  # the report is tested elsewhere
+import invlab.report.html as html
+html.write_html_report = lambda out, wall_seconds=None: None
+from invlab.studies.genuine import GenuinePreset, run_genuine
+from invlab.sweep.ray_executor import RayExecutor
+kw = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}
+run_genuine(GenuinePreset(**kw), sys.argv[2], checkpoints="ck", progress=False,
+            executor=RayExecutor(2, address=sys.argv[3]))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_node_ray_cluster_sharing_checkpoints_trains_every_model_once(
+        mnist_test_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated two-node Ray cluster (``ray.cluster_utils.Cluster``, one CPU per node)
+    runs two studies at once that share one ``--checkpoints`` folder: every model is trained
+    once over both (the entry locks work across nodes), and both stores equal a serial run's.
+    Run with ``make test-ray``."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'invlab[ray]'")
+    from ray.cluster_utils import Cluster
+
+    import invlab.report.genuine as report
+    import invlab.report.html as html
+    from invlab.studies.genuine import run_genuine
+
+    p = replace(PRESET, methods=("da", "ir"), nu={"mnist": {"r4": 10.0}}, epochs=1)
+    monkeypatch.setattr(report, "build_report", lambda out: [])
+    monkeypatch.setattr(html, "write_html_report", lambda out, wall_seconds=None: None)
+    (tmp_path / "serial").mkdir()
+    with chdir(tmp_path / "serial"):
+        run_genuine(p, "out", checkpoints="ck", progress=False)
+    ref = comparable(ResultsStore(tmp_path / "serial" / "out" / "store.sqlite").dump())
+    n_models = len(list((tmp_path / "serial" / "ck").glob("*.safetensors")))
+    assert n_models == 2
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        drivers = [subprocess.Popen([sys.executable, "-c", RAY_DRIVER, json.dumps(asdict(p)),
+                                     out, cluster.address], cwd=shared, env=dict(os.environ),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   for out in ("a", "b")]
+        errs = [d.communicate(timeout=600)[1].decode() for d in drivers]
+        assert [d.returncode for d in drivers] == [0, 0], [e[-3000:] for e in errs]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    trained = 0
+    for out in ("a", "b"):
+        dump = ResultsStore(shared / out / "store.sqlite").dump()
+        assert comparable(dump) == ref
+        trained += sum((c.get("extra") or {}).get("checkpoint_reused") is False
+                       for c in dump["cells"])
+    assert trained == n_models  # each model trained once, over both studies and both nodes
+    assert len(list((shared / "ck").glob("*.safetensors"))) == n_models
+    assert [f.name for f in (shared / "ck").iterdir() if f.name.startswith(".")] == []
