@@ -687,6 +687,33 @@ def test_swapped_checkpoints_are_not_used_and_are_retrained(
     assert not reused and _same_tensors(_tensors(p_da), clean_da)
 
 
+def test_swapped_cache_gives_the_table_of_a_clean_cache(
+        tiny_study: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """The attack as reported, end to end: in the tiny genuine study's cache, the DA r4
+    checkpoint and an IR r4 one are swapped; a new study on that cache stores exactly what
+    the clean study stored (Table 1's DA row is the DA model's), naming the files it
+    retrained."""
+    from invlab.checkpoint import read_metadata
+
+    use_tiny_preset(monkeypatch)
+    ck = tiny_study / "ck"
+    by_method: dict[str, list[Path]] = {}
+    for f in sorted(ck.glob("*.safetensors")):
+        by_method.setdefault(read_metadata(f)["train"]["method"], []).append(f)
+    p_da, p_ir = by_method["da"][0], by_method["ir"][-1]
+    _swap(p_da, p_ir)
+    with chdir(tiny_study):
+        code, _, err = run_cli(capsys, "study", "genuine", "--out", "out2", "--checkpoints",
+                               "ck", "--no-progress")
+    assert code == 0, err[-3000:]
+    warned = [ln for ln in caplog.text.splitlines() if "does not prove what it is" in ln]
+    assert any(p_da.name in ln for ln in warned) and any(p_ir.name in ln for ln in warned)
+    got = ResultsStore(tiny_study / "out2" / "store.sqlite").dump()
+    ref = ResultsStore(tiny_study / "out" / "store.sqlite").dump()
+    assert comparable(got) == comparable(ref)
+
+
 def _tiny_zoo() -> Any:
     from invlab.data.shifts import fingerprint
     from invlab.zoo import ZooData
