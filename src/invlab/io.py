@@ -48,7 +48,7 @@ HOST = re.sub(r"[^A-Za-z0-9_-]", "-", os.environ.get("INVLAB_HOST_ID") or socket
 share a pid namespace (set ``INVLAB_HOST_ID`` per container otherwise)."""
 STALE_TEMP_SECONDS = 86_400.0
 _HOSTED_TEMP_RE = re.compile(r"^\..+~([A-Za-z0-9_-]+)\.(\d+)\.[^.]+\.tmp$")
-_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # invlab <= 0.2: no host in the name
+_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # before issue 25: no host in the name
 _LEGACY_TEMP_RE = re.compile(r"^\..+\.tmp(\d+)$")  # invlab <= 0.1.0: ".<name>.tmp<pid>"
 
 
