@@ -31,7 +31,7 @@ test-slow: $(STAMP)
 # The Ray executor's tests (real local Ray instance; ~5-10 min on 2 cores): installs the extra.
 test-ray: $(STAMP)
 	$(BIN)/pip install -q -c constraints.txt -e '.[ray]'
-	$(BIN)/python -m pytest -q -m ray tests/test_ray_executor.py
+	$(BIN)/python -m pytest -q -m ray tests/test_ray_executor.py tests/test_hostile.py
 
 # The documentation site (mkdocs.yml, docs/): --strict fails on a broken link, a missing anchor
 # or an API reference to an object that no longer exists. Offline (no plugin fetches anything).

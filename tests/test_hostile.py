@@ -355,11 +355,15 @@ def test_one_atomic_writer_in_the_code_base() -> None:
 def test_stale_temporary_checkpoint_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".m.safetensors.{dead.pid}.abc123.tmp"
-    live = tmp_path / f".m.safetensors.{os.getpid()}.def456.tmp"  # a live writer's: kept
+    from invlab.io import HOST
+
+    stale = tmp_path / f".m.safetensors~{HOST}.{dead.pid}.abc123.tmp"
+    live = tmp_path / f".m.safetensors~{HOST}.{os.getpid()}.def456.tmp"  # a live writer's: kept
     legacy = tmp_path / f".m.safetensors.tmp{dead.pid}"  # the naming of invlab <= 0.1.0
     for p in (stale, live, legacy):
         p.write_bytes(b"half a checkpoint")
+    day_old = time.time() - 86_400 - 60  # no host in its name: removed by age only (issue 25)
+    os.utime(legacy, (day_old, day_old))
     save_checkpoint(create_model("mlp5", hidden=8, depth=1), tmp_path / "m.safetensors")
     assert not stale.exists() and not legacy.exists() and live.exists()
     stale.write_bytes(b"again")
@@ -1047,8 +1051,10 @@ def test_report_removes_temporaries_of_a_killed_report_writer(
     out = tiny_study / "out"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = out / f".fig_nu_curves.png.{dead.pid}.k2j4.tmp"
-    live = out / f".fig_nu_curves.svg.{os.getpid()}.a8x1.tmp"
+    from invlab.io import HOST
+
+    stale = out / f".fig_nu_curves.png~{HOST}.{dead.pid}.k2j4.tmp"
+    live = out / f".fig_nu_curves.svg~{HOST}.{os.getpid()}.a8x1.tmp"
     for p in (stale, live):
         p.write_bytes(b"half a figure")
     code, _, err = run_cli(capsys, "report", str(out))
@@ -1098,3 +1104,408 @@ def test_a_model_failing_mid_audit_is_one_line(tmp_path: Path,
                            "--limit", "8", "--out", str(tmp_path / "a"), "--no-progress")
     line = one_error_line(err)
     assert code == 2 and f"--model {f}:build: measuring the model called sys.exit(4)" in line
+
+
+# ------------------------------------------------ issue 25: shared caches (entries, locks)
+# A cache entry proves what it is; one writer per entry across processes and hosts; stale
+# temporaries and locks are removed only when provably dead (docs/howto/guarantees-cache.md).
+
+TINY_DATA = {"n_train": 300, "n_val": 100, "n_test_max": 100}
+
+
+def _tiny_train(method: str) -> Any:
+    from invlab.train import TrainConfig
+
+    return TrainConfig(method=method, group="r4", epochs=1, seed=0,
+                       **({"nu": 10.0} if method == "ir" else {}))  # type: ignore[arg-type]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _swap(a: Path, b: Path) -> None:
+    tmp = a.with_name("swap")
+    a.rename(tmp)
+    b.rename(a)
+    tmp.rename(b)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_swapped_checkpoints_are_not_used_and_are_retrained(
+        mnist_test_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The reported attack: two valid cache files (DA r4 and IR r4 ν=10), each with its own
+    true metadata, swapped. Neither is used for the other; each cell retrains (one WARNING
+    line naming the file) and gets exactly the model a clean cache gives."""
+    from invlab.data import DataConfig
+    from invlab.studies.common import model_key, pin_source, trained_model
+
+    data, ck = DataConfig(**TINY_DATA), tmp_path / "ck"  # type: ignore[arg-type]
+    da, ir = _tiny_train("da"), _tiny_train("ir")
+    trained_model(da, data, ck)
+    trained_model(ir, data, ck)
+    p_da, p_ir = (ck / f"{model_key(c, pin_source(data))}.safetensors" for c in (da, ir))
+    clean_da, clean_ir = _tensors(p_da), _tensors(p_ir)
+    assert not _same_tensors(clean_da, clean_ir)
+    _swap(p_da, p_ir)
+    caplog.clear()
+    model, meta, reused = trained_model(da, data, ck)
+    err = caplog.text
+    assert not reused and meta["train"]["method"] == "da"
+    line = next(ln for ln in err.splitlines() if "does not prove what it is" in ln)
+    assert str(p_da) in line and "mnist/r4/ir/seed0" in line and "retraining it" in line
+    assert _same_tensors(model.state_dict(), clean_da) and _same_tensors(_tensors(p_da), clean_da)
+    _, meta, reused = trained_model(ir, data, ck)
+    assert not reused and meta["train"]["method"] == "ir"
+    assert _same_tensors(_tensors(p_ir), clean_ir)
+    assert trained_model(da, data, ck)[2] and trained_model(ir, data, ck)[2]  # both prove it now
+    # a pickle (or any garbage) at an entry is never unpickled: it is retrained too
+    p_da.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+    _, meta, reused = trained_model(da, data, ck)
+    assert not reused and _same_tensors(_tensors(p_da), clean_da)
+
+
+def test_swapped_cache_gives_the_table_of_a_clean_cache(
+        tiny_study: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """The attack as reported, end to end: in the tiny genuine study's cache, the DA r4
+    checkpoint and an IR r4 one are swapped; a new study on that cache stores exactly what
+    the clean study stored (Table 1's DA row is the DA model's), naming the files it
+    retrained."""
+    from invlab.checkpoint import read_metadata
+
+    use_tiny_preset(monkeypatch)
+    ck = tiny_study / "ck"
+    by_method: dict[str, list[Path]] = {}
+    for f in sorted(ck.glob("*.safetensors")):
+        by_method.setdefault(read_metadata(f)["train"]["method"], []).append(f)
+    p_da, p_ir = by_method["da"][0], by_method["ir"][-1]
+    _swap(p_da, p_ir)
+    with chdir(tiny_study):
+        code, _, err = run_cli(capsys, "study", "genuine", "--out", "out2", "--checkpoints",
+                               "ck", "--no-progress")
+    assert code == 0, err[-3000:]
+    warned = [ln for ln in caplog.text.splitlines() if "does not prove what it is" in ln]
+    assert any(p_da.name in ln for ln in warned) and any(p_ir.name in ln for ln in warned)
+    got = ResultsStore(tiny_study / "out2" / "store.sqlite").dump()
+    ref = ResultsStore(tiny_study / "out" / "store.sqlite").dump()
+    assert comparable(got) == comparable(ref)
+
+
+def _tiny_zoo() -> Any:
+    from invlab.data.shifts import fingerprint
+    from invlab.zoo import ZooData
+
+    g = torch.Generator().manual_seed(0)
+    px, py = torch.rand(64, 1, 28, 28, generator=g), torch.arange(64) % 10
+    tx, ty = px[:32].clone(), py[:32].clone()
+    return ZooData(px, py, tx, ty, 0.5, 0.3, fingerprint(px, py, tx, ty))
+
+
+def test_swapped_zoo_checkpoints_and_test_sets_are_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from invlab.cache import CacheMismatch
+    from invlab.data import shifts
+    from invlab.zoo import ZooModel, checkpoint_path, load_zoo_checkpoint, train_zoo
+
+    data = _tiny_zoo()
+    members = [ZooModel(arch="mlp", width=8, depth=1, n_train=64, epochs=1, seed=s)
+               for s in (0, 1)]
+    train_zoo(members, data, tmp_path)
+    p0, p1 = (checkpoint_path(m, data.fingerprint, tmp_path) for m in members)
+    _swap(p0, p1)
+    with pytest.raises(CacheMismatch, match=re.escape(str(p0))):  # a consumer without data
+        load_zoo_checkpoint(members[0], data.fingerprint, tmp_path)
+    caplog.clear()
+    _, meta = load_zoo_checkpoint(members[0], data.fingerprint, tmp_path, lambda: data)
+    assert meta["zoo"]["seed"] == 0 and str(p0) in caplog.text
+    rows = train_zoo(members, data, tmp_path)
+    assert [r["reused"] for r in rows] == [True, False]  # member 1 was still the wrong file
+    assert read_meta_seed(p1) == 1
+
+    # test-set caches: a swapped file raises for a reader, and is rebuilt by its builder
+    def build(v: float) -> Any:
+        return lambda: (torch.full((2, 1, 28, 28), v), torch.tensor([0, 1]))
+
+    shifts.cached("aset", {"k": 1}, build(0.0), root=tmp_path)
+    shifts.cached("bset", {"k": 2}, build(1.0), root=tmp_path)
+    pa, pb = shifts.cache_path("aset", {"k": 1}, tmp_path), shifts.cache_path("bset", {"k": 2},
+                                                                               tmp_path)
+    _swap(pa, pb)
+    with pytest.raises(CacheMismatch, match=re.escape(str(pa))):
+        shifts.load_cached(pa)
+    caplog.clear()
+    x, _ = shifts.cached("aset", {"k": 1}, build(0.0), root=tmp_path)
+    assert float(x.max()) == 0.0 and "rebuilding it" in caplog.text
+    assert float(shifts.load_cached(pa)[0].max()) == 0.0
+    # right key, edited images: the recorded content fingerprint catches it
+    with np.load(pa) as f:
+        parts = {k: f[k] for k in f.files}
+    parts["images"] = parts["images"] + 1
+    np.savez(pa, **parts)  # type: ignore[arg-type]
+    with pytest.raises(CacheMismatch, match="fingerprint"):
+        shifts.load_cached(pa)
+
+
+def read_meta_seed(path: Path) -> int:
+    from invlab.checkpoint import read_metadata
+
+    return int(read_metadata(path)["zoo"]["seed"])
+
+
+def test_origins_checkpoint_without_its_key_is_not_used(tmp_path: Path) -> None:
+    """Origins checkpoints record the document their key hashes (``origins_key``); one
+    without it (older invlab) or with another model's cannot prove itself."""
+    from invlab.cache import CacheMismatch
+    from invlab.studies import origins as o
+
+    spec = o.ModelSpec(arch="mlp5", regime="none", seed=0, epochs=1, batch_size=64, lr=1e-3,
+                       patience=None, threads=1, aug=o.AugConfig())
+    data = o.OriginsData(dataset="mnist", n_train=100, n_val=50, n_test=50, source_hash="abc")
+    path = o.checkpoint_path(spec, data, tmp_path)
+    model = create_model("mlp5", hidden=8, depth=1)
+    fp = {"hash": "abc"}
+    save_checkpoint(model, path, train=asdict(o._train_config(spec)), data_fingerprint=fp)
+    with pytest.raises(CacheMismatch, match="records no origins_key"):
+        o.load_verified(path, spec, data)
+    other = replace(spec, seed=1)
+    save_checkpoint(model, path, train=asdict(o._train_config(other)), data_fingerprint=fp,
+                    origins_key=o._key_doc(other, data))
+    with pytest.raises(CacheMismatch, match="hash to key"):
+        o.load_verified(path, spec, data)
+    save_checkpoint(model, path, train=asdict(o._train_config(spec)), data_fingerprint=fp,
+                    origins_key=o._key_doc(spec, data))
+    assert o.load_verified(path, spec, data)[1]["origins_key"]["model"]["seed"] == 0
+
+
+RACER = """
+import hashlib, json, sys, time
+from pathlib import Path
+from invlab.data import DataConfig
+from invlab.studies.common import trained_model
+from invlab.train import TrainConfig
+cfg = TrainConfig(method="da", group="r4", epochs=1, seed=0)
+data = DataConfig(**json.loads(sys.argv[3]))
+print("ready", flush=True)
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.005)
+model, meta, reused = trained_model(cfg, data, sys.argv[1])
+h = hashlib.sha256()
+for k, v in sorted(model.state_dict().items()):
+    h.update(k.encode()); h.update(v.numpy().tobytes())
+print(json.dumps({"reused": reused, "weights": h.hexdigest()}), flush=True)
+"""
+
+
+def test_second_process_waits_for_the_first_and_reuses_its_checkpoint(
+        mnist_test_dir: Path, tmp_path: Path) -> None:
+    """Two real processes ask for the same cache entry at the same instant: one trains, the
+    other waits for it (a log line naming the holder) and loads its checkpoint."""
+    ck, go = tmp_path / "ck", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(ck), str(go),
+                               json.dumps(TINY_DATA)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        go.touch()
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    res = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert sorted(r["reused"] for r in res) == [False, True]  # trained once
+    assert res[0]["weights"] == res[1]["weights"]
+    trainer = procs[[r["reused"] for r in res].index(False)]
+    waiter_err = outs[[r["reused"] for r in res].index(True)][1]
+    assert f"waiting for pid {trainer.pid} on " in waiter_err, waiter_err[-2000:]
+    assert len(list(ck.glob("*.safetensors"))) == 1
+    assert [p.name for p in ck.iterdir() if p.name.startswith(".")] == []  # no lock, no temp
+
+
+def test_other_hosts_temporaries_and_locks_are_kept_until_provably_dead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reported loss: a writer on another host had its in-progress temporary deleted
+    because its pid was absent locally. Now another host's temporary or lock is removed
+    only when old (temporaries: $INVLAB_STALE_TEMP_SECONDS; locks: not refreshed for
+    $INVLAB_LOCK_STALE_SECONDS), this host's as soon as its pid is gone."""
+    from invlab.cache import CacheLockTimeout, EntryLock, lock_path, remove_dead_locks
+    from invlab.io import HOST, remove_stale_temps
+
+    dead = _dead_pid()
+    assert HOST != "other-host"
+    theirs = tmp_path / f".m.safetensors~other-host.{dead}.abc123.tmp"
+    ours = tmp_path / f".m.safetensors~{HOST}.{dead}.def456.tmp"
+    for p in (theirs, ours):
+        p.write_bytes(b"half a checkpoint")
+    assert remove_stale_temps(tmp_path) == [ours] and theirs.exists()
+    hour_old = time.time() - 3600
+    os.utime(theirs, (hour_old, hour_old))
+    assert remove_stale_temps(tmp_path) == [] and theirs.exists()  # default age: 24 h
+    monkeypatch.setenv("INVLAB_STALE_TEMP_SECONDS", "1800")
+    assert remove_stale_temps(tmp_path) == [theirs]
+
+    entry = tmp_path / "m.safetensors"
+    lock = lock_path(entry)
+
+    def write_lock(host: str, pid: int, age: float = 0.0) -> None:
+        lock.write_text(json.dumps({"host": host, "pid": pid, "start": time.time(),
+                                    "token": f"{host}-{pid}-{age}"}))
+        t = time.time() - age
+        os.utime(lock, (t, t))
+
+    write_lock("other-host", dead)  # fresh, its pid absent here: kept
+    assert not EntryLock(entry).try_acquire() and remove_dead_locks(tmp_path) == []
+    assert lock.exists()
+    write_lock("other-host", dead, age=601)  # not refreshed for > 600 s: dead
+    lk = EntryLock(entry)
+    assert lk.try_acquire()
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    lk.release()
+    assert not lock.exists()
+    write_lock(HOST, dead)  # this host, pid gone: dead at once
+    assert remove_dead_locks(tmp_path) == [lock] and not lock.exists()
+
+    # a live writer on another host is waited for, and the wait gives up with one line
+    write_lock("other-host", dead)
+    with pytest.raises(CacheLockTimeout, match=r"other-host.*\.m\.safetensors\.lock"):
+        EntryLock(entry, what="training m").wait(timeout=0.3)
+    # clock skew: a lock stamped in the future is dead once the waiter has watched it
+    # unchanged for $INVLAB_LOCK_STALE_SECONDS by its own clock
+    monkeypatch.setenv("INVLAB_LOCK_STALE_SECONDS", "0.5")
+    write_lock("other-host", dead, age=-3600)
+    t0 = time.monotonic()
+    lk = EntryLock(entry)
+    lk.wait(timeout=30)
+    assert lk.held and time.monotonic() - t0 >= 0.5
+    lk.release()
+
+
+HOLDER = """
+import sys, time
+from invlab.cache import EntryLock
+with EntryLock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+print("released", flush=True)
+"""
+
+
+def test_a_live_lock_is_heartbeaten_and_not_taken_over(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a 1 s staleness limit, a holder that works for 3 s keeps its lock (heartbeats
+    every 0.1 s) and the waiter takes it only after the release; a holder killed with
+    ``kill -9`` is taken over at once (same host, pid gone)."""
+    from invlab.cache import EntryLock, lock_path
+
+    monkeypatch.setenv("INVLAB_LOCK_STALE_SECONDS", "1")
+    entry = tmp_path / "m.safetensors"
+
+    def hold(seconds: float) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(entry), str(seconds)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        return proc
+
+    holder = hold(3.0)
+    first = lock_path(entry).stat().st_mtime
+    lk = EntryLock(entry)
+    lk.wait(timeout=60)
+    assert holder.wait(timeout=30) == 0
+    out, err = holder.communicate()
+    assert "released" in out and "taken over" not in err, err
+    lk.release()
+
+    holder = hold(60.0)
+    time.sleep(0.5)
+    assert lock_path(entry).stat().st_mtime > first  # heartbeats touch it
+    holder.kill()
+    holder.wait()
+    t0 = time.monotonic()
+    lk = EntryLock(entry)
+    lk.wait(timeout=60)
+    assert lk.held and time.monotonic() - t0 < 1.0  # pid gone: no waiting for the age limit
+    lk.release()
+    for stream in (holder.stdout, holder.stderr):
+        if stream:
+            stream.close()
+
+
+RAY_DRIVER = """
+import json, sys
+import invlab.report.genuine as report
+report.build_report = lambda out: []  # the report is tested elsewhere
+import invlab.report.html as html
+html.write_html_report = lambda out, wall_seconds=None: None
+from invlab.studies.genuine import GenuinePreset, run_genuine
+from invlab.sweep.ray_executor import RayExecutor
+kw = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}
+run_genuine(GenuinePreset(**kw), sys.argv[2], checkpoints="ck", progress=False,
+            executor=RayExecutor(2, address=sys.argv[3]))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_node_ray_cluster_sharing_checkpoints_trains_every_model_once(
+        mnist_test_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated two-node Ray cluster (``ray.cluster_utils.Cluster``, one CPU per node)
+    runs two studies at once that share one ``--checkpoints`` folder: every model is trained
+    once over both (the entry locks work across nodes), and both stores equal a serial run's.
+    Run with ``make test-ray``."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'invlab[ray]'")
+    from ray.cluster_utils import Cluster
+
+    import invlab.report.genuine as report
+    import invlab.report.html as html
+    from invlab.studies.genuine import run_genuine
+
+    p = replace(PRESET, methods=("da", "ir"), nu={"mnist": {"r4": 10.0}}, epochs=1)
+    monkeypatch.setattr(report, "build_report", lambda out: [])
+    monkeypatch.setattr(html, "write_html_report", lambda out, wall_seconds=None: None)
+    (tmp_path / "serial").mkdir()
+    with chdir(tmp_path / "serial"):
+        run_genuine(p, "out", checkpoints="ck", progress=False)
+    ref = comparable(ResultsStore(tmp_path / "serial" / "out" / "store.sqlite").dump())
+    n_models = len(list((tmp_path / "serial" / "ck").glob("*.safetensors")))
+    assert n_models == 2
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        drivers = [subprocess.Popen([sys.executable, "-c", RAY_DRIVER, json.dumps(asdict(p)),
+                                     out, cluster.address], cwd=shared, env=dict(os.environ),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   for out in ("a", "b")]
+        errs = [d.communicate(timeout=600)[1].decode() for d in drivers]
+        assert [d.returncode for d in drivers] == [0, 0], [e[-3000:] for e in errs]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    trained = 0
+    for out in ("a", "b"):
+        dump = ResultsStore(shared / out / "store.sqlite").dump()
+        assert comparable(dump) == ref
+        trained += sum((c.get("extra") or {}).get("checkpoint_reused") is False
+                       for c in dump["cells"])
+    assert trained == n_models  # each model trained once, over both studies and both nodes
+    assert len(list((shared / "ck").glob("*.safetensors"))) == n_models
+    assert [f.name for f in (shared / "ck").iterdir() if f.name.startswith(".")] == []

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,33 +182,71 @@ def natural_adversarial(x: torch.Tensor, y: torch.Tensor, predictions: torch.Ten
     return x[idx], y[idx], idx
 
 
+def _digest(name: str, key: dict[str, Any]) -> str:
+    from invlab.sweep import canonical_json
+
+    return hashlib.sha256(canonical_json({"name": name, **key}).encode()).hexdigest()[:16]
+
+
 def cache_path(name: str, key: dict[str, Any], root: str | Path | None = None) -> Path:
     """``<root>/<name>-<sha256(name, key)[:16]>.npz``; root defaults to
     ``$INVLAB_CACHE/generalization``."""
-    from invlab.sweep import canonical_json
-
-    digest = hashlib.sha256(canonical_json({"name": name, **key}).encode()).hexdigest()[:16]
-    return Path(root or cache_dir() / "generalization") / f"{name}-{digest}.npz"
+    return Path(root or cache_dir() / "generalization") / f"{name}-{_digest(name, key)}.npz"
 
 
 def load_cached(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)`` of a test set written by :func:`cached`."""
-    with np.load(path, allow_pickle=False) as f:
-        return torch.from_numpy(f["images"]).float(), torch.from_numpy(f["labels"]).long()
+    """``(images, labels)`` of a test set written by :func:`cached`, after checking that it
+    proves what it is: the key it records hashes (with the name) to the digest in its file
+    name, and its arrays have the content fingerprint it records.
+
+    Raises:
+        invlab.cache.CacheMismatch: (a ``ValueError``) naming the file and what differs; the
+            generalization study rebuilds such a file on its next run.
+    """
+    from invlab.cache import CacheMismatch
+
+    p = Path(path)
+    name, _, digest = p.stem.rpartition("-")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            images, labels = f["images"], f["labels"]
+            key = json.loads(str(f["key"])) if "key" in f.files else None
+            content = str(f["content"]) if "content" in f.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise CacheMismatch(p, f"not a readable test-set file ({e})") from e
+    if not isinstance(key, dict):
+        raise CacheMismatch(p, "it records no key")
+    if not name or _digest(name, key) != digest:
+        raise CacheMismatch(p, f"the test set it records ({key}) hashes to "
+                               f"{name}-{_digest(name, key)}, not to its name")
+    if content is not None and fingerprint(images, labels) != content:
+        raise CacheMismatch(p, f"its images and labels do not have the fingerprint {content} "
+                               "it records (edited or corrupt)")
+    return torch.from_numpy(images).float(), torch.from_numpy(labels).long()
 
 
 def cached(name: str, key: dict[str, Any], build: Callable[[], tuple[torch.Tensor, torch.Tensor]],
            root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Load test set ``name`` from ``<cache>/generalization/<name>-<hash(key)>.npz`` or build
-    it with ``build()`` and store it there atomically. Returns ``(images, labels)``."""
+    it with ``build()`` and store it there atomically. Returns ``(images, labels)``.
+
+    A cached file is used only if it proves what it is (:func:`load_cached`); one that does
+    not is rebuilt and replaced with one WARNING line. Building runs under the entry's lock
+    (:func:`invlab.cache.load_or_create`): a concurrent run waits for it and reuses it."""
+    from invlab.cache import load_or_create
     from invlab.sweep import atomic_write_bytes
 
     path = cache_path(name, key, root)
-    if path.exists():
-        return load_cached(path)
-    x, y = build()
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=x.numpy().astype(np.float32), labels=y.numpy(),
-                        key=np.array(json.dumps(key)))
-    atomic_write_bytes(path, buf.getvalue())
-    return x.float(), y.long()
+
+    def create() -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = build()
+        images, labels = x.numpy().astype(np.float32), y.numpy()
+        buf = io.BytesIO()
+        np.savez_compressed(buf, images=images, labels=labels, key=np.array(json.dumps(key)),
+                            content=np.array(fingerprint(images, labels)))
+        atomic_write_bytes(path, buf.getvalue())
+        return x.float(), y.long()
+
+    value, _ = load_or_create(path, load_cached, create, what=f"building test set {name}",
+                              rebuild="rebuilding it")
+    return value

@@ -31,7 +31,6 @@ from torch import nn
 
 from invlab.data import (
     DataConfig,
-    DataMismatchError,
     TransformingData,
     load_source,
     prepare_transforming,
@@ -86,33 +85,81 @@ def model_key(train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def recorded_configs(meta: dict[str, Any]) -> tuple[TrainConfig, DataConfig]:
+    """The training config (``train``) and data config (``data``) a checkpoint's metadata
+    records. Raises KeyError / ValueError / TypeError if it records none or an invalid one."""
+    from invlab.sweep.config import from_dict
+
+    return from_dict(TrainConfig, meta["train"]), from_dict(DataConfig, meta["data"])
+
+
+def load_verified(path: str | Path, data_cfg: DataConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """Load the cached checkpoint ``path`` only if it proves what it is.
+
+    Its recorded training and data configs (:func:`recorded_configs`) must hash to the
+    key in its name, and its data fingerprint must be the data that key stands for
+    (``data_cfg.source_hash``). Raises :class:`invlab.cache.CacheMismatch` (naming the file
+    and what differs) otherwise, or when the file cannot be read as a checkpoint.
+    """
+    from invlab.cache import CacheMismatch
+    from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
+
+    p = Path(path)
+    try:
+        meta = read_metadata(p)
+    except (CheckpointError, OSError) as e:
+        raise CacheMismatch(p, f"not a readable checkpoint ({e})") from e
+    try:
+        tr, dc = recorded_configs(meta)
+        key, what = model_key(tr, dc), model_label(dc, tr)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CacheMismatch(p, f"it records no valid training and data config ({e})") from e
+    if key != p.stem:
+        raise CacheMismatch(p, f"the training config and data it records ({what}) hash to key "
+                               f"{key}, not to its name")
+    found = (meta.get("data_fingerprint") or {}).get("hash")
+    if found is None or found != data_cfg.source_hash:
+        raise CacheMismatch(p, f"it was trained on data {found}, but its key stands for data "
+                               f"{data_cfg.source_hash}")
+    try:
+        model, loaded = load_checkpoint(p)
+    except (CheckpointError, OSError) as e:
+        raise CacheMismatch(p, f"not a readable checkpoint ({e})") from e
+    if loaded != meta:
+        raise CacheMismatch(p, "the file changed while it was read")
+    return model, loaded
+
+
 def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str | Path,
                   progress: bool = False) -> tuple[nn.Module, dict[str, Any], bool]:
     """Load the cached checkpoint for (train_cfg, data_cfg), or train and cache it.
 
+    A cached file is used only if it proves what it is (:func:`load_verified`); one that
+    does not is retrained and replaced, with one WARNING line naming it. Training happens
+    under the entry's lock (:class:`invlab.cache.EntryLock`): a second process, Ray worker
+    or host asking for the same model waits for the first and loads its checkpoint.
+
     Returns:
         (model in eval mode, checkpoint metadata, reused?)
     """
-    from invlab.checkpoint import load_checkpoint
-
-    data_cfg = pin_source(data_cfg)
-    path = Path(checkpoints) / f"{model_key(train_cfg, data_cfg)}.safetensors"
-    if path.exists():
-        model, meta = load_checkpoint(path)
-        found = (meta.get("data_fingerprint") or {}).get("hash")
-        if found != data_cfg.source_hash:
-            raise DataMismatchError(
-                f"{path}: cached checkpoint was trained on data {found}, but its key says "
-                f"{data_cfg.source_hash}; the cache is corrupt or was edited, delete the file")
-        return model, meta, True
-    data = get_data(data_cfg, train_cfg.group)
-    res = train(train_cfg, data, checkpoint=path, progress=progress,
-                metadata={"data": asdict(data_cfg)})
+    from invlab.cache import load_or_create
     from invlab.checkpoint import read_metadata
     from invlab.checkpoint_index import write_index
 
-    write_index(path.parent)  # <checkpoints>/index.csv: what each hash-named file is
-    return res.model, read_metadata(path), False
+    data_cfg = pin_source(data_cfg)
+    path = Path(checkpoints) / f"{model_key(train_cfg, data_cfg)}.safetensors"
+
+    def create() -> tuple[nn.Module, dict[str, Any]]:
+        data = get_data(data_cfg, train_cfg.group)
+        res = train(train_cfg, data, checkpoint=path, progress=progress,
+                    metadata={"data": asdict(data_cfg)})
+        write_index(path.parent)  # <checkpoints>/index.csv: what each hash-named file is
+        return res.model, read_metadata(path)
+
+    (model, meta), reused = load_or_create(
+        path, lambda p: load_verified(p, data_cfg), create,
+        what=f"training {model_label(data_cfg, train_cfg)}")
+    return model, meta, reused
 
 
 NOT_IN_ID: dict[str, Any] = {"cell_id": False}

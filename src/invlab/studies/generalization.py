@@ -203,12 +203,11 @@ def _measure_all(model: nn.Module, norm: Mapping[str, Any], refs: tuple[TestSetR
 
 
 def run_zoo_measure_cell(cell: ZooMeasureCell, ctx: CellContext) -> CellResult:
-    from invlab.checkpoint import load_checkpoint
-    from invlab.zoo import checkpoint_path
+    from invlab.zoo import load_zoo_checkpoint, zoo_data
 
     _threads(cell.threads)
-    model, meta = load_checkpoint(checkpoint_path(cell.model, cell.data_fingerprint,
-                                                  cell.checkpoints))
+    model, meta = load_zoo_checkpoint(cell.model, cell.data_fingerprint, cell.checkpoints,
+                                      lambda: zoo_data(cell.n_pool, cell.data_seed))
     m = cell.model
     extra = {"model_id": m.model_id, "family": m.family, "arch": m.arch, "augment": m.augment,
              "n_train": m.n_train, "epochs": m.epochs, "seed": m.seed, "width": m.width,
@@ -308,12 +307,11 @@ def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.
 
 
 def _reference_predictions(ref: tuple[ZooModel, ...], data: Any, checkpoints: str) -> torch.Tensor:
-    from invlab.checkpoint import load_checkpoint
-    from invlab.zoo import checkpoint_path
+    from invlab.zoo import load_zoo_checkpoint
 
     preds = []
     for m in ref:
-        model, _ = load_checkpoint(checkpoint_path(m, data.fingerprint, checkpoints))
+        model, _ = load_zoo_checkpoint(m, data.fingerprint, checkpoints, lambda: data)
         with torch.inference_mode():
             preds.append(model(data.normalize(data.test_x)).argmax(1))
     return torch.stack(preds)

@@ -319,12 +319,63 @@ def _train_config(spec: ModelSpec) -> Any:
                        lr_schedule=spec.lr_schedule, memory_format=spec.memory_format)
 
 
+def _key_doc(spec: ModelSpec, data: OriginsData) -> dict[str, Any]:
+    """What an origins checkpoint's key hashes (recorded in it as ``origins_key``)."""
+    return {"model": id_dict(spec), "data": {
+        k: v for k, v in asdict(data).items()
+        if k != "path" and not (k == "preprocess" and v is None)}}
+
+
+def _key(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def checkpoint_path(spec: ModelSpec, data: OriginsData, checkpoints: str | Path) -> Path:
     """``<checkpoints>/origins-<hash of (model spec, data)>.safetensors``."""
-    blob = json.dumps({"model": id_dict(spec), "data": {
-        k: v for k, v in asdict(data).items()
-        if k != "path" and not (k == "preprocess" and v is None)}}, sort_keys=True)
-    return Path(checkpoints) / f"origins-{hashlib.sha256(blob.encode()).hexdigest()[:20]}.safetensors"
+    return Path(checkpoints) / f"origins-{_key(_key_doc(spec, data))}.safetensors"
+
+
+def load_verified(path: Path, spec: ModelSpec, data: OriginsData
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """Load origins checkpoint ``path`` only if it proves what it is: the model spec and data
+    config it records (``origins_key``) hash to the key in its name, its recorded training
+    config is the one that spec trains with, and its data fingerprint is the pinned data's.
+    Raises :class:`invlab.cache.CacheMismatch` (a checkpoint written before invlab recorded
+    ``origins_key`` cannot prove itself and is retrained once)."""
+    from invlab.cache import CacheMismatch
+    from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
+    from invlab.sweep.config import from_dict
+
+    try:
+        meta = read_metadata(path)
+    except (CheckpointError, OSError) as e:
+        raise CacheMismatch(path, f"not a readable checkpoint ({e})") from e
+    doc = meta.get("origins_key")
+    if not isinstance(doc, dict):
+        raise CacheMismatch(path, "it records no origins_key (written by an older invlab)")
+    if f"origins-{_key(doc)}" != path.stem:
+        raise CacheMismatch(path, f"the model spec and data it records hash to key "
+                                  f"{_key(doc)}, not to its name")
+    try:
+        recorded = json.loads(json.dumps(asdict(_train_config(from_dict(ModelSpec, doc["model"])))))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CacheMismatch(path, f"it records no valid model spec ({e})") from e
+    if meta.get("train") != recorded:
+        raise CacheMismatch(path, "its recorded training config is not the one its model "
+                                  "spec trains with")
+    found = (meta.get("data_fingerprint") or {}).get("hash")
+    pinned = (doc.get("data") or {}).get("source_hash")
+    if found is None or (pinned is not None and found != pinned) \
+            or (data.source_hash is not None and found != data.source_hash):
+        raise CacheMismatch(path, f"it was trained on data {found}, but its key stands for data "
+                                  f"{data.source_hash}")
+    try:
+        model, loaded = load_checkpoint(path)
+    except (CheckpointError, OSError) as e:
+        raise CacheMismatch(path, f"not a readable checkpoint ({e})") from e
+    if loaded != meta:
+        raise CacheMismatch(path, "the file changed while it was read")
+    return model, loaded
 
 
 def _transforming(s: Splits) -> Any:
@@ -349,25 +400,34 @@ def untrained_model(spec: ModelSpec, s: Splits) -> nn.Module:
 
 def builtin_model(spec: ModelSpec, data: OriginsData, checkpoints: str | Path
                   ) -> tuple[nn.Module, dict[str, Any], bool]:
-    """(model in eval mode, checkpoint metadata, reused?) — trained and cached if needed."""
-    from invlab.checkpoint import load_checkpoint, read_metadata
+    """(model in eval mode, checkpoint metadata, reused?) — trained and cached if needed.
+
+    A cached checkpoint is used only if it proves what it is (:func:`load_verified`), else
+    retrained with one WARNING line; training runs under the entry's lock
+    (:func:`invlab.cache.load_or_create`), so a concurrent run waits and reuses it."""
+    from invlab.cache import load_or_create
+    from invlab.checkpoint import read_metadata
     from invlab.train import train
 
     s = get_splits(data)
     if spec.regime == "untrained":
         return untrained_model(spec, s), {}, False
     path = checkpoint_path(spec, data, checkpoints)
-    if path.exists():
-        model, meta = load_checkpoint(path)
-        return model.eval(), meta, True
-    if len(s.train_y) == 0:
-        raise ValueError(f"{data.dataset}: too few images to train ({len(s.test_y)}); "
-                         f"need more than n_train + n_val = {data.n_train + data.n_val}")
-    aug = make_augment(spec.regime, spec.aug, s.mean, s.std)
-    res = train(_train_config(spec), _transforming(s), checkpoint=path, progress=False,
-                metadata={"origins": {"regime": spec.regime, "aug": asdict(spec.aug)}},
-                augment=aug)
-    return res.model.eval(), read_metadata(path), False
+
+    def create() -> tuple[nn.Module, dict[str, Any]]:
+        if len(s.train_y) == 0:
+            raise ValueError(f"{data.dataset}: too few images to train ({len(s.test_y)}); "
+                             f"need more than n_train + n_val = {data.n_train + data.n_val}")
+        aug = make_augment(spec.regime, spec.aug, s.mean, s.std)
+        res = train(_train_config(spec), _transforming(s), checkpoint=path, progress=False,
+                    metadata={"origins": {"regime": spec.regime, "aug": asdict(spec.aug)},
+                              "origins_key": _key_doc(spec, data)},
+                    augment=aug)
+        return res.model, read_metadata(path)
+
+    (model, meta), reused = load_or_create(path, lambda p: load_verified(p, spec, data), create,
+                                           what=f"training origins {spec.describe()}")
+    return model.eval(), meta, reused
 
 
 def user_model(ref: UserModel) -> tuple[nn.Module, dict[str, list[float]]]:

@@ -15,15 +15,18 @@ from invlab.zoo.trainer import (
     build_zoo_model,
     checkpoint_path,
     id_accuracy,
+    load_zoo_checkpoint,
     train_sequential,
     train_stacked,
     train_zoo,
+    verified_metadata,
     write_zoo_table,
     zoo_data,
 )
 
 __all__ = [
     "AUGMENTS", "ZooData", "ZooModel", "augment", "build_zoo_model", "checkpoint_path",
-    "expand_grid", "expand_zoo", "id_accuracy", "load_zoo_spec", "train_sequential",
-    "train_stacked", "train_zoo", "write_zoo_table", "zoo_data",
+    "expand_grid", "expand_zoo", "id_accuracy", "load_zoo_checkpoint", "load_zoo_spec",
+    "train_sequential", "train_stacked", "train_zoo", "verified_metadata", "write_zoo_table",
+    "zoo_data",
 ]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from torch import nn
 
 from invlab.zoo.augment import augment
 from invlab.zoo.spec import ZooModel
+
+log = logging.getLogger("invlab.zoo")
 
 IN_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -156,46 +159,147 @@ def id_accuracy(model: nn.Module, data: ZooData, batch: int = 2048) -> float:
 
 def checkpoint_path(cfg: ZooModel, data_fingerprint: str, root: str | Path) -> Path:
     """``root/zoo/<sha256(config, data fingerprint)[:20]>.safetensors``."""
-    blob = json.dumps({"zoo": asdict(cfg), "data": data_fingerprint}, sort_keys=True)
-    return Path(root) / "zoo" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.safetensors"
+    return Path(root) / "zoo" / f"{_key(asdict(cfg), data_fingerprint)}.safetensors"
+
+
+def _key(zoo: Any, data_fingerprint: Any) -> str:
+    blob = json.dumps({"zoo": zoo, "data": data_fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def verified_metadata(path: str | Path, data_fingerprint: str) -> dict[str, Any]:
+    """The metadata of zoo checkpoint ``path`` if it proves what it is: the member config
+    (``zoo``) and data fingerprint it records hash to the key in its name, and the
+    fingerprint is ``data_fingerprint``. Raises :class:`invlab.cache.CacheMismatch`."""
+    from invlab.cache import CacheMismatch
+    from invlab.checkpoint import CheckpointError, read_metadata
+
+    p = Path(path)
+    try:
+        meta = read_metadata(p)
+    except (CheckpointError, OSError) as e:
+        raise CacheMismatch(p, f"not a readable checkpoint ({e})") from e
+    found = (meta.get("data_fingerprint") or {}).get("hash")
+    zoo = meta.get("zoo")
+    if not isinstance(zoo, dict) or "id_accuracy" not in meta:
+        raise CacheMismatch(p, "it records no zoo member config")
+    if _key(zoo, found) != p.stem:
+        raise CacheMismatch(p, f"the member ({meta.get('model_id')}) and data it records hash "
+                               f"to key {_key(zoo, found)}, not to its name")
+    if found != data_fingerprint:
+        raise CacheMismatch(p, f"it was trained on data {found}, but its key stands for data "
+                               f"{data_fingerprint}")
+    return meta
+
+
+def load_zoo_checkpoint(cfg: ZooModel, data_fingerprint: str, root: str | Path,
+                        data: Callable[[], ZooData] | None = None
+                        ) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model, metadata)`` of member ``cfg``'s cached checkpoint, verified
+    (:func:`verified_metadata`). A mismatched file is retrained (one WARNING line names it)
+    when ``data()`` can supply the training data, else raises
+    :class:`invlab.cache.CacheMismatch`."""
+    from invlab.cache import CacheMismatch
+    from invlab.checkpoint import CheckpointError, load_checkpoint
+
+    path = checkpoint_path(cfg, data_fingerprint, root)
+    try:
+        meta = verified_metadata(path, data_fingerprint)
+        try:
+            model, loaded = load_checkpoint(path)
+        except (CheckpointError, OSError) as e:
+            raise CacheMismatch(path, f"not a readable checkpoint ({e})") from e
+        if loaded != meta:
+            raise CacheMismatch(path, "the file changed while it was read")
+        return model, loaded
+    except CacheMismatch as e:
+        if data is None:
+            raise
+        d = data()
+        if d.fingerprint != data_fingerprint:
+            raise CacheMismatch(path, f"{e.why}; and it cannot be retrained here: the data "
+                                      f"found now is {d.fingerprint}") from e
+    train_zoo([cfg], d, root, stacked=False)  # verifies again, retrains, says so
+    return load_zoo_checkpoint(cfg, data_fingerprint, root)
 
 
 def train_zoo(cfgs: Sequence[ZooModel], data: ZooData, root: str | Path, *, stacked: bool = True,
               max_stack: int = 16) -> list[dict[str, Any]]:
     """Train (or find cached) every member; save checkpoints under ``root/zoo/``.
 
+    A cached checkpoint is used only if it proves what it is (:func:`verified_metadata`);
+    one that does not is retrained and replaced, with one WARNING line naming it. Members
+    are trained under their entry locks (:func:`invlab.cache.acquire_all`, all of a stack
+    or none): another process, Ray worker or host training the same members is waited for
+    and its checkpoints are used.
+
     Returns one row per member: ``model_id``, the config, ``checkpoint``, ``id_accuracy``,
     ``train_seconds`` (of its stack, divided by the stack size), ``reused``.
     """
-    from invlab.checkpoint import read_metadata, save_checkpoint
+    from invlab.cache import acquire_all, holding
 
     rows: dict[ZooModel, dict[str, Any]] = {}
     todo: dict[tuple[Any, ...], list[ZooModel]] = {}
+    told: set[Path] = set()
     for c in cfgs:
-        path = checkpoint_path(c, data.fingerprint, root)
-        if path.exists():
-            meta = read_metadata(path)
-            rows[c] = _row(c, path, meta["id_accuracy"], meta.get("train_seconds", 0.0), True)
+        row = _cached_row(c, data, root, told)
+        if row is not None:
+            rows[c] = row
         else:
             todo.setdefault(c.stack_key(), []).append(c)
     for group in todo.values():
         for i in range(0, len(group), max_stack if stacked else 1):
-            chunk = group[i:i + (max_stack if stacked else 1)]
-            t0 = time.perf_counter()
-            models = (train_stacked(chunk, data) if len(chunk) > 1
-                      else [train_sequential(chunk[0], data)])
-            secs = (time.perf_counter() - t0) / len(chunk)
-            for c, model in zip(chunk, models, strict=True):
-                acc = id_accuracy(model, data)
-                path = checkpoint_path(c, data.fingerprint, root)
-                save_checkpoint(model, path, zoo=asdict(c), model_id=c.model_id,
-                                normalization=data.normalization,
-                                data_fingerprint={"source": "mnist", "split": "zoo pool + ID test",
-                                                  "images": len(data.pool_y) + len(data.test_y),
-                                                  "hash": data.fingerprint},
-                                id_accuracy=acc, train_seconds=round(secs, 3))
-                rows[c] = _row(c, path, acc, secs, False)
+            pending = group[i:i + (max_stack if stacked else 1)]
+            while pending:
+                locks = acquire_all([checkpoint_path(c, data.fingerprint, root) for c in pending],
+                                    what=f"training zoo {pending[0].model_id}"
+                                         + (f" (+{len(pending) - 1})" if len(pending) > 1 else ""))
+                with holding(locks):
+                    for c in pending:  # another writer may have finished some meanwhile
+                        row = _cached_row(c, data, root, told)
+                        if row is not None:
+                            rows[c] = row
+                    pending = [c for c in pending if c not in rows]
+                    if locks and pending:
+                        _train_chunk(pending, data, root, rows)
+                        pending = []
     return [rows[c] for c in cfgs]
+
+
+def _cached_row(c: ZooModel, data: ZooData, root: str | Path,
+                told: set[Path]) -> dict[str, Any] | None:
+    from invlab.cache import CacheMismatch
+
+    path = checkpoint_path(c, data.fingerprint, root)
+    if not path.exists():
+        return None
+    try:
+        meta = verified_metadata(path, data.fingerprint)
+    except CacheMismatch as e:
+        if path not in told:
+            log.warning("%s; retraining it", e)
+            told.add(path)
+        return None
+    return _row(c, path, meta["id_accuracy"], meta.get("train_seconds", 0.0), True)
+
+
+def _train_chunk(chunk: list[ZooModel], data: ZooData, root: str | Path,
+                 rows: dict[ZooModel, dict[str, Any]]) -> None:
+    from invlab.checkpoint import save_checkpoint
+
+    t0 = time.perf_counter()
+    models = train_stacked(chunk, data) if len(chunk) > 1 else [train_sequential(chunk[0], data)]
+    secs = (time.perf_counter() - t0) / len(chunk)
+    for c, model in zip(chunk, models, strict=True):
+        acc = id_accuracy(model, data)
+        path = checkpoint_path(c, data.fingerprint, root)
+        save_checkpoint(model, path, zoo=asdict(c), model_id=c.model_id,
+                        normalization=data.normalization,
+                        data_fingerprint={"source": "mnist", "split": "zoo pool + ID test",
+                                          "images": len(data.pool_y) + len(data.test_y),
+                                          "hash": data.fingerprint},
+                        id_accuracy=acc, train_seconds=round(secs, 3))
+        rows[c] = _row(c, path, acc, secs, False)
 
 
 def _row(c: ZooModel, path: Path, acc: float, secs: float, reused: bool) -> dict[str, Any]:
