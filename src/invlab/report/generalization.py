@@ -270,18 +270,21 @@ it is ±1 or undefined)."""
 
 
 def claims(stats: dict[str, Any], fx: dict[str, Any],
-           id_accuracy: dict[str, float] | None = None, n_classes: int = 10) -> ClaimSet:
+           id_accuracy: dict[str, float] | None = None, n_classes: int = 10,
+           n_models: int | None = None) -> ClaimSet:
     """The slides' three claims as records (:mod:`invlab.report.claims`).
 
     They cannot be evaluated with fewer than :data:`MIN_MODELS` models, with a NaN ρ, or (the
     third) without ``n_train``/augmentation metadata to match models on (a user zoo).
     ``id_accuracy`` (model → ID accuracy) flags models at chance or below the accuracy floor
-    (a caveat: a zoo spans weak and strong models by design)."""
+    (a caveat: a zoo spans weak and strong models by design). ``n_models``: the zoo's size
+    (default: the largest number of models behind any statistic; < 3 gives none)."""
     sets = list(stats)
     id_set = sets[0] if sets else "id"
     shifts = sets[1:]
-    n_models = max((int(stats[t]["ei"].get("n") or 0) for t in sets if "ei" in stats[t]),
-                   default=0)
+    if n_models is None:
+        n_models = max((int(st.get("n") or 0) for t in sets for st in stats[t].values()
+                        if isinstance(st, dict)), default=0)
     few = (f"too few models: {n_models} (a Spearman ρ across the zoo needs at least "
            f"{MIN_MODELS})") if n_models < MIN_MODELS else ""
     caveat = ""
@@ -464,7 +467,7 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
     id_set = next(iter(wide))
     id_acc = (wide[id_set]["accuracy"].astype(float).to_dict()
               if "accuracy" in wide[id_set] else None)
-    cl = claims(stats, fx, id_acc)
+    cl = claims(stats, fx, id_acc, n_models=int(long["model_id"].nunique()))
     summary = {"zoo_size": int(long["model_id"].nunique()), "test_sets": list(wide),
                "n_images": {t: int(long[long.test_set == t]["n_images"].max()) for t in wide},
                "id_test_set": next(iter(wide)),
