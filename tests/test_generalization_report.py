@@ -162,3 +162,12 @@ def test_print_table_survives_statistics_that_could_not_be_computed(tmp_path: Pa
                                       rep.effects(wide), n_models=2))
     text = rep.print_table(tmp_path)
     assert "n/a / n/a" in text and "no fit n/a" in text and "CANNOT BE EVALUATED" in text
+
+
+def test_claim_three_needs_two_training_set_sizes() -> None:
+    wide = _wide(n=8)
+    for w in wide.values():
+        w["n_train"] = 300
+    stats = rep.model_centric(wide, n_boot=0, seed=0)
+    c3 = rep.claims(stats, rep.effects(wide)).claims[2]
+    assert c3.verdict == "cannot be evaluated" and "same n_train (300)" in c3.reason

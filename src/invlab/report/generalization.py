@@ -330,7 +330,12 @@ def claims(stats: dict[str, Any], fx: dict[str, Any],
         v3[f"{a} ΔEI"] = mo.get(f"aug_{a}_ei", math.nan)
     v3["exceeds every single augmentation"] = c3_each
     meta = ""
-    if "data_accuracy" not in mo or not math.isfinite(float(d_acc)):
+    spans = [v["data_accuracy"]["n_train"] for v in fx.get("per_test_set", {}).values()
+             if "data_accuracy" in v]
+    if spans and all(lo == hi for lo, hi in spans):
+        meta = (f"every model trains on the same n_train ({spans[0][0]}): there is no data "
+                "effect to compare")
+    elif "data_accuracy" not in mo or not math.isfinite(float(d_acc)):
         meta = ("missing metadata: no pairs of models that differ only in n_train (a user zoo "
                 "records no n_train/augmentation)")
     elif not augs or not any(math.isfinite(float(x)) for x in aug_acc):

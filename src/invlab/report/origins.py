@@ -621,6 +621,9 @@ def print_table(out_dir: str | Path) -> str:
     lines = [render_text(cs) if cs is not None else claims_markdown(s["claims"]) + "\n"]
     if (out / "ablation.md").exists():
         lines.append((out / "ablation.md").read_text())
-    lines.append(f"Small grayscale images ({_dataset(out) or 'your data'}) are not ImageNet: "
+    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    path = ((cfg.get("config") or {}).get("data") or {}).get("path")
+    lines.append(f"Small grayscale images ({path or _dataset(out) or 'your data'}) are not "
+                 "ImageNet: "
                  "answers that differ from the paper are reported as measured.")
     return "\n".join(lines)

@@ -25,6 +25,12 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=int, default=None, help="override max epochs")
+    p.add_argument("--n-train", type=int, default=None, metavar="N",
+                   help="training images per model (default: the preset's)")
+    p.add_argument("--n-val", type=int, default=None, metavar="N",
+                   help="validation images (default: the preset's)")
+    p.add_argument("--n-test", type=int, default=None, metavar="N",
+                   help="at most N test images (default: the preset's)")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads per cell and training run (default 1; part of every "
                         "cell id and checkpoint key, so results never depend on --workers)")
@@ -69,7 +75,8 @@ def executor_from_flags(args: argparse.Namespace) -> object:
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
     """Flags that override the genuine preset (also the models of drift/spectral)."""
     return {"groups": _csv(args.groups), "epochs": args.epochs, "threads": args.threads,
-            "seeds": tuple(range(args.seeds)) if args.seeds else None}
+            "seeds": tuple(range(args.seeds)) if args.seeds else None,
+            "n_train": args.n_train, "n_val": args.n_val, "n_test_max": args.n_test}
 
 
 def _done(text: str, out: object, t0: float) -> int:
@@ -127,7 +134,8 @@ def _cmd_origins(args: argparse.Namespace) -> int:
 
     name = _preset_name(args)
     over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
-                               "archs": _csv(args.archs),
+                               "archs": _csv(args.archs), "n_train": args.n_train,
+                               "n_val": args.n_val, "n_test": args.n_test,
                                "seeds": tuple(range(args.seeds)) if args.seeds else None}
     if args.data and not args.data.endswith(".npz") and not os.path.exists(args.data):
         over["dataset"] = args.data
@@ -136,6 +144,9 @@ def _cmd_origins(args: argparse.Namespace) -> int:
                       not args.no_progress, name, models_file=args.models,
                       data=args.data if "dataset" not in over else None,
                       executor=executor_from_flags(args))
+    if name == "quick" and not args.models and not args.data:
+        print("(preset 'quick': MNIST, sized to fit the 5,000 images bundled with invlab; the "
+              "full study (`--preset full`) uses Fashion-MNIST.)")
     return _done(print_table(out), out, t0)
 
 
@@ -161,7 +172,15 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
     test_sets = _kv(args.test_set, own_models=args.models is not None)
     transforms = tuple(args.transform) if args.transform else None
     t0 = time.perf_counter()
-    out = run_generalization(preset(name, n_pool=args.n_pool, transforms=transforms), args.out,
+    p = preset(name, n_pool=args.n_pool, transforms=transforms, n_train=args.n_train,
+               n_eval=args.n_test)
+    if name == "quick":
+        print(f"(preset 'quick': a {len(p.zoo)}-model zoo and {len(p.reference)} reference models "
+              f"sized to fit the 5,000 MNIST images bundled with invlab: a "
+              f"{p.settings.n_pool:,}-image training pool, the rest is the ID test split. A "
+              "smoke run, not the paper's scale: the full preset needs the full MNIST files.)",
+              flush=True)
+    out = run_generalization(p, args.out,
                              _ckpt(args), args.workers, not args.no_progress, name, test_sets,
                              args.models, executor=executor_from_flags(args))
     return _done(print_table(out), out, t0)
@@ -220,8 +239,13 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz.add_argument("--preset", default=None, help="preset of generalization.yaml (full, quick)")
     gz.add_argument("--out", default="runs/generalization", help="output folder")
     gz.add_argument("--n-pool", type=int, default=None,
-                    help="MNIST training pool (default: the preset's 10,000; the rest is the ID "
-                         "test split, so a clone with only the bundled 5k needs e.g. 3000)")
+                    help="MNIST training pool (default: the preset's; full 10,000, quick 3,000 "
+                         "which fits the bundled 5k; the rest is the ID test split)")
+    gz.add_argument("--n-train", type=int, default=None, metavar="N",
+                    help="cap every zoo and reference model's training images at N")
+    gz.add_argument("--n-test", type=int, default=None, metavar="N",
+                    help="images per test set used for the measures (default: the preset's "
+                         "n_eval)")
     gz.add_argument("--checkpoints", default=None, help="checkpoint cache (default runs/checkpoints)")
     add_executor_flags(gz)
     gz.add_argument("--no-progress", action="store_true")
