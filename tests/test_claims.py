@@ -9,9 +9,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from invlab.report.claims import (CANNOT, FAILS, HOLDS, Claim, ClaimSet, accuracy_gate, decide,
-                                  read_claims, render_html, render_markdown, render_text,
-                                  write_claims)
+from invlab.report.claims import (
+    CANNOT,
+    FAILS,
+    HOLDS,
+    Claim,
+    ClaimSet,
+    accuracy_gate,
+    decide,
+    read_claims,
+    render_html,
+    render_markdown,
+    render_text,
+    write_claims,
+)
 
 
 def test_decide_gives_three_outcomes_and_names_the_nan() -> None:

@@ -383,7 +383,8 @@ def _summarize(t: Any, res: dict[str, Any], th: dict[str, float],
 
 def _status(label: str) -> str:
     """The three-way outcome of "the model is invariant to T" (outputs and mechanism)."""
-    from invlab.report.claims import CANNOT as C, FAILS, HOLDS
+    from invlab.report.claims import CANNOT as C
+    from invlab.report.claims import FAILS, HOLDS
 
     return {"invariant": HOLDS, CANNOT: C,
             "outputs only (mechanism not measured)": C}.get(label, FAILS)

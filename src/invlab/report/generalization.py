@@ -22,8 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from invlab.report.claims import (ACCURACY_FLOOR, CHANCE_MARGIN, ClaimSet, accuracy_gate,
-                                  decide, read_claims, render_text, write_claims)
+from invlab.report.claims import (
+    ACCURACY_FLOOR,
+    CHANCE_MARGIN,
+    ClaimSet,
+    accuracy_gate,
+    decide,
+    read_claims,
+    render_text,
+    write_claims,
+)
 from invlab.sweep.io import atomic_write_json, atomic_write_text
 
 STUDY = "generalization"

@@ -14,8 +14,7 @@ import pandas as pd
 
 from invlab.data.sources import source_label
 from invlab.io import atomic_write
-from invlab.report.claims import (Claim, ClaimSet, accuracy_gate, decide, read_claims,
-                                  render_text, write_claims)
+from invlab.report.claims import Claim, ClaimSet, accuracy_gate, decide, read_claims, render_text, write_claims
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
 from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json

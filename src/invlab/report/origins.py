@@ -27,8 +27,7 @@ from invlab.metrics.functional.factors import (  # noqa: E402
     chance_alignment,
     class_specificity,
 )
-from invlab.report.claims import (ClaimSet, accuracy_gate, decide, read_claims,  # noqa: E402
-                                  render_text, write_claims)
+from invlab.report.claims import ClaimSet, accuracy_gate, decide, read_claims, render_text, write_claims  # noqa: E402
 from invlab.report.tables import write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
 from invlab.sweep.io import atomic_write_json  # noqa: E402

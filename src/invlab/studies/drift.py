@@ -141,10 +141,9 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
               progress: bool = True, preset_name: str = "custom",
               genuine_overrides: dict[str, Any] | None = None,
               executor: str | Executor | None = None) -> Path:
+    from invlab.data import DataError
     from invlab.report.drift import build_report
     from invlab.studies import genuine
-
-    from invlab.data import DataError
 
     gp = genuine.preset(p.genuine_preset, **(genuine_overrides or {}))
     try:  # before anything runs: the drift target is not bundled with invlab
