@@ -116,3 +116,27 @@ def test_genuine_claims_cannot_be_evaluated_without_all_methods_or_at_chance() -
               and r["method"] == "ir" else r for r in rows]
     c = claims(nan_si).claims[4]
     assert c.verdict == CANNOT and "IR test SI" in c.reason
+
+
+def test_drift_and_spectral_claims_from_the_committed_summaries_and_when_unevaluable() -> None:
+    from invlab.report import drift, spectral
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    d = json.loads((root / "drift" / "summary.json").read_text())
+    assert all(c.verdict == HOLDS for c in drift.claims(d).claims)
+    no_ir = [r for r in d if r["method"] != "ir"]
+    assert all(c.verdict == CANNOT and "found WT, DA" in c.reason
+               for c in drift.claims(no_ir).claims)
+    at_chance = [dict(r, mean=0.1) if r["metric"] == "accuracy" and r["method"] == "wt" else r
+                 for r in d]
+    assert all(c.verdict == CANNOT and "at chance" in c.reason
+               for c in drift.claims(at_chance).claims)
+    s = json.loads((root / "spectral" / "summary.json").read_text())
+    cs = spectral.claims(s)
+    bad = [c.scope for c in cs.claims if c.verdict == FAILS]
+    assert bad == ["R4/logit_l2_normalized", "T3/logit_l2_normalized"]  # σ_max above DA's
+    no_da = [r for r in s if r["method"] != "da"]
+    assert all(c.verdict == CANNOT and c.reason == "no DA model of this group"
+               for c in spectral.claims(no_da).claims)
+    nan = [dict(r, mean=float("nan")) if r["metric"] == "sigma_max" else r for r in s]
+    assert all("NaN statistic" in c.reason for c in spectral.claims(nan).claims[::2])
