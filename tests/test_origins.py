@@ -301,12 +301,12 @@ def test_quick_preset_end_to_end(tmp_path: Path) -> None:
         assert (out / f"{f}.png").exists() and (out / f"{f}.svg").exists()
     acc = {(a["arch"], a["regime"]): a["mean"] for a in s["accuracy"]}
     assert acc[("mlp5", "none")] > acc[("mlp5", "untrained")] + 0.2
-    # one training row per trained model; quick trains 2 epochs without patience: the cap
+    # one training row per trained model; quick trains 8 epochs without patience: the cap
     trained = {(m.arch, m.regime, m.seed) for m in O.model_specs(O.preset("quick"))
                if m.regime != "untrained"}
     tr = s["training"]
     assert {(r["arch"], r["regime"], r["seed"]) for r in tr} == trained
-    assert all(r["epochs run"] == 2 and r["stopped by"] == "epoch cap" for r in tr)
+    assert all(r["epochs run"] == 8 and r["stopped by"] == "epoch cap" for r in tr)
     assert (out / "training.md").exists()
 
 
