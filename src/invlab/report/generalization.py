@@ -498,9 +498,9 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
     return paths
 
 
-def _f3(v: Any) -> str:
+def _f3(v: Any, nd: int = 3) -> str:
     """``0.123``, or ``n/a`` for a statistic that could not be computed (None/NaN)."""
-    return f"{v:.3f}" if isinstance(v, int | float) and math.isfinite(v) else "n/a"
+    return f"{v:.{nd}f}" if isinstance(v, int | float) and math.isfinite(v) else "n/a"
 
 
 def print_table(out_dir: str | Path) -> str:
@@ -520,7 +520,8 @@ def print_table(out_dir: str | Path) -> str:
         for t in sets:
             st = mc[t].get(m)
             cells.append("–" if not st or st["spearman"] is None else
-                         f"{st['spearman']:.2f} [{st['spearman_ci'][0]:.2f}, {st['spearman_ci'][1]:.2f}]"
+                         f"{st['spearman']:.2f} [{_f3(st['spearman_ci'][0], 2)}, "
+                         f"{_f3(st['spearman_ci'][1], 2)}]"
                          if st.get("spearman_ci") else f"{st['spearman']:.2f}")
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     est = s.get("estimation", {})
