@@ -76,7 +76,8 @@ def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
     """Flags that override the genuine preset (also the models of drift/spectral)."""
     return {"groups": _csv(args.groups), "epochs": args.epochs, "threads": args.threads,
             "seeds": tuple(range(args.seeds)) if args.seeds else None,
-            "n_train": args.n_train, "n_val": args.n_val, "n_test_max": args.n_test}
+            "n_train": getattr(args, "n_train", None), "n_val": getattr(args, "n_val", None),
+            "n_test_max": getattr(args, "n_test", None)}
 
 
 def _done(text: str, out: object, t0: float) -> int:
