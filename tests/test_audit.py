@@ -105,9 +105,33 @@ def test_audit_page_and_figures(plain: tuple[dict, Path]) -> None:
     assert "Verdicts" in page and "brightness_up" in page and "DI ≤ 0.05" in page
 
 
+def _labelled_by_the_model(files: Path, factory: str) -> Path:
+    """The test images labelled with the model's own predictions: 100 % clean accuracy, so
+    the verdict's preconditions (not at chance, not collapsed) hold."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(files))
+    try:
+        import user_model  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(files))
+    model, norm = getattr(user_model, factory)()
+    x = np.load(files / "test.npz")["images"]
+    with torch.no_grad():
+        t = (torch.from_numpy(x).float()[:, None] / 255 - norm["mean"][0]) / norm["std"][0]
+        pred = model.eval()(t).argmax(1).numpy()
+    path = files / f"labelled_{factory}.npz"
+    np.savez(path, images=x, labels=pred)
+    return path
+
+
 def test_exactly_invariant_model_gets_the_verdict_invariant(files: Path) -> None:
     s = AuditSettings(transforms=("r4",), limit=16, n_si=6, n_sensitivity=2, ig_steps=4)
-    doc = audit(f"{files}/user_model.py:pooled", str(files / "test.npz"), s, progress=False)
+    data = _labelled_by_the_model(files, "pooled")
+    doc = audit(f"{files}/user_model.py:pooled", str(data), s, progress=False)
+    assert doc["model_health"]["problems"] == [] and doc["clean_accuracy"] == 1.0
     (r4,) = doc["transforms"]
     assert r4["verdict"] == "invariant", r4["text"]
     assert r4["text"].startswith("invariant in its outputs and in its mechanism")
@@ -155,7 +179,8 @@ def test_bad_inputs_are_one_line_errors(files: Path, capsys: pytest.CaptureFixtu
 def test_cli_prints_the_table_and_verdicts(files: Path, capsys: pytest.CaptureFixture[str]
                                            ) -> None:
     code = main(["audit", "--model", f"{files}/user_model.py:pooled", "--data",
-                 str(files / "test.npz"), "--transforms", "r4", "--limit", "8", "--n-si", "4",
+                 str(_labelled_by_the_model(files, "pooled")), "--transforms", "r4", "--limit",
+                 "8", "--n-si", "4",
                  "--n-sensitivity", "2", "--ig-steps", "4", "--out", str(files / "cli"),
                  "--no-progress"])
     out = capsys.readouterr().out
@@ -201,7 +226,11 @@ def test_checkpoint_model_and_named_layers(tmp_path: Path) -> None:
     doc = audit(str(ck), str(tmp_path / "d.npz"), s, progress=False)
     (r4,) = doc["transforms"]
     assert doc["model"]["kind"] == "checkpoint" and doc["normalization"]["std"] == [0.3]
-    assert r4["verdict"] == "invariant" and min(r4["metrics"]["saliency_similarity"]) > 0.999
+    # untrained on random labels: the numbers say invariant, the preconditions may not hold
+    assert "invariant in its outputs and in its mechanism" in r4["text"]
+    assert r4["verdict"] == ("cannot be evaluated" if doc["model_health"]["problems"]
+                             else "invariant")
+    assert min(r4["metrics"]["saliency_similarity"]) > 0.999
     assert {"representation_invariance@hidden.0", "representation_invariance@hidden"} <= set(
         r4["metrics"])
     # every layer after the tied, pooled first layer is invariant
@@ -211,3 +240,49 @@ def test_checkpoint_model_and_named_layers(tmp_path: Path) -> None:
         audit(str(ck), str(tmp_path / "d.npz"), AuditSettings(
             transforms=("r4",), layers=("input",), limit=12, n_si=2, n_sensitivity=2,
             ig_steps=2), progress=False)
+
+
+def test_model_health_against_hand_counts() -> None:
+    import torch
+
+    from invlab.audit import model_health
+
+    pred = torch.tensor([3] * 19 + [1])
+    h = model_health(pred, torch.arange(20) % 10, 10)
+    assert h["top_class"] == 3 and h["top_class_share"] == pytest.approx(0.95)
+    assert h["collapsed"] and h["clean_accuracy"] == pytest.approx(2 / 20)  # images 3 and 13
+    assert h["at_chance"] and len(h["problems"]) == 2  # 10 % <= 10 % + 5 points
+    # a one-class data set predicted as that class is not a collapse
+    h = model_health(torch.full((20,), 2), torch.full((20,), 2), 10)
+    assert not h["collapsed"] and not h["at_chance"] and h["problems"] == []
+    # no labels: only the collapse check applies
+    h = model_health(torch.full((20,), 2), None, 10)
+    assert h["collapsed"] and h["clean_accuracy"] is None and len(h["problems"]) == 1
+    h = model_health(torch.arange(20) % 10, torch.arange(20) % 10, 10)
+    assert h["problems"] == []
+
+
+def test_a_model_at_chance_is_never_called_invariant(files: Path) -> None:
+    """The issue's case: an untrained model (here GroupPooled, exactly r4-invariant by
+    construction, at chance on random labels) — the audit cannot call it invariant."""
+    from invlab.report.claims import read_claims
+
+    s = AuditSettings(transforms=("r4", "brightness_up"), limit=16, n_si=6, n_sensitivity=2,
+                      ig_steps=4)
+    out = files / "out-chance"
+    doc = audit(f"{files}/user_model.py:pooled", str(files / "test.npz"), s, out,
+                progress=False)
+    assert doc["model_health"]["at_chance"], doc["model_health"]
+    r4 = doc["transforms"][0]
+    assert r4["verdict"] == "cannot be evaluated" and r4["status"] == "cannot be evaluated"
+    assert "at chance" in r4["text"] and "invariant in its outputs and" in r4["text"]
+    assert all(m["verdict"] != "invariant" for t in doc["transforms"]
+               for m in t["member_verdicts"])
+    cs = read_claims(out)
+    assert cs is not None
+    outputs = [c for c in cs.claims if c.scope == "r4" and "outputs" in c.claim]
+    assert outputs[0].verdict == "cannot be evaluated" and "at chance" in outputs[0].reason
+    assert "WARNING" in (out / "audit.html").read_text()
+    from invlab.audit import format_summary
+
+    assert "WARNING: the model is at chance" in format_summary(doc)

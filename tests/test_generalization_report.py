@@ -54,13 +54,13 @@ def test_ranking_is_by_strength_and_keeps_the_sign() -> None:
 def test_claim_two_uses_strength_and_names_the_negative_measures() -> None:
     wide = _wide()
     stats = rep.model_centric(wide, n_boot=50, seed=0)
-    c2 = rep.claims(stats, rep.effects(wide))[1]
-    assert c2["holds"] is False
-    assert "largest |ρ| on 0/4" in c2["evidence"] and "−LI" in c2["evidence"]
+    c2 = rep.claims(stats, rep.effects(wide)).claims[1]
+    assert c2.verdict == "does not hold"
+    assert c2.values["EI largest |ρ|"].startswith("0/4") and "−LI" in c2.values["stronger but negative"]
     for t in SETS:  # flip the sign of every other measure: EI is now the strongest
         for m in ("agreement", "neg_js", "neg_kl", "neg_li"):
             stats[t][m]["spearman"] = 0.1 * np.sign(stats[t][m]["spearman"])
-    assert rep.claims(stats, rep.effects(wide))[1]["holds"] is True
+    assert rep.claims(stats, rep.effects(wide)).claims[1].verdict == "holds"
 
 
 def test_subgroups_carry_every_measure_with_probit() -> None:
@@ -106,4 +106,68 @@ def test_figures_without_rotation_ei(tmp_path: Path) -> None:
     stats = rep.model_centric(wide, n_boot=0, seed=0)
     paths = rep.figures(wide, stats, tmp_path)
     assert (tmp_path / "scatter_ei.png").exists() and len(paths) >= 3
-    assert rep.claims(stats, rep.effects(wide))[0]["holds"] is False
+    c1 = rep.claims(stats, rep.effects(wide)).claims[0]
+    assert c1.verdict == "cannot be evaluated" and c1.reason == "EI was not measured"
+
+
+def test_claims_cannot_be_evaluated_on_two_models_or_without_metadata() -> None:
+    """The issue's cases: a 2-model user zoo printed FALSE with Δacc +nan; a 7-model zoo
+    without n_train/augmentation metadata printed the third claim FALSE."""
+    wide = _wide(n=2)
+    stats = rep.model_centric(wide, n_boot=0, seed=0)
+    cs = rep.claims(stats, rep.effects(wide), n_models=2)
+    assert [c.verdict for c in cs.claims] == ["cannot be evaluated"] * 3
+    assert all("too few models: 2" in c.reason for c in cs.claims[:2])
+    wide = _wide(n=8)
+    for w in wide.values():
+        w["n_train"] = np.nan
+        w["augment"] = "user"
+    stats = rep.model_centric(wide, n_boot=0, seed=0)
+    cs = rep.claims(stats, rep.effects(wide))
+    assert cs.claims[0].verdict in ("holds", "does not hold")
+    c3 = cs.claims[2]
+    assert c3.verdict == "cannot be evaluated" and c3.reason.startswith("missing metadata")
+    # a NaN statistic: an undefined ρ on one test set
+    wide = _wide(n=8)
+    stats = rep.model_centric(wide, n_boot=0, seed=0)
+    stats["blur"]["ei"]["spearman"] = None
+    c1 = rep.claims(stats, rep.effects(wide)).claims[0]
+    assert c1.verdict == "cannot be evaluated" and "NaN statistic: ρ blur" in c1.reason
+
+
+def test_models_below_the_floor_are_flagged() -> None:
+    wide = _wide(n=8)
+    stats = rep.model_centric(wide, n_boot=0, seed=0)
+    acc = {f"m{i}": (0.12 if i < 2 else 0.4 if i < 3 else 0.9) for i in range(8)}
+    cs = rep.claims(stats, rep.effects(wide), acc)
+    assert all(c.caveat == "3 of 8 models below the 50 % ID accuracy floor, 2 of them at chance"
+               for c in cs.claims)
+
+
+def test_print_table_survives_statistics_that_could_not_be_computed(tmp_path: Path) -> None:
+    """A 2-model zoo with one test set of its own has no confidence MAE (None in
+    summary.json): the print says n/a instead of raising TypeError."""
+    import json
+
+    from invlab.report.claims import write_claims
+
+    s = {"zoo_size": 2, "test_sets": ["mine"],
+         "model_centric": {"mine": {"ei": {"spearman": None}}},
+         "estimation": {"confidence_raw": {"mae": None},
+                        "ei": {"linear": {"mae": None}, "probit": {"mae": None}}},
+         "selection": {"ei": {"mean_regret": None}}}
+    (tmp_path / "summary.json").write_text(json.dumps(s))
+    wide = _wide(n=2)
+    write_claims(tmp_path, rep.claims(rep.model_centric(wide, n_boot=0, seed=0),
+                                      rep.effects(wide), n_models=2))
+    text = rep.print_table(tmp_path)
+    assert "n/a / n/a" in text and "no fit n/a" in text and "CANNOT BE EVALUATED" in text
+
+
+def test_claim_three_needs_two_training_set_sizes() -> None:
+    wide = _wide(n=8)
+    for w in wide.values():
+        w["n_train"] = 300
+    stats = rep.model_centric(wide, n_boot=0, seed=0)
+    c3 = rep.claims(stats, rep.effects(wide)).claims[2]
+    assert c3.verdict == "cannot be evaluated" and "same n_train (300)" in c3.reason

@@ -257,6 +257,16 @@ def test_bring_your_own_models_and_image_folder(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 60
 
 
+def test_your_own_folder_is_profiled_whole_not_capped_at_n_test(tmp_path: Path) -> None:
+    """Issue 24: a folder of 1,797 images was reported as 1,000 (the quick n_test). Without
+    training (your own models) every image is a test image."""
+    from invlab.studies.origins import OriginsData, get_splits
+
+    folder = _image_folder(tmp_path / "imgs", 7)  # 21 images
+    s = get_splits(OriginsData("external", 3000, 500, 5, path=str(folder)))
+    assert len(s.test_y) == 21 and len(s.train_y) == 0
+
+
 def test_models_file_errors_name_the_contract(tmp_path: Path) -> None:
     from invlab.studies.origins import preset, run_origins
 
@@ -270,18 +280,7 @@ def test_models_file_errors_name_the_contract(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ quick preset
 
-def _fashion_available() -> bool:
-    try:
-        from invlab.data import load_source
-
-        load_source("fashion-mnist")
-        return True
-    except Exception:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _fashion_available(), reason="Fashion-MNIST is not installed")
 def test_quick_preset_end_to_end(tmp_path: Path) -> None:
     from invlab.cli import main
 
@@ -302,12 +301,12 @@ def test_quick_preset_end_to_end(tmp_path: Path) -> None:
         assert (out / f"{f}.png").exists() and (out / f"{f}.svg").exists()
     acc = {(a["arch"], a["regime"]): a["mean"] for a in s["accuracy"]}
     assert acc[("mlp5", "none")] > acc[("mlp5", "untrained")] + 0.2
-    # one training row per trained model; quick trains 2 epochs without patience: the cap
+    # one training row per trained model; quick trains 8 epochs without patience: the cap
     trained = {(m.arch, m.regime, m.seed) for m in O.model_specs(O.preset("quick"))
                if m.regime != "untrained"}
     tr = s["training"]
     assert {(r["arch"], r["regime"], r["seed"]) for r in tr} == trained
-    assert all(r["epochs run"] == 2 and r["stopped by"] == "epoch cap" for r in tr)
+    assert all(r["epochs run"] == 8 and r["stopped by"] == "epoch cap" for r in tr)
     assert (out / "training.md").exists()
 
 

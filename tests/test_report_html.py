@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from invlab.cli import main
+from invlab.report.claims import ClaimSet, decide, write_claims
 from invlab.report.html import REPORT_NAME, render_html, write_html_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -313,7 +314,7 @@ def test_a_study_run_writes_the_page_and_its_provenance(tiny_study: Path) -> Non
 
     assert mnist["images"] == len(load_source("mnist")) and mnist["where"]
     assert len(_imgs(page)) == len(list(tiny_study.glob("*.png"))) == 3
-    for needle in ("Transforming-MNIST", "Claims check", "checks hold", "Resolved configuration",
+    for needle in ("Transforming-MNIST", "Claims check", "cannot be evaluated</span>", "Resolved configuration",
                    "n_si: 20", "Cells (from store.sqlite)", "sum of cell wall times", f"{mnist['images']:,}",
                    "@media print", "break-inside: avoid"):
         assert needle in page, needle
@@ -388,8 +389,11 @@ def _minimal_study(d: Path, evil: str = "<script>alert(1)</script>") -> Path:
     (d / "table_toy.md").write_text(f"### Toy table {evil}\n\n| a |\n|---|\n| 1 |\n")
     (d / "table_toy.csv").write_text(f"method,acc %,paper acc %,note\nWT,94.5 ± 0.3,94.60,"
                                      f"\"{evil}\"\nDA,93.1,,ok\n")
-    (d / "claims.md").write_text(f"Claims {evil}:\n- first {evil}: yes; second: NO\n"
-                                 "- third: yes\n")
+    write_claims(d, ClaimSet(f"Claims {evil}", (
+        decide(f"first {evil}", "a > 0", {"a": 1.0}, True),
+        decide("second", "b > 0", {"b": -1.0}, False),
+        decide("third", "c > 0", {"c": 2.0}, True),
+        decide("fourth", "d > 0", {"d": float("nan")}, True))))
     (d / "fig9_toy.png").write_bytes(tiny_png(40, 30))
     return d
 
@@ -412,9 +416,10 @@ def test_paper_numbers_sit_under_ours_and_claims_are_counted(tmp_path: Path) -> 
         "method", 'acc %<span class="paper">paper</span>', "note"]
     assert '<td>94.5 ± 0.3<span class="paper">94.60</span></td>' in page
     assert '<td>93.1<span class="paper">–</span></td>' in page  # no paper number
-    assert "2 of 3 checks hold" in page
-    assert page.count('<li class="fail">') == 1 and page.count('<li class="pass">') == 1
-    assert '<span class="no">NO</span>' in page
+    assert "2 of 3 evaluated hold" in page and "1 cannot be evaluated</span>" in page
+    assert page.count('<li class="fail">') == 1 and page.count('<li class="pass">') == 2
+    assert page.count('<li class="na">') == 1 and "NaN statistic: d" in page
+    assert '<span class="no">DOES NOT HOLD</span>' in page
 
 
 def test_what_is_not_recorded_is_said(tmp_path: Path) -> None:
@@ -462,26 +467,16 @@ def test_quick_genuine_study_report_in_chromium(chromium: str, mnist_test_dir: P
     assert n_pdf_pages(c.pdf) >= 2
 
 
-def test_claims_as_verdict_bullets_or_a_table_are_counted(tmp_path: Path) -> None:
+def test_old_directories_with_only_claims_md_render_as_text(tmp_path: Path) -> None:
+    """A result directory from before claims.json: its claims.md is shown, never counted."""
     d = _minimal_study(tmp_path / "toy", evil="")
-    (d / "claims.md").write_text("### Claims check\n\n- **TRUE**: one holds.\n- **FALSE**: one does not.\n")
+    (d / "claims.json").unlink()
+    (d / "claims.md").write_text("### Claims check\n\n- **TRUE**: one <holds>.\n")
     page = render_html(d)
-    assert "1 of 2 checks hold" in page
-    assert page.count('<li class="fail">') == 1 and '<span class="no">FALSE</span>' in page
-    (d / "claims.md").write_text("| question | measured answer | numbers |\n|---|---|---|\n"
-                                 "| a? | yes | x=1 |\n| b? | no | y=2 |\n| c? | yes | z=3 |\n")
-    page = render_html(d)
-    assert "2 of 3 claims hold" in page
-    assert ">measured answer</th>" in page and ">x=1</td>" in page
-    assert '<span class="no">no</span></td>' in page
-    assert "|---|" not in page
-
-
-def test_free_text_claims_get_no_count(tmp_path: Path) -> None:
-    d = _minimal_study(tmp_path / "toy", evil="")
-    (d / "claims.md").write_text("The claims are discussed in the README.\n")
-    page = render_html(d)
-    assert "discussed in the README" in page and " hold</span>" not in page
+    assert "- **TRUE**: one &lt;holds&gt;." in page and " hold</span>" not in page
+    assert "older invlab" in page
+    (d / "claims.md").unlink()
+    assert "has no claims check" in render_html(d)
 
 
 def test_long_tables_go_last_and_show_their_first_rows(tmp_path: Path) -> None:

@@ -44,6 +44,13 @@ __all__ = ["AuditError", "AuditSettings", "THRESHOLDS", "load_audit_data", "load
 THRESHOLDS = {"di_max": 0.05, "agreement_min": 0.95, "si_min": 0.9}
 """Verdict thresholds: outputs invariant iff DI ≤ di_max and agreement ≥ agreement_min;
 mechanism invariant iff SI ≥ si_min."""
+HEALTH = {"chance_margin": 0.05, "collapse_share": 0.9}
+"""Preconditions of a verdict (:func:`model_health`): a model whose clean accuracy is within
+``chance_margin`` (5 points) of chance 1/K, or whose clean predictions put more than
+``collapse_share`` (90 %) of the images in one class (when the labels do not), is never
+called invariant — a constant predictor agrees with itself under every transform. Its
+verdict is ``cannot be evaluated`` unless its outputs visibly change (``not invariant``)."""
+CANNOT = "cannot be evaluated"
 DEFAULT_TRANSFORMS = ("r4", "rotate", "translate_x", "brightness_up")
 OUTPUT_METRICS = ("kl", "logit_l2", "effective_invariance", "agreement")
 
@@ -351,8 +358,53 @@ def verdict(di: float, agreement: float, si: float | None, invertible: bool,
             f"invariant in its outputs but not in its mechanism: {nums}")
 
 
-def _summarize(t: Any, res: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
-    """Per-member verdicts and the transform's overall verdict."""
+def model_health(pred: torch.Tensor, labels: torch.Tensor | None, classes: int,
+                 health: dict[str, float] | None = None) -> dict[str, Any]:
+    """Whether the model's verdicts can mean anything (see :data:`HEALTH`).
+
+    Args:
+        pred: ``[N]`` clean predicted classes; labels: ``[N]`` or None; classes: K.
+
+    Returns ``{"chance", "clean_accuracy", "top_class", "top_class_share", "label_top_share",
+    "at_chance", "collapsed", "problems"}``; ``problems`` holds one sentence per failed
+    precondition (empty: verdicts stand)."""
+    h = health or HEALTH
+    n = max(int(pred.numel()), 1)
+    counts = torch.bincount(pred.long().flatten(), minlength=classes)
+    top = int(counts.argmax())
+    share = float(counts[top]) / n
+    chance = 1.0 / max(classes, 1)
+    acc = None if labels is None else float((pred == labels).double().mean())
+    lshare = (None if labels is None else
+              float(torch.bincount(labels.long().flatten()).max()) / max(int(labels.numel()), 1))
+    at_chance = acc is not None and acc <= chance + h["chance_margin"]
+    collapsed = share > h["collapse_share"] and (lshare is None or lshare <= h["collapse_share"])
+    problems = []
+    if at_chance:
+        problems.append(f"the model is at chance (clean accuracy {100 * acc:.1f} %, chance "
+                        f"{100 * chance:.1f} % + {100 * h['chance_margin']:.0f} points)")
+    if collapsed:
+        problems.append(f"its predictions collapse to one class ({100 * share:.0f} % of the "
+                        f"images are predicted class {top}; threshold "
+                        f"{100 * h['collapse_share']:.0f} %)")
+    return {"chance": chance, "clean_accuracy": acc, "top_class": top, "top_class_share": share,
+            "label_top_share": lshare, "at_chance": at_chance, "collapsed": collapsed,
+            "problems": problems, "thresholds": dict(h)}
+
+
+def _gate(v: tuple[str, str], problems: list[str]) -> tuple[str, str]:
+    """A verdict under the model's preconditions: "not invariant" stands (its outputs change),
+    anything that would call a degenerate model invariant cannot be evaluated."""
+    if not problems or v[0] == "not invariant":
+        return v
+    return CANNOT, (f"cannot be evaluated: {'; '.join(problems)}, so agreement with itself "
+                    f"says nothing about invariance ({v[1]})")
+
+
+def _summarize(t: Any, res: dict[str, Any], th: dict[str, float],
+               problems: list[str] | None = None) -> dict[str, Any]:
+    """Per-member verdicts and the transform's overall verdict (``problems``: the model's
+    failed preconditions, :func:`model_health`)."""
     met = res["metrics"]
     k = len(res["members"])
     sis = met.get("saliency_similarity")
@@ -372,9 +424,48 @@ def _summarize(t: Any, res: dict[str, Any], th: dict[str, float]) -> dict[str, A
                     f", not for the others; mean over magnitudes: {nums}")
         elif not ok:
             text = f"not invariant at any magnitude: {nums}"
-    return {"mean": mean, "verdict": label, "text": text,
+    label, text = _gate((label, text), problems or [])
+    per = [_gate(v, problems or []) for v in per]
+    return {"mean": mean, "verdict": label, "text": text, "status": _status(label),
             "member_verdicts": [{"member": n, "verdict": v[0], "text": v[1]}
                                 for n, v in zip(res["member_names"], per)]}
+
+
+def _status(label: str) -> str:
+    """The three-way outcome of "the model is invariant to T" (outputs and mechanism)."""
+    from invlab.report.claims import CANNOT as C
+    from invlab.report.claims import FAILS, HOLDS
+
+    return {"invariant": HOLDS, CANNOT: C,
+            "outputs only (mechanism not measured)": C}.get(label, FAILS)
+
+
+def audit_claims(doc: dict[str, Any]) -> Any:
+    """The audit's verdicts as claim records (:mod:`invlab.report.claims`), two per
+    transform: invariant in its outputs; invariant in its mechanism (SI)."""
+    from invlab.report.claims import ClaimSet, decide
+
+    th = doc["settings"]["thresholds"]
+    problems = (doc.get("model_health") or {}).get("problems") or []
+    out = []
+    for t in doc["transforms"]:
+        m = t["mean"]
+        vals = {"DI": m.get("kl"), "agreement": m.get("agreement")}
+        ok = (None if None in vals.values() else
+              vals["DI"] <= th["di_max"] and vals["agreement"] >= th["agreement_min"])
+        out.append(decide(f"invariant to {t['name']} in its outputs",
+                          f"mean DI ≤ {th['di_max']} and agreement ≥ {th['agreement_min']}",
+                          vals, ok, scope=t["name"],
+                          reason="; ".join(problems) if problems and ok else ""))
+        si = m.get("saliency_similarity")
+        why = ("" if si is not None else "SI not measured: the transform is not invertible"
+               if not t.get("invertible", True) else "SI not measured")
+        out.append(decide(f"invariant to {t['name']} in its mechanism (saliency)",
+                          f"mean SI ≥ {th['si_min']}", {"SI": si},
+                          None if si is None else si >= th["si_min"], scope=t["name"],
+                          reason=why or ("; ".join(problems) if problems and si is not None
+                                         and si >= th["si_min"] else "")))
+    return ClaimSet("Audit verdicts", tuple(out))
 
 
 def _sensitivity(model: nn.Module, x: torch.Tensor, norm: dict[str, Any], n: int,
@@ -421,6 +512,8 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
     if _output_ignores_input(nm, images, s.device):
         si_note = "not applicable: the model's output does not depend on its input"
         doc["notes"] = [f"SI {si_note} (zero input gradient), so every saliency map is zero"]
+    doc["model_health"] = model_health(pred, labels, classes)
+    problems = doc["model_health"]["problems"]
     bar = progress_bar(transforms, desc="audit", unit="transform", disable=not progress,
                        file=sys.stderr)
     for t in bar:
@@ -431,7 +524,7 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
             raise AuditError(f"measuring {t.name}: {e}") from e
         res["member_names"] = [_member_name(t, m, images.shape[-2:]) for m in res["members"]]
         entry = {"name": t.name, "kind": t.kind, **t.flags(), **res}
-        entry.update(_summarize(t, entry, s.thresholds))
+        entry.update(_summarize(t, entry, s.thresholds, problems))
         doc["transforms"].append(entry)
     bar.close()
     doc["sensitivity"] = _sensitivity(model, images, normalization,
@@ -591,13 +684,24 @@ def _columns(doc: dict[str, Any]) -> list[str]:
             *[("RI" + k[len("representation_invariance"):]) for k in ri]]
 
 
+_LI = {"holds": "pass", "does not hold": "fail", CANNOT: "na"}
+
+
+def _health_warning(doc: dict[str, Any]) -> str:
+    """One line when the model fails a precondition of its verdicts (else empty)."""
+    problems = (doc.get("model_health") or {}).get("problems") or []
+    return ("WARNING: " + "; ".join(problems) + ". No transform is called invariant for this "
+            "model: a constant predictor agrees with itself under every transform."
+            if problems else "")
+
+
 def render_audit_html(doc: dict[str, Any], out: Path) -> str:
     """``audit.html``: verdicts, numbers, figures, settings (the report template)."""
     from invlab.report.html import escape, html_figures, html_table, read_figures, render_page
 
     e = escape
     verdicts = "".join(
-        f'<li class="{"pass" if t["verdict"] == "invariant" else "fail"}"><strong>{e(t["name"])}'
+        f'<li class="{_LI.get(t.get("status"), "fail")}"><strong>{e(t["name"])}'
         f"</strong>: {e(t['text'])}</li>" for t in doc["transforms"])
     th = doc["settings"]["thresholds"]
     sens = doc["sensitivity"]
@@ -610,7 +714,10 @@ def render_audit_html(doc: dict[str, Any], out: Path) -> str:
              f"Jacobian σ_max: {sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}.</p>"
              f'<p class="note">Verdict rules: outputs invariant when DI ≤ {th["di_max"]} and '
              f"agreement ≥ {th['agreement_min']}; mechanism invariant when SI ≥ "
-             f"{th['si_min']} (SI only for invertible transforms).</p>")
+             f"{th['si_min']} (SI only for invertible transforms). A model at chance or whose "
+             f"predictions collapse to one class is never called invariant.</p>")
+    if _health_warning(doc):
+        intro = f'<p class="no">{e(_health_warning(doc))}</p>' + intro
     cols = _columns(doc)
     summary = html_table(cols, [r for t in doc["transforms"] for r in _rows(t, False)])
     detail = "".join(f"<h3>{e(t['name'])} ({e(t['kind'])})</h3>"
@@ -649,6 +756,9 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
                 if p is not None:
                     written.append(p)
     written.append(Path(atomic_write(d / "audit.json", json.dumps(doc, indent=2) + "\n")))
+    from invlab.report.claims import write_claims
+
+    written += [Path(p) for p in write_claims(d, audit_claims(doc))]
     written.append(Path(atomic_write(d / "audit.html", render_audit_html(doc, d))))
     return written
 
@@ -754,7 +864,8 @@ def format_summary(doc: dict[str, Any]) -> str:
             f"{min(s['n_si'], data['images'])} for SI (--n-si, {s['ig_steps']} IG steps), "
             f"{sens['n']} for sigma_max; device {s['device']}\n"
             f"clean accuracy {_fmt(doc['clean_accuracy'])}; Jacobian sigma_max "
-            f"{sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}\n")
+            f"{sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}\n"
+            + (_health_warning(doc) + "\n" if _health_warning(doc) else ""))
     verdicts = "\n".join(f"  {t['name']}: {t['text']}" for t in doc["transforms"])
     return (head + "\n" + line(cols) + "\n" + "\n".join(line(r) for r in rows)
             + "\n\nverdicts (outputs invariant: DI <= {di_max}, agreement >= {agreement_min}; "

@@ -95,13 +95,15 @@ def pad_images(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (left, size - w - left, top, size - h - top))
 
 
-def split_sizes(n: int, n_train: int, n_val: int, n_test_max: int) -> tuple[int, int, int]:
+def split_sizes(n: int, n_train: int, n_val: int, n_test_max: int, what: str = ""
+                ) -> tuple[int, int, int]:
     """10k/2k/rest (rest capped at ``n_test_max``); fails clearly with too few images."""
     if n < n_train + n_val + 1:
         raise DataError(
+            f"{what + ': ' if what else ''}"
             f"need more than n_train + n_val = {n_train + n_val} images, found {n}: use a "
-            f"smaller n_train/n_val (n_train + n_val < {n}, e.g. n_train={max(1, (n * 2) // 3)}, "
-            f"n_val={max(1, n // 9)}), or give the full dataset (INVLAB_DATA=<folder with the "
+            f"smaller n_train/n_val (n_train + n_val < {n}, e.g. --n-train "
+            f"{max(1, (n * 2) // 3)} --n-val {max(1, n // 9)}), or give the full dataset (INVLAB_DATA=<folder with the "
             f"IDX files>, see docs/howto/own-data.md; a fresh clone has only the bundled 5k subset)")
     return n_train, n_val, min(n - n_train - n_val, n_test_max)
 

@@ -7,6 +7,14 @@ from typing import Any
 
 import pandas as pd  # noqa: E402
 
+from invlab.report.claims import (  # noqa: E402
+    ClaimSet,
+    accuracy_gate,
+    decide,
+    read_claims,
+    render_text,
+    write_claims,
+)
 from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.genuine import _save  # noqa: E402
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
@@ -85,6 +93,39 @@ def table(summary: list[dict[str, Any]], mode: str, metric: str) -> pd.DataFrame
     return pd.DataFrame([rows[k] for k in sorted(rows)])
 
 
+DI_LOW = 0.05
+"""DI (nats) below which a model's predictions count as invariant (the audit's threshold)."""
+
+
+def claims(summary: list[dict[str, Any]], n_classes: int = 9) -> ClaimSet:
+    """M23 Fig. 4 (studies.md §2), per drift reading and group: DA's DI rises with β (at
+    β = 1 at least twice its β = 0 value); WT's and IR's DI stay low (≤ :data:`DI_LOW` at
+    every β). Cannot be evaluated without the models or β = 0 and 1, or when a model is at
+    chance on D1 (β = 0; 9 classes)."""
+    by = {(r["mode"], r["group"], r["method"], r["metric"], r["beta"]): r["mean"]
+          for r in summary}
+    out = []
+    for mode, g in sorted({(r["mode"], r["group"]) for r in summary}):
+        betas = sorted({r["beta"] for r in summary if r["mode"] == mode and r["group"] == g})
+        v = lambda m, k, b: by.get((mode, g, m, k, b), float("nan"))  # noqa: E731
+        have = [m for m in ("wt", "da", "ir") if (mode, g, m, "kl", 0.0) in by]
+        reason = ("" if len(have) == 3 and betas[-1:] == [1.0] else
+                  "needs WT, DA and IR at β = 0 and β = 1; found "
+                  + (", ".join(m.upper() for m in have) or "none"))
+        gate, caveat = accuracy_gate({m.upper(): v(m, "accuracy", 0.0) for m in have}, n_classes)
+        kw = {"scope": f"{mode}/{g.upper()}", "reason": reason or gate, "caveat": caveat}
+        d0, d1 = v("da", "kl", 0.0), v("da", "kl", 1.0)
+        out.append(decide("DA's DI rises with the drift", "DA DI(β=1) ≥ 2 × DA DI(β=0)",
+                          {"DA DI β=0": d0, "DA DI β=1": d1}, d1 >= 2 * d0, **kw))
+        worst = {f"max DI {m.upper()}": max((v(m, "kl", b) for b in betas), default=float("nan"))
+                 for m in ("wt", "ir")}
+        out.append(decide("WT's and IR's DI stay low under drift",
+                          f"max over β of WT's and IR's DI ≤ {DI_LOW}", worst,
+                          all(x <= DI_LOW for x in worst.values()), **kw))
+    return ClaimSet("Claims of M23 Fig. 4 (reliability under drift)", tuple(out),
+                    ("Criteria on means over seeds; DI = KL(p(x) ‖ p(T·x)) in nats.",))
+
+
 def build_report(out_dir: str | Path) -> list[str]:
     out = Path(out_dir)
     summary = summary_rows(ResultsStore(out / "store.sqlite"))
@@ -96,10 +137,13 @@ def build_report(out_dir: str | Path) -> list[str]:
                              ("logit_l2", "LI"), ("saliency_similarity", "SI")):
             written += write_table(table(summary, mode, metric), out, f"drift_{mode}_{metric}",
                                    f"{name} under drift ({mode}), mean ± std over seeds")
+    written += write_claims(out, claims(summary))
     return written
 
 
 def print_tables(out_dir: str | Path) -> str:
     out = Path(out_dir)
-    return "\n".join(p.read_text() for p in sorted(out.glob("drift_*_kl.md")) +
-                     sorted(out.glob("drift_*_accuracy_ratio.md")))
+    cs = read_claims(out)
+    return "\n".join([p.read_text() for p in sorted(out.glob("drift_*_kl.md")) +
+                      sorted(out.glob("drift_*_accuracy_ratio.md"))]
+                     + ([render_text(cs)] if cs is not None else []))

@@ -22,6 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from invlab.report.claims import (
+    ACCURACY_FLOOR,
+    CHANCE_MARGIN,
+    ClaimSet,
+    accuracy_gate,
+    decide,
+    read_claims,
+    render_text,
+    write_claims,
+)
 from invlab.sweep.io import atomic_write_json, atomic_write_text
 
 STUDY = "generalization"
@@ -281,27 +291,59 @@ def effects(wide: dict[str, pd.DataFrame]) -> dict[str, Any]:
     return out
 
 
-def claims(stats: dict[str, Any], fx: dict[str, Any]) -> list[dict[str, Any]]:
-    """The slides' three claims, true or false as measured, with the numbers."""
+MIN_MODELS = 5
+"""Fewer models than this: a Spearman ρ across the zoo cannot decide a claim (with 2 models
+it is ±1 or undefined)."""
+
+
+def claims(stats: dict[str, Any], fx: dict[str, Any],
+           id_accuracy: dict[str, float] | None = None, n_classes: int = 10,
+           n_models: int | None = None) -> ClaimSet:
+    """The slides' three claims as records (:mod:`invlab.report.claims`).
+
+    They cannot be evaluated with fewer than :data:`MIN_MODELS` models, with a NaN ρ, or (the
+    third) without ``n_train``/augmentation metadata to match models on (a user zoo).
+    ``id_accuracy`` (model → ID accuracy) flags models at chance or below the accuracy floor
+    (a caveat: a zoo spans weak and strong models by design). ``n_models``: the zoo's size
+    (default: the largest number of models behind any statistic; < 3 gives none)."""
     sets = list(stats)
     id_set = sets[0] if sets else "id"
     shifts = sets[1:]
+    if n_models is None:
+        n_models = max((int(st.get("n") or 0) for t in sets for st in stats[t].values()
+                        if isinstance(st, dict)), default=0)
+    few = (f"too few models: {n_models} (a Spearman ρ across the zoo needs at least "
+           f"{MIN_MODELS})") if n_models < MIN_MODELS else ""
+    caveat = ""
+    if id_accuracy:
+        at, low = accuracy_gate(id_accuracy, n_classes)
+        n_at = sum(v is not None and v <= 1 / n_classes + CHANCE_MARGIN
+                   for v in id_accuracy.values())
+        n_low = sum(v is not None and v < ACCURACY_FLOOR for v in id_accuracy.values())
+        if n_low:
+            caveat = (f"{n_low} of {len(id_accuracy)} models below the "
+                      f"{100 * ACCURACY_FLOOR:.0f} % ID accuracy floor"
+                      + (f", {n_at} of them at chance" if n_at else ""))
     rho = {t: stats[t]["ei"]["spearman"] for t in sets if "ei" in stats[t]}
+    rho = {t: (float("nan") if r is None else float(r)) for t, r in rho.items()}
     strong = [t for t in shifts if rho.get(t, -1) >= STRONG_RHO]
     c1 = rho.get(id_set, -1) >= STRONG_RHO and len(strong) > len(shifts) / 2
     others = [m for m in INVARIANCE_MEASURES if m != "ei"]
 
+    def sp(t: str, m: str) -> float:
+        v = stats[t][m]["spearman"]
+        return float("nan") if v is None else float(v)
+
     def beats(t: str, m: str, key: Any) -> bool:
-        return key(stats[t]["ei"]["spearman"]) >= key(stats[t][m]["spearman"])
+        return key(sp(t, "ei")) >= key(sp(t, m))
 
     with_ei = [t for t in sets if "ei" in stats[t]]
     wins = [t for t in with_ei if all(beats(t, m, abs) for m in others if m in stats[t])]
     wins_signed = [t for t in with_ei if all(beats(t, m, float) for m in others if m in stats[t])]
     c2 = len(wins) > len(sets) / 2
     beats_conf = [t for t in with_ei if "confidence" in stats[t] and beats(t, "confidence", abs)]
-    neg = sorted({m for t in sets for m in others
-                  if m in stats[t] and stats[t][m]["spearman"] < 0
-                  and abs(stats[t][m]["spearman"]) > abs(stats[t].get("ei", {}).get("spearman", 0))})
+    neg = sorted({m for t in with_ei for m in others
+                  if m in stats[t] and sp(t, m) < 0 and abs(sp(t, m)) > abs(sp(t, "ei"))})
     mo = fx.get("mean_over_test_sets", {})
     augs = sorted({k.split("_")[1] for k in mo if k.startswith("aug_")})
     aug_acc = [mo[f"aug_{a}_accuracy"] for a in augs if f"aug_{a}_accuracy" in mo]
@@ -309,31 +351,46 @@ def claims(stats: dict[str, Any], fx: dict[str, Any]) -> list[dict[str, Any]]:
     d_acc, d_ei = mo.get("data_accuracy", math.nan), mo.get("data_ei", math.nan)
     c3 = bool(aug_acc and aug_ei and d_acc > np.mean(aug_acc) and d_ei > np.mean(aug_ei))
     c3_each = bool(aug_acc and aug_ei and d_acc > max(aug_acc) and d_ei > max(aug_ei))
-    fmt = ", ".join(f"{t} {rho[t]:.2f}" for t in sets if t in rho)
-    return [
-        {"claim": "EI correlates strongly with accuracy on ID and on most shifts "
-                  f"(Spearman ρ ≥ {STRONG_RHO} on ID and on more than half of the shifts)",
-         "holds": bool(c1), "evidence": f"ρ(EI, acc): {fmt}; strong on {len(strong)}/"
-                                        f"{len(shifts)} shifts"},
-        {"claim": "EI correlates more strongly than the other invariance measures "
-                  "(agreement, −JS, −KL, −LI) on most test sets (|Spearman ρ|)",
-         "holds": bool(c2), "evidence": f"EI has the largest |ρ| on {len(wins)}/{len(sets)} "
-                                        f"test sets ({', '.join(wins) or 'none'}) and the "
-                                        f"highest signed ρ on {len(wins_signed)}/{len(sets)}"
-                                        + (f"; stronger but negative (more invariant, less "
-                                           f"accurate) somewhere: "
-                                           f"{', '.join(LABELS.get(m, m) for m in neg)}"
-                                           if neg else "")
-                                        + f"; EI's |ρ| ≥ average confidence's on "
-                                          f"{len(beats_conf)}/{len(sets)}"},
-        {"claim": "More training data raises accuracy and invariance (EI) more than "
-                  "augmentation does (mean over test sets, matched pairs)",
-         "holds": c3, "evidence": f"data: Δacc {d_acc:+.3f}, ΔEI {d_ei:+.3f}; augmentation "
-                                  + "; ".join(f"{a}: Δacc {mo.get(f'aug_{a}_accuracy', math.nan):+.3f}"
-                                              f", ΔEI {mo.get(f'aug_{a}_ei', math.nan):+.3f}"
-                                              for a in augs)
-                                  + f"; exceeds every single augmentation: {c3_each}"},
+    v3: dict[str, Any] = {"data Δacc": d_acc, "data ΔEI": d_ei}
+    for a in augs:
+        v3[f"{a} Δacc"] = mo.get(f"aug_{a}_accuracy", math.nan)
+        v3[f"{a} ΔEI"] = mo.get(f"aug_{a}_ei", math.nan)
+    v3["exceeds every single augmentation"] = c3_each
+    meta = ""
+    spans = [v["data_accuracy"]["n_train"] for v in fx.get("per_test_set", {}).values()
+             if "data_accuracy" in v]
+    if spans and all(lo == hi for lo, hi in spans):
+        meta = (f"every model trains on the same n_train ({spans[0][0]}): there is no data "
+                "effect to compare")
+    elif "data_accuracy" not in mo or not math.isfinite(float(d_acc)):
+        meta = ("missing metadata: no pairs of models that differ only in n_train (a user zoo "
+                "records no n_train/augmentation)")
+    elif not augs or not any(math.isfinite(float(x)) for x in aug_acc):
+        meta = ("missing metadata: no pairs of models that differ only in augmentation (a "
+                "user zoo records no augmentation)")
+    c = [
+        decide("EI correlates strongly with accuracy on ID and on most shifts",
+               f"Spearman ρ(EI, accuracy) ≥ {STRONG_RHO} on ID and on more than half of the "
+               "shifts", {**{f"ρ {t}": r for t, r in rho.items()},
+                          "strong shifts": f"{len(strong)}/{len(shifts)}"},
+               bool(c1), reason=few or ("" if rho else "EI was not measured"), caveat=caveat),
+        decide("EI correlates more strongly than the other invariance measures (agreement, −JS, "
+               "−KL, −LI) on most test sets",
+               "EI has the largest |Spearman ρ| on more than half of the test sets",
+               {"EI largest |ρ|": f"{len(wins)}/{len(sets)} ({', '.join(wins) or 'none'})",
+                "EI highest signed ρ": f"{len(wins_signed)}/{len(sets)}",
+                "stronger but negative": ", ".join(LABELS.get(m, m) for m in neg) or "none",
+                "EI |ρ| ≥ avg. confidence's": f"{len(beats_conf)}/{len(sets)}",
+                **{f"ρ(EI) {t}": r for t, r in rho.items()}},
+               bool(c2), reason=few or ("" if rho else "EI was not measured"), caveat=caveat),
+        decide("More training data raises accuracy and invariance (EI) more than augmentation "
+               "does",
+               "mean over test sets and matched pairs: Δacc and ΔEI of the largest vs the "
+               "smallest n_train > the mean Δacc and ΔEI of the augmentations",
+               v3, c3, required=[k for k in v3 if k != "exceeds every single augmentation"],
+               reason=meta or few, caveat=caveat),
     ]
+    return ClaimSet("Claims check (Deng et al. 2022, on this zoo)", tuple(c))
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[str]:
@@ -484,7 +541,10 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
     stats = model_centric(wide, n_boot, seed)
     rank = ranking(stats)
     fx = effects(wide)
-    cl = claims(stats, fx)
+    id_set = next(iter(wide))
+    id_acc = (wide[id_set]["accuracy"].astype(float).to_dict()
+              if "accuracy" in wide[id_set] else None)
+    cl = claims(stats, fx, id_acc, n_models=int(long["model_id"].nunique()))
     summary = {"zoo_size": int(long["model_id"].nunique()), "test_sets": list(wide),
                "n_images": {t: int(long[long.test_set == t]["n_images"].max()) for t in wide},
                "id_test_set": next(iter(wide)),
@@ -492,7 +552,7 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
                "subgroups": subgroups(wide, min(n_boot, 200), seed),
                "dataset_centric": dataset_centric(wide, n_boot, seed), **estimation(wide),
                "effects": fx,
-               "claims": cl}
+               "claims": [c.to_dict() for c in cl.claims]}
     paths = [str(out / "models.csv")]
     paths.append(str(atomic_write_json(out / "summary.json", _jsonable(summary))))
     paths += write_table(spearman_table(stats), out, "spearman",
@@ -500,17 +560,14 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
                          "per test set [bootstrap 95 % CI]")
     paths += write_table(rank, out, "ranking",
                          "Measures ranked by correlation strength |Spearman ρ| with accuracy")
-    atomic_write_text(out / "claims.md", claims_markdown(cl))
-    paths.append(str(out / "claims.md"))
+    paths += write_claims(out, cl)
     paths += figures(wide, stats, out)
     return paths
 
 
-def claims_markdown(cl: list[dict[str, Any]]) -> str:
-    lines = ["### Claims check (Deng et al. 2022, on this zoo)", ""]
-    for c in cl:
-        lines.append(f"- **{'TRUE' if c['holds'] else 'FALSE'}**: {c['claim']}. {c['evidence']}.")
-    return "\n".join(lines) + "\n"
+def _f3(v: Any, nd: int = 3) -> str:
+    """``0.123``, or ``n/a`` for a statistic that could not be computed (None/NaN)."""
+    return f"{v:.{nd}f}" if isinstance(v, int | float) and math.isfinite(v) else "n/a"
 
 
 def print_table(out_dir: str | Path) -> str:
@@ -530,7 +587,8 @@ def print_table(out_dir: str | Path) -> str:
         for t in sets:
             st = mc[t].get(m)
             cells.append("–" if not st or st["spearman"] is None else
-                         f"{st['spearman']:.2f} [{st['spearman_ci'][0]:.2f}, {st['spearman_ci'][1]:.2f}]"
+                         f"{st['spearman']:.2f} [{_f3(st['spearman_ci'][0], 2)}, "
+                         f"{_f3(st['spearman_ci'][1], 2)}]"
                          if st.get("spearman_ci") else f"{st['spearman']:.2f}")
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     est = s.get("estimation", {})
@@ -539,15 +597,17 @@ def print_table(out_dir: str | Path) -> str:
                   "(linear / probit fit):"]
         for m, e in est.items():
             if m == "confidence_raw":
-                lines.append(f"  {'avg. confidence, no fit':16s} {e['mae']:.3f}")
+                lines.append(f"  {'avg. confidence, no fit':16s} {_f3(e.get('mae'))}")
                 continue
-            lines.append(f"  {LABELS.get(m, m):16s} {e['linear']['mae']:.3f} / "
-                         f"{e['probit']['mae']:.3f}")
+            lines.append(f"  {LABELS.get(m, m):16s} {_f3((e.get('linear') or {}).get('mae'))} / "
+                         f"{_f3((e.get('probit') or {}).get('mae'))}")
     sel = s.get("selection", {})
     if sel:
         lines += ["", "Model selection by the highest score, mean regret over test sets:"]
-        lines += [f"  {LABELS.get(m, m):16s} {v['mean_regret']:.3f}" for m, v in sel.items()]
-    return "\n".join(lines) + "\n\n" + (out / "claims.md").read_text()
+        lines += [f"  {LABELS.get(m, m):16s} {_f3(v.get('mean_regret'))}" for m, v in sel.items()]
+    cs = read_claims(out)
+    tail = render_text(cs) if cs is not None else (out / "claims.md").read_text()
+    return "\n".join(lines) + "\n\n" + tail
 
 
 def figure_test_sets(sets_dir: str | Path, refs: list[Any], out: Path, n: int = 8) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from invlab.data.sources import source_label
+from invlab.report.claims import Claim, ClaimSet, accuracy_gate, decide, read_claims, render_text, write_claims
 from invlab.report.figures import pyplot
 from invlab.report.figures import save as _save_figure
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
@@ -199,43 +200,58 @@ def figure_nu_search(store: ResultsStore, out: Path, study: str = "genuine",
     return _save(fig, out, stem)
 
 
-def claims(summary: list[dict[str, Any]]) -> str:
-    """Check M23's three Table-1 claims per dataset and group, with explicit criteria."""
+GENUINE_INTRO = (
+    "Criteria on means over seeds. WT exactly invariant / top accuracy: weight tying makes "
+    "the model invariant by construction (zero LI and DI, identical saliency) at no accuracy "
+    "cost.",
+    "DA: augmentation makes predictions agree (low DI) without making the logits or the "
+    "explanations invariant (LI large, SI below IR's): not genuine invariance.",
+    "IR: the invariance regularizer gives near-zero LI/DI and invariant saliency (test SI >= "
+    "0.95, ν tuned on validation SI) but costs accuracy against DA.")
+
+
+def claims(summary: list[dict[str, Any]], n_classes: int = 9) -> ClaimSet:
+    """M23's Table-1 claims per dataset and group: six records each (WT exact, WT top
+    accuracy, DA not genuine, IR LI/DI ≈ 0, IR test SI ≥ 0.95, IR accuracy cost). They cannot
+    be evaluated without all three methods, with a NaN statistic, or when a model is at
+    chance (``n_classes``: 9, class 9 is excluded); models below
+    :data:`~invlab.report.claims.ACCURACY_FLOOR` are flagged."""
     by = {(s["dataset"], s["group"], s["method"], s["metric"]): s["mean"] for s in summary}
-    lines = ["Claims of M23 Table 1 (criteria on means over seeds). What each check means:",
-             "  WT exactly invariant / top accuracy: weight tying makes the model invariant by "
-             "construction (zero LI and DI, identical saliency) at no accuracy cost.",
-             "  DA: augmentation makes predictions agree (low DI) without making the logits or "
-             "the explanations invariant (LI large, SI below IR's): not genuine invariance.",
-             "  IR: the invariance regularizer gives near-zero LI/DI and invariant saliency "
-             "(test SI >= 0.95, ν tuned on validation SI) but costs accuracy against DA."]
+    out: list[Claim] = []
     for d, g in sorted({(s["dataset"], s["group"]) for s in summary}):
         v = lambda m, k: by.get((d, g, m, k), float("nan"))  # noqa: E731
         tag = f"{d}/{g.upper()}"
-        if all((d, g, m, "accuracy") in by for m in ("wt", "da", "ir")):
-            acc = {m: v(m, "accuracy") for m in ("wt", "da", "ir")}
-            wt_exact = v("wt", "logit_l2") < 1e-3 and v("wt", "kl") < 1e-4 and \
-                v("wt", "saliency_similarity") > 0.999
-            wt_top = acc["wt"] >= max(acc["da"], acc["ir"])
-            lines.append(f"- {tag} WT exactly invariant (LI<1e-3, DI<1e-4, SI>0.999): "
-                         f"{'yes' if wt_exact else 'NO'}; top accuracy ({acc['wt']:.1f} vs DA "
-                         f"{acc['da']:.1f}, IR {acc['ir']:.1f}): {'yes' if wt_top else 'NO'}")
-            da_ok = v("da", "logit_l2") > 10 * max(v("ir", "logit_l2"), 1e-9) and \
-                v("da", "saliency_similarity") < v("ir", "saliency_similarity") and \
-                v("da", "kl") < 0.5
-            lines.append(f"- {tag} DA: low DI ({v('da', 'kl'):.3f} < 0.5) yet large LI "
-                         f"({v('da', 'logit_l2'):.2f} > 10x IR's {v('ir', 'logit_l2'):.3f}) and "
-                         f"lower SI ({v('da', 'saliency_similarity'):.2f} < IR's "
-                         f"{v('ir', 'saliency_similarity'):.2f}): {'yes' if da_ok else 'NO'}")
-            ir_inv = v("ir", "logit_l2") < 0.1 and v("ir", "kl") < 0.01
-            ir_si = v("ir", "saliency_similarity") >= 0.95
-            ir_cost = acc["ir"] < acc["da"]
-            lines.append(f"- {tag} IR: LI, DI ≈ 0 (LI {v('ir', 'logit_l2'):.3f} < 0.1, DI "
-                         f"{v('ir', 'kl'):.4f} < 0.01): {'yes' if ir_inv else 'NO'}; test SI "
-                         f"{v('ir', 'saliency_similarity'):.3f} ≥ 0.95: "
-                         f"{'yes' if ir_si else 'NO'}; accuracy cost ({acc['ir']:.1f} < DA "
-                         f"{acc['da']:.1f}): {'yes' if ir_cost else 'NO'}")
-    return "\n".join(lines) + "\n"
+        have = [m for m in ("wt", "da", "ir") if (d, g, m, "accuracy") in by]
+        reason = ("" if len(have) == 3 else "needs WT, DA and IR models of this dataset and "
+                  f"group; found {', '.join(m.upper() for m in have) or 'none'}")
+        acc = {m: v(m, "accuracy") for m in ("wt", "da", "ir")}
+        gate, caveat = accuracy_gate({m.upper(): a / 100 for m, a in acc.items()}, n_classes)
+        reason = reason or gate
+        kw = {"scope": tag, "reason": reason, "caveat": caveat}
+        wt = {"WT LI": v("wt", "logit_l2"), "WT DI": v("wt", "kl"),
+              "WT SI": v("wt", "saliency_similarity")}
+        out.append(decide("WT is exactly invariant", "LI < 1e-3, DI < 1e-4, SI > 0.999", wt,
+                          wt["WT LI"] < 1e-3 and wt["WT DI"] < 1e-4 and wt["WT SI"] > 0.999,
+                          **kw))
+        accs = {f"{m.upper()} accuracy %": a for m, a in acc.items()}
+        out.append(decide("WT has the top accuracy", "WT accuracy ≥ DA's and IR's", accs,
+                          acc["wt"] >= max(acc["da"], acc["ir"]), **kw))
+        da = {"DA DI": v("da", "kl"), "DA LI": v("da", "logit_l2"), "IR LI": v("ir", "logit_l2"),
+              "DA SI": v("da", "saliency_similarity"), "IR SI": v("ir", "saliency_similarity")}
+        out.append(decide("DA is not genuinely invariant: low DI yet large LI and lower SI",
+                          "DA DI < 0.5, DA LI > 10x IR's, DA SI < IR's", da,
+                          da["DA LI"] > 10 * max(da["IR LI"], 1e-9) and da["DA SI"] < da["IR SI"]
+                          and da["DA DI"] < 0.5, **kw))
+        ir = {"IR LI": v("ir", "logit_l2"), "IR DI": v("ir", "kl")}
+        out.append(decide("IR makes LI and DI ≈ 0", "IR LI < 0.1, IR DI < 0.01", ir,
+                          ir["IR LI"] < 0.1 and ir["IR DI"] < 0.01, **kw))
+        si = {"IR test SI": v("ir", "saliency_similarity")}
+        out.append(decide("IR has invariant saliency", "IR test SI ≥ 0.95", si,
+                          si["IR test SI"] >= 0.95, **kw))
+        cost = {"IR accuracy %": acc["ir"], "DA accuracy %": acc["da"]}
+        out.append(decide("IR costs accuracy against DA", "IR accuracy < DA accuracy", cost,
+                          acc["ir"] < acc["da"], **kw))
+    return ClaimSet("Claims of M23 Table 1", tuple(out), GENUINE_INTRO)
 
 
 def build_report(out_dir: str | Path) -> list[str]:
@@ -253,10 +269,7 @@ def build_report(out_dir: str | Path) -> list[str]:
         title = f"Transforming-{'MNIST' if d == 'mnist' else d} (mean ± std over seeds)"
         written += write_table(df, out, f"table1_{source_label(d)}", title)
         md_parts.append((out / f"table1_{source_label(d)}.md").read_text())
-    from invlab.sweep.io import atomic_write_text
-
-    atomic_write_text(out / "claims.md", claims(summary))
-    written.append(str(out / "claims.md"))
+    written += write_claims(out, claims(summary))
     figs = _fig_cells(store)
     for d, g in sorted({(k[0], k[1]) for k in figs}):
         written += figure_tsne(figs, d, g, out)
@@ -268,6 +281,9 @@ def build_report(out_dir: str | Path) -> list[str]:
 def print_table(out_dir: str | Path) -> str:
     out = Path(out_dir)
     parts = [p.read_text() for p in sorted(out.glob("table1_*.md"))]
-    if (out / "claims.md").exists():
+    cs = read_claims(out)
+    if cs is not None:
+        parts.append(render_text(cs))
+    elif (out / "claims.md").exists():
         parts.append((out / "claims.md").read_text())
     return "\n".join(parts)

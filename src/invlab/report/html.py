@@ -393,66 +393,26 @@ def _grid(columns: list[str], rows: list[list[str]]) -> str:
 
 
 _CI = re.compile(r"^[-−+]?[\d.]+ \[[-−+]?[\d.]+, [-−+]?[\d.]+\]$")  # "0.46 [0.30, 0.61]"
-_CHECK = re.compile(r"(?<=: )(yes|NO)(?=;|$)")  # genuine: "...: yes; ...: NO"
-_VERDICT = re.compile(r"^\*\*(TRUE|FALSE)\*\*")  # generalization: "- **TRUE**: ..."
 
 
 def _claims_section(out: Path) -> tuple[str, str]:
-    """``claims.md`` as the page's first section, with a count of the claims that hold.
+    """The claims check as the page's first section, rendered from ``claims.json``
+    (:mod:`invlab.report.claims`). A directory written before claims were records (only
+    ``claims.md``) shows that file as text, without a badge."""
+    from invlab.report.claims import read_claims, render_html
 
-    Three shapes are read: bullets with ``: yes`` / ``: NO`` checks (genuine), bullets
-    opening with ``**TRUE**`` / ``**FALSE**`` (generalization), and a Markdown table whose
-    ``answer`` column says yes / no (origins)."""
+    cs = read_claims(out)
+    if cs is not None:
+        return "Claims check", render_html(cs)
     path = out / "claims.md"
     if not path.exists():
         return "Claims check", ('<p class="note">This study directory has no claims check '
-                                "(<code>claims.md</code>); its claims are read from the figures "
-                                "and tables below.</p>")
-    intro, items, rows = [], [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("- "):
-            items.append(line[2:])
-        elif line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not all(set(c) <= set("-: ") for c in cells):  # skip the |---| rule
-                rows.append(cells)
-        elif line.strip():
-            intro.append(line.strip().lstrip("#").strip())
-    n_yes = n_no = 0
-    lis = []
-    for item in items:
-        verdict = _VERDICT.match(item)
-        checks = _CHECK.findall(item)
-        yes, no = checks.count("yes"), checks.count("NO")
-        if verdict:
-            yes, no = (1, 0) if verdict[1] == "TRUE" else (0, 1)
-        n_yes, n_no = n_yes + yes, n_no + no
-        text = _CHECK.sub(lambda m: f'<span class="{m[1].lower()}">{m[1]}</span>', _e(item))
-        if verdict:
-            word = verdict[1]
-            text = text.replace(f"**{word}**", f'<span class="{"yes" if word == "TRUE" else "no"}">'
-                                f"{word}</span>", 1)
-        lis.append(f'<li class="{"fail" if no else "pass"}">{text}</li>')
-    body = f'<ul class="claims">{"".join(lis)}</ul>' if lis else ""
-    if rows:
-        head, data = rows[0], rows[1:]
-        col = next((j for j, h in enumerate(head) if "answer" in h.lower()), None)
-        if col is not None:
-            answers = [r[col].lower() for r in data if col < len(r)]
-            n_yes += sum(a.startswith("yes") for a in answers)
-            n_no += sum(a.startswith("no") for a in answers)
-        th = "".join(f'<th scope="col" class="label">{_e(h)}</th>' for h in head)
-        trs = "".join("<tr>" + "".join(
-            f'<td class="label"><span class="{c.lower()}">{_e(c)}</span></td>'
-            if j == col and c.lower() in ("yes", "no") else f'<td class="label">{_e(c)}</td>'
-            for j, c in enumerate(r)) + "</tr>" for r in data)
-        body += (f'<table class="kv"><thead><tr>{th}</tr></thead><tbody>{trs}</tbody>'
-                 "</table>")
-    badge = "fail" if n_no else "pass"
-    count = (f' <span class="badge {badge}">{n_yes} of {n_yes + n_no} '
-             f"{'checks' if items and not rows else 'claims'} hold</span>") if n_yes + n_no else ""
-    head_p = f'<p>{_e(" ".join(intro))}{count}</p>'  # no badge when nothing could be counted
-    return "Claims check", head_p + body
+                                "(<code>claims.json</code>); its claims are read from the "
+                                "figures and tables below.</p>")
+    return "Claims check", ('<p class="note">Claims as written by an older invlab '
+                            "(<code>claims.md</code> only; <code>invlab report DIR</code> "
+                            "rebuilds them as records):</p><pre>"
+                            + _e(path.read_text(encoding="utf-8")) + "</pre>")
 
 
 def _tables_section(tables: list[TableFile]) -> str:

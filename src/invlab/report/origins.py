@@ -23,6 +23,7 @@ from invlab.metrics.functional.factors import (  # noqa: E402
     chance_alignment,
     class_specificity,
 )
+from invlab.report.claims import ClaimSet, accuracy_gate, decide, read_claims, render_text, write_claims  # noqa: E402
 from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.tables import write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
@@ -275,6 +276,27 @@ def claims_markdown(claims: list[dict[str, Any]]) -> str:
         lines.append(f"| {c.get('question', '')} | {ans} | "
                      + ", ".join(f"{k}={v:.3f}" for k, v in nums.items()) + " |")
     return "\n".join(lines)
+
+
+def claim_records(claims: list[dict[str, Any]], acc: pd.DataFrame | None,
+                  n_classes: int = 10) -> ClaimSet:
+    """The four answers as records (:mod:`invlab.report.claims`): an answer of None cannot
+    be evaluated (its ``reason``); trained models at chance make every claim unevaluable,
+    trained models below :data:`~invlab.report.claims.ACCURACY_FLOOR` are flagged. Untrained
+    models are at chance by design and are not gated."""
+    gate, caveat = "", ""
+    if acc is not None and not acc.empty:
+        tr = acc[acc.regime != "untrained"].groupby(["arch", "regime"]).accuracy.mean()
+        gate, caveat = accuracy_gate({f"{a}/{r}": v for (a, r), v in tr.items()}, n_classes)
+    out = []
+    for c in claims:
+        values = {k: v for k, v in c.items() if isinstance(v, float | int)
+                  and not isinstance(v, bool)}
+        test = c.get("answer")
+        out.append(decide(str(c.get("question", "")), str(c.get("criterion", "")) or "n/a",
+                          values, test, reason=str(c.get("reason", "")) if test is None else gate,
+                          caveat=caveat))
+    return ClaimSet("Claims check (Bouchacourt et al. 2021, measured here)", tuple(out))
 
 
 # ---------------------------------------------------------------------------- figures
@@ -670,8 +692,7 @@ def _write(out: Path, data: dict[str, Any], dataset: str) -> list[str]:
         mi = mid(pd.concat([medians(prof, lay) for lay in inner]))
         paths += figure_heatmap(mi, out, "fig_heatmap_median_inner",
                                 "Median invariance (magnitudes 3–7), inner layer")
-    (out / "claims.md").write_text(claims_markdown(claims) + "\n")
-    paths.append(str(out / "claims.md"))
+    paths += write_claims(out, claim_records(claims, acc))
     atomic_write_json(out / "summary.json", _clean(summary))
     paths.append(str(out / "summary.json"))
     return paths
@@ -714,10 +735,13 @@ def print_table(out_dir: str | Path) -> str:
 
     out = Path(out_dir)
     s = json.loads((out / "summary.json").read_text())
-    lines = ["Claims check (Bouchacourt et al. 2021, measured here):", "",
-             claims_markdown(s["claims"]), ""]
+    cs = read_claims(out)
+    lines = [render_text(cs) if cs is not None else claims_markdown(s["claims"]) + "\n"]
     if (out / "ablation.md").exists():
         lines.append((out / "ablation.md").read_text())
-    lines.append("Small grayscale images (28x28, Fashion-MNIST) are not ImageNet: answers "
-                 "that differ from the paper are reported as measured.")
+    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    path = ((cfg.get("config") or {}).get("data") or {}).get("path")
+    lines.append(f"Small grayscale images ({path or _dataset(out) or 'your data'}) are not "
+                 "ImageNet: "
+                 "answers that differ from the paper are reported as measured.")
     return "\n".join(lines)

@@ -8,6 +8,14 @@ from typing import Any
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from invlab.report.claims import (  # noqa: E402
+    ClaimSet,
+    accuracy_gate,
+    decide,
+    read_claims,
+    render_text,
+    write_claims,
+)
 from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.genuine import _save, figure_nu_search  # noqa: E402
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
@@ -72,6 +80,37 @@ def table(summary: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CLEARLY_SMALLER = 0.8
+"""σ_max of an IR model is "clearly smaller" than DA's when below 0.8 × DA's."""
+
+
+def claims(summary: list[dict[str, Any]], n_classes: int = 9) -> ClaimSet:
+    """M23 Fig. 5 (studies.md §3), per group and IR regularizer: σ_max clearly smaller than
+    DA's, and lower accuracy. Cannot be evaluated without a DA model of the group, with a NaN
+    mean, or when a model is at chance (9 classes: class 9 is excluded)."""
+    by = {(r["group"], r["method"], r["regularizer"], r["metric"]): r["mean"] for r in summary}
+    out = []
+    for g in sorted({r["group"] for r in summary}):
+        da_sig = by.get((g, "da", "none", "sigma_max"), float("nan"))
+        da_acc = by.get((g, "da", "none", "accuracy"), float("nan"))
+        regs = sorted({r["regularizer"] for r in summary if r["group"] == g
+                       and r["method"] == "ir"})
+        for reg in regs:
+            sig = by.get((g, "ir", reg, "sigma_max"), float("nan"))
+            acc = by.get((g, "ir", reg, "accuracy"), float("nan"))
+            reason = "" if (g, "da", "none", "sigma_max") in by else "no DA model of this group"
+            gate, caveat = accuracy_gate({"DA": da_acc / 100, f"IR {reg}": acc / 100}, n_classes)
+            kw = {"scope": f"{g.upper()}/{reg}", "reason": reason or gate, "caveat": caveat}
+            out.append(decide(f"IR ({reg}) has a clearly smaller σ_max than DA",
+                              f"IR σ_max < {CLEARLY_SMALLER} × DA σ_max",
+                              {"IR σ_max": sig, "DA σ_max": da_sig},
+                              sig < CLEARLY_SMALLER * da_sig, **kw))
+            out.append(decide(f"IR ({reg}) has lower accuracy than DA", "IR accuracy < DA's",
+                              {"IR accuracy %": acc, "DA accuracy %": da_acc}, acc < da_acc, **kw))
+    return ClaimSet("Claims of M23 Fig. 5 (invariance-induced spectral decay)", tuple(out),
+                    ("Criteria on means over seeds; every IR variant tuned to SI ≥ 0.95.",))
+
+
 def build_report(out_dir: str | Path) -> list[str]:
     out = Path(out_dir)
     summary = summary_rows(ResultsStore(out / "store.sqlite"))
@@ -82,8 +121,11 @@ def build_report(out_dir: str | Path) -> list[str]:
                                 "nu_search_spectral")
     written += write_table(table(summary), out, "table_spectral",
                            "σ_max of the input Jacobian, accuracy and tuned ν (mean ± std)")
+    written += write_claims(out, claims(summary))
     return written
 
 
 def print_table(out_dir: str | Path) -> str:
-    return (Path(out_dir) / "table_spectral.md").read_text()
+    cs = read_claims(out_dir)
+    return (Path(out_dir) / "table_spectral.md").read_text() + (
+        "\n" + render_text(cs) if cs is not None else "")

@@ -45,6 +45,12 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--groups", default=None, help="comma list, e.g. r4,t3")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     p.add_argument("--epochs", type=int, default=None, help="override max epochs")
+    p.add_argument("--n-train", type=int, default=None, metavar="N",
+                   help="training images per model (default: the preset's)")
+    p.add_argument("--n-val", type=int, default=None, metavar="N",
+                   help="validation images (default: the preset's)")
+    p.add_argument("--n-test", type=int, default=None, metavar="N",
+                   help="at most N test images (default: the preset's)")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads per cell and training run (default 1; part of every "
                         "cell id and checkpoint key, so results never depend on --workers)")
@@ -89,7 +95,9 @@ def executor_from_flags(args: argparse.Namespace) -> object:
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
     """Flags that override the genuine preset (also the models of drift/spectral)."""
     return {"groups": _csv(args.groups, "--groups"), "epochs": args.epochs,
-            "threads": args.threads, "seeds": _seeds(args.seeds)}
+            "threads": args.threads, "seeds": _seeds(args.seeds),
+            "n_train": getattr(args, "n_train", None), "n_val": getattr(args, "n_val", None),
+            "n_test_max": getattr(args, "n_test", None)}
 
 
 def _run(args: argparse.Namespace, study: str, **overrides: object) -> int:
@@ -126,7 +134,8 @@ def _cmd_spectral(args: argparse.Namespace) -> int:
 def _cmd_origins(args: argparse.Namespace) -> int:
     name = _preset_name(args)
     over: dict[str, object] = {"epochs": args.epochs, "threads": args.threads,
-                               "archs": _csv(args.archs, "--archs"),
+                               "archs": _csv(args.archs, "--archs"), "n_train": args.n_train,
+                               "n_val": args.n_val, "n_test": args.n_test,
                                "seeds": _seeds(args.seeds)}
     if name == "imagenet" and (args.models is None or args.data is None):
         raise SystemExit("--preset imagenet profiles your own pretrained models on your ImageNet "
@@ -137,6 +146,9 @@ def _cmd_origins(args: argparse.Namespace) -> int:
         args.preprocess = "resize=256,crop=224"  # the preset's evaluation transform
     if args.data and not args.data.endswith(".npz") and not os.path.exists(args.data):
         over["dataset"] = args.data
+    if name == "quick" and not args.models and not args.data:
+        print("(preset 'quick': MNIST, sized to fit the 5,000 images bundled with invlab; the "
+              "full study (`--preset full`) uses Fashion-MNIST.)", flush=True)
     return _run(args, "origins", models_file=args.models,
                 data=args.data if "dataset" not in over else None,
                 preprocess=args.preprocess, **over)
@@ -159,14 +171,26 @@ def _kv(items: list[str] | None, own_models: bool = False) -> dict[str, str]:
 
 
 def _cmd_generalization(args: argparse.Namespace) -> int:
-    if _preset_name(args) == "cifar10" and (args.models is None or not args.test_set):
+    name = _preset_name(args)
+    if name == "cifar10" and (args.models is None or not args.test_set):
         raise SystemExit("--preset cifar10 studies your own zoo on your CIFAR-10 files: pass "
                          "--models zoo.py and --test-set cifar10=PATH/test_batch.bin (the first "
                          "is in-distribution) plus shifted sets, e.g. --test-set "
                          "fog=CIFAR-10-C/fog.npy; see docs/howto/natural-images.md")
-    return _run(args, "generalization", n_pool=args.n_pool,
-                transforms=tuple(args.transform) if args.transform else None,
-                test_sets=_kv(args.test_set, own_models=args.models is not None),
+    test_sets = _kv(args.test_set, own_models=args.models is not None)
+    transforms = tuple(args.transform) if args.transform else None
+    if name == "quick":
+        from invlab.studies.generalization import preset
+
+        p = preset(name, n_pool=args.n_pool, transforms=transforms, n_train=args.n_train,
+                   n_eval=args.n_test)
+        print(f"(preset 'quick': a {len(p.zoo)}-model zoo and {len(p.reference)} reference models "
+              f"sized to fit the 5,000 MNIST images bundled with invlab: a "
+              f"{p.settings.n_pool:,}-image training pool, the rest is the ID test split. A "
+              "smoke run, not the paper's scale: the full preset needs the full MNIST files.)",
+              flush=True)
+    return _run(args, "generalization", n_pool=args.n_pool, transforms=transforms,
+                n_train=args.n_train, n_eval=args.n_test, test_sets=test_sets,
                 models_file=args.models, preprocess=args.preprocess)
 
 
@@ -235,10 +259,14 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     gz.add_argument("--out", default="runs/generalization", help="output folder")
     gz.add_argument("--n-pool", type=int, default=None,
                     help="MNIST images the zoo and the reference models train on (default: "
-                         "the preset's n_pool); the remaining MNIST images are the ID test "
-                         "split. It must be at least the largest n_train of the preset's zoo "
-                         "and reference models, and smaller than the MNIST images available "
-                         "(`invlab data list`)")
+                         "the preset's n_pool: full 10,000, quick 3,000, which fits the bundled "
+                         "5k); the remaining MNIST images are the ID test split. It must be at "
+                         "least the largest n_train of the preset's zoo and reference models")
+    gz.add_argument("--n-train", type=int, default=None, metavar="N",
+                    help="cap every zoo and reference model's training images at N")
+    gz.add_argument("--n-test", type=int, default=None, metavar="N",
+                    help="images per test set used for the measures (default: the preset's "
+                         "n_eval)")
     gz.add_argument("--checkpoints", default=None, help="checkpoint cache (default runs/checkpoints)")
     add_executor_flags(gz)
     gz.add_argument("--no-progress", action="store_true")

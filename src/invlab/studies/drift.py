@@ -141,13 +141,18 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
               progress: bool = True, preset_name: str = "custom",
               genuine_overrides: dict[str, Any] | None = None,
               executor: str | Executor | None = None) -> Path:
+    from invlab.data import DataError
     from invlab.report.drift import build_report
     from invlab.studies import genuine
 
     gp = genuine.preset(p.genuine_preset, **(genuine_overrides or {}))
+    try:  # before anything runs: the drift target is not bundled with invlab
+        fps = {d: source_fingerprint(d) for d in ("mnist", "fashion-mnist")}
+    except DataError as e:
+        raise DataError(f"study drift measures models under the drift MNIST → Fashion-MNIST "
+                        f"and needs the Fashion-MNIST files (not bundled): {e}") from None
     config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
-              "checkpoints": checkpoints,
-              "data": {d: source_fingerprint(d) for d in ("mnist", "fashion-mnist")}}
+              "checkpoints": checkpoints, "data": fps}
     with open_study(out, STUDY, config) as (out, store):
         t0 = time.perf_counter()
         executor = choose_executor(executor, workers)

@@ -99,7 +99,15 @@ def preset(name: str, **overrides: Any) -> Preset:
                           + ", ".join(doc))
     values = dict(doc[name])
     zoo, ref = values.pop("zoo"), values.pop("reference")
+    n_train = overrides.pop("n_train", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if n_train is not None:  # --n-train N: every zoo/reference n_train above N becomes N
+        if not isinstance(n_train, int) or n_train < 1:
+            raise ConfigError("n_train", f"--n-train must be a positive int, found {n_train!r}")
+        cap = lambda grid: [{**g, "n_train": [min(int(n), n_train) for n in (  # noqa: E731
+            g["n_train"] if isinstance(g["n_train"], list) else [g["n_train"]])]}
+            if "n_train" in g else g for g in grid]
+        zoo, ref = cap(zoo), cap(ref)
     return Preset(from_dict(GeneralizationPreset, values), tuple(expand_zoo(zoo)),
                   tuple(expand_zoo(ref)))
 

@@ -255,6 +255,17 @@ def genuine_cells(p: GenuinePreset, checkpoints: str) -> list[GenuineCell]:
     return cells
 
 
+def check_sizes(p: GenuinePreset) -> None:
+    """Fail once, before any cell runs, when a dataset has too few images for the preset's
+    ``n_train + n_val`` (else every cell would fail with the same error)."""
+    from invlab.data.sources import load_source
+    from invlab.data.transforming import drop_class, split_sizes
+
+    for d in p.datasets:
+        _, y = drop_class(load_source(d), 9)
+        split_sizes(len(y), p.n_train, p.n_val, p.n_test_max, what=d)
+
+
 def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path | None = None,
                 workers: int = 1, progress: bool = True, preset_name: str = "custom",
                 executor: str | Executor | None = None) -> Path:
@@ -265,6 +276,7 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
     where each cell runs, against the driver's working directory (``CellContext.cwd``)."""
     from invlab.report.genuine import build_report
 
+    check_sizes(preset)
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
     config = {"preset": preset_name, **asdict(preset), "checkpoints": ckpt, "workers": workers,
               "data": {d: source_fingerprint(d) for d in preset.datasets}}
@@ -304,6 +316,7 @@ def trained_cells(preset: GenuinePreset, store: ResultsStore, checkpoints: str, 
     the drift and spectral studies to get exactly the genuine study's models.
     """
     p = replace(preset, datasets=datasets, methods=methods)
+    check_sizes(p)
     tune_all(tune_cells(p, checkpoints), store, STUDY + "-tune",
              executor=choose_executor(executor, workers), workers=workers,
              progress=progress, root=out)

@@ -284,9 +284,10 @@ def get_splits(cfg: OriginsData) -> Splits:
         pick = lambda idx: x[idx]  # noqa: E731
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.data_seed))
     n_tr, n_va = cfg.n_train, cfg.n_val
-    if len(y) < n_tr + n_va + 2:
-        n_tr = n_va = 0
-    tr, va, te = perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:][:cfg.n_test]
+    if len(y) < n_tr + n_va + 2:  # nothing to train (your own models): every image is a
+        n_tr = n_va = 0               # test image, n_test does not cap them (a 1,797-image
+    te_cap = cfg.n_test if n_tr else len(y)  # folder is profiled as 1,797, not 1,000)
+    tr, va, te = perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:][:te_cap]
     x_tr, x_va, x_te = pick(tr), pick(va), pick(te)
     ref = x_tr if n_tr else x_te
     s = Splits(x_tr, y[tr], x_va, y[va], x_te, y[te], float(ref.mean()),
@@ -735,6 +736,13 @@ def run_origins(p: OriginsPreset, out: str | Path, checkpoints: str | Path | Non
 
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
     dcfg = pin_data(data_config(p, data, preprocess))
+    if not models_file:  # fail once, before any cell, when the models cannot be trained
+        sp = get_splits(dcfg)
+        n = len(sp.train_y) + len(sp.val_y) + len(sp.test_y)
+        if not len(sp.train_y):
+            raise ValueError(f"{data or p.dataset}: too few images to train ({n:,}); need more "
+                             f"than n_train + n_val = {p.n_train + p.n_val}: use e.g. --n-train "
+                             f"{max(1, n * 2 // 3)} --n-val {max(1, n // 9)}")
     from invlab.sweep import choose_executor
 
     executor = choose_executor(executor, workers)
