@@ -1292,9 +1292,11 @@ def test_origins_checkpoint_without_its_key_is_not_used(tmp_path: Path) -> None:
 RACER = """
 import hashlib, json, sys, time
 from pathlib import Path
+import invlab
 from invlab.data import DataConfig
 from invlab.studies.common import trained_model
 from invlab.train import TrainConfig
+invlab.configure_logging()  # the waiter's log line is asserted on
 cfg = TrainConfig(method="da", group="r4", epochs=1, seed=0)
 data = DataConfig(**json.loads(sys.argv[3]))
 print("ready", flush=True)
