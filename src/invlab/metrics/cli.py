@@ -68,6 +68,9 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, default=50, help="integrated-gradient steps for SI")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for randomized metrics (representation invariance)")
+    from invlab.devices import add_device_argument
+
+    add_device_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run_measure)
@@ -141,6 +144,9 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
         raise MeasureError(f"--limit must be >= 1, found {args.limit}")
     if args.transform is not None and args.group is not None:
         raise MeasureError("pass --transform or --group (its alias), not both")
+    from invlab.devices import resolve_device
+
+    device = resolve_device(getattr(args, "device", "cpu"))  # before any work
     model, meta = load_checkpoint(args.checkpoint)
     images, labels = load_for_checkpoint(args.data, meta, args.limit)
     t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
@@ -153,7 +159,7 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
     m = measure(model, images, labels=labels, transform=t, normalization=norm,
                 metrics=names, layers=args.layers, include_identity=args.include_identity,
                 batch_size=args.batch_size, generator=gen, progress=progress,
-                n_steps=args.n_steps)
+                n_steps=args.n_steps, device=device)
     return m, meta
 
 
@@ -176,6 +182,7 @@ def run_measure(args: argparse.Namespace) -> int:
         "kind": d["kind"],
         "elements": d["elements"],
         "n": d["n"],
+        "device": m.settings.get("device", "cpu"),
         "metrics": d["metrics"],
     }
     if "by_member" in d:
