@@ -45,6 +45,11 @@ def test_group_pooled_rgb_cnn_is_invariant_at_64px() -> None:
         assert m.summary["agreement"] == 1.0
     raw = measure(cnn, x, transform="r4", normalization=norm, metrics=metrics)
     assert raw.summary["logit_l2"] > 1e-3
+    # the pooled representation too: d(z, z_g) (cosine distance) at float precision
+    ri = measure(pooled, x, transform="r4", normalization=norm, metrics=["RI"],
+                 generator=torch.Generator().manual_seed(0))
+    assert float(ri.per_sample["representation_invariance_d_same"].abs().max()) <= 1e-6
+    assert float(ri.per_sample["representation_invariance_d_other"].min()) > 1e-6
 
 
 FAMILIES = ["rotate", "translate_x", "translate_y", "shear_x", "shear_y", "zoom_in", "zoom_out",

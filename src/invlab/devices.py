@@ -10,13 +10,14 @@ counts of the studies, :mod:`invlab.allocator`) applies only when the device is 
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import torch
 
-__all__ = ["DEVICE_CHOICES", "DeviceError", "add_device_argument", "device_name",
-           "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "ENV", "DeviceError", "add_device_argument", "device_name",
+           "model_device", "resolve_device", "set_study_device", "study_device"]
 
 DEVICE_CHOICES = "cpu, cuda, cuda:N, mps or auto"
 _SPEC = re.compile(r"^(cpu|cuda|mps|auto)(:\d+)?$")
@@ -77,3 +78,28 @@ def add_device_argument(p: Any, what: str = "the model") -> None:
     p.add_argument("--device", default="auto", metavar="DEVICE",
                    help=f"where {what} runs: {DEVICE_CHOICES} (default auto: CUDA when "
                         "available, else cpu)")
+
+
+ENV = "INVLAB_DEVICE"
+"""Environment variable holding the device studies run their cells on (set by ``invlab study
+--device``; inherited by the worker processes of the process executor)."""
+
+
+def study_device() -> torch.device:
+    """The device study cells train and measure on: ``$INVLAB_DEVICE`` (default ``cpu``)."""
+    return resolve_device(os.environ.get(ENV) or "cpu", where=f"${ENV}")
+
+
+def set_study_device(spec: Any) -> torch.device:
+    """Resolve ``spec`` (one-line :class:`DeviceError` when absent) and make it the device of
+    the study cells run by this process and the workers it starts."""
+    dev = resolve_device(spec)
+    os.environ[ENV] = str(dev)
+    return dev
+
+
+def model_device(model: Any) -> torch.device:
+    """Where ``model``'s first parameter (or buffer) is; the CPU for a model without any."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")

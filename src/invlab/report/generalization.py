@@ -471,11 +471,12 @@ def print_table(out_dir: str | Path) -> str:
         lines += ["", "Leave-one-shift-out accuracy estimation, mean absolute error "
                   "(linear / probit fit):"]
         for m, e in est.items():
+            f3 = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731 - one test set: None
             if m == "confidence_raw":
-                lines.append(f"  {'avg. confidence, no fit':16s} {e['mae']:.3f}")
+                lines.append(f"  {'avg. confidence, no fit':16s} {f3(e['mae'])}")
                 continue
-            lines.append(f"  {LABELS.get(m, m):16s} {e['linear']['mae']:.3f} / "
-                         f"{e['probit']['mae']:.3f}")
+            lines.append(f"  {LABELS.get(m, m):16s} {f3(e['linear']['mae'])} / "
+                         f"{f3(e['probit']['mae'])}")
     sel = s.get("selection", {})
     if sel:
         lines += ["", "Model selection by the highest score, mean regret over test sets:"]

@@ -104,7 +104,9 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
             raise DataMismatchError(
                 f"{path}: cached checkpoint was trained on data {found}, but its key says "
                 f"{data_cfg.source_hash}; the cache is corrupt or was edited, delete the file")
-        return model, meta, True
+        from invlab.devices import study_device
+
+        return model.to(study_device()), meta, True  # the cells' device (invlab study --device)
     data = get_data(data_cfg, train_cfg.group)
     res = train(train_cfg, data, checkpoint=path, progress=progress,
                 metadata={"data": asdict(data_cfg)})
