@@ -504,9 +504,8 @@ def _layers(cell: ProfileCell, model: nn.Module) -> list[str]:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              normalization: dict[str, Any] | None, batch_size: int = 2048) -> float:
     """Top-1 accuracy of ``model`` on pixel-space ``x`` (normalization applied first)."""
-    from invlab.metrics.orbit import normalizer
-
     from invlab.devices import model_device
+    from invlab.metrics.orbit import normalizer
 
     dev = model_device(model)
     norm = normalizer(normalization, x.shape[1], torch.float32, dev)
