@@ -76,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/demo-photos")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--transforms", default="r4,rotate,flip,grayscale,brightness_up")
-    ap.add_argument("--n-si", type=int, default=2)
+    ap.add_argument("--n-si", type=int, default=1)
     ap.add_argument("--ig-steps", type=int, default=8)
+    ap.add_argument("--n-sensitivity", type=int, default=0,
+                    help="photos for the Jacobian's sigma_max (default 0: skipped; ~100 "
+                         "forward+backward passes per photo)")
     a = ap.parse_args(argv)
 
     from invlab.audit import AuditSettings, format_summary, run_audit, write_audit
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     norm = model.normalization
     x, names, desc = load_photos(model.preprocess)
     s = AuditSettings(transforms=tuple(a.transforms.split(",")), limit=max(2, len(x)),
-                      n_si=a.n_si, n_sensitivity=1, ig_steps=a.ig_steps, n_show=2,
+                      n_si=a.n_si, n_sensitivity=a.n_sensitivity, ig_steps=a.ig_steps, n_show=2,
                       device=device)
     doc = run_audit(model, x, None, norm, s, progress=False)
     doc.update(model={"spec": "efficientnet_lite0", "kind": "pretrained",

@@ -174,3 +174,31 @@ def test_audit_cli_pretrained_on_colour_folder(tmp_path: Path) -> None:
     assert doc["model"]["kind"] == "pretrained" and doc["data"]["shape"] == [3, 224, 224]
     assert (tmp_path / "out" / "saliency_r4.png").is_file()
     assert "audit.html" in r.stdout
+
+
+def test_audit_colour_model_without_sigma_max(tmp_path: Path) -> None:
+    """run_audit on colour images of a non-square size, σ_max skipped (n_sensitivity=0):
+    summary, HTML and figures are written; the colour photos are shown in the grid."""
+    from invlab.audit import AuditSettings, format_summary, run_audit, write_audit
+
+    cnn = _colour_cnn()
+    x = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    cnn(x[:1])
+    norm = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    s = AuditSettings(transforms=("r4", "grayscale"), limit=6, n_si=2, n_sensitivity=0,
+                      ig_steps=4, n_show=2)
+    doc = run_audit(cnn.eval(), x, None, norm, s, progress=False)
+    assert doc["sensitivity"] == {"sigma_max_mean": None, "sigma_max_std": None, "n": 0}
+    doc.update(model={"spec": "cnn", "kind": "test", "class": "Sequential", "parameters": 1},
+               data={"spec": "x", "description": "random colour", "images": 6,
+                     "images_available": 6, "shape": [3, 64, 64]},
+               normalization=norm, invlab_version="test")
+    assert "not measured (--n-sensitivity 0)" in format_summary(doc)
+    paths = write_audit(doc, tmp_path, cnn, x, norm)
+    assert (tmp_path / "saliency_r4.png").is_file() and tmp_path / "audit.html" in paths
+    from PIL import Image
+
+    with Image.open(tmp_path / "saliency_r4.png") as im:
+        assert min(im.size) >= 2 * 250  # 2 rows of ~300 px panels: legible
+    pooled = [t for t in doc["transforms"] if t["name"] == "r4"][0]
+    assert len(pooled["metrics"]["agreement"]) == 3

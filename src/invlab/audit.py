@@ -68,9 +68,9 @@ class AuditSettings:
     def __post_init__(self) -> None:
         for name in ("limit", "n_si", "n_sensitivity", "ig_steps"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (2 if name == "limit" else 1):
-                raise AuditError(f"{name} must be an int >= {2 if name == 'limit' else 1}, "
-                                 f"found {v!r}")
+            low = {"limit": 2, "n_sensitivity": 0}.get(name, 1)  # 0 images: no σ_max
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise AuditError(f"{name} must be an int >= {low}, found {v!r}")
         if not self.transforms:
             raise AuditError("no transforms to audit; give e.g. --transforms r4,rotate")
 
@@ -343,6 +343,8 @@ def _sensitivity(model: nn.Module, x: torch.Tensor, norm: dict[str, Any], n: int
     from invlab.metrics.functional import jacobian_spectral_norm
     from invlab.metrics.orbit import Normalized
 
+    if n == 0:  # --n-sensitivity 0: skipped (σ_max of a large model costs ~100 passes/image)
+        return {"sigma_max_mean": None, "sigma_max_std": None, "n": 0}
     m = Normalized(model, torch.tensor(norm["mean"]), torch.tensor(norm["std"])).to(device)
     sig = jacobian_spectral_norm(m, x[:n].to(device),
                                  generator=torch.Generator().manual_seed(seed)).double().cpu()
@@ -502,6 +504,12 @@ def profile_plot(entry: dict[str, Any], out: Path) -> Path | None:
 # --------------------------------------------------------------------------- writing
 
 
+def _sigma(sens: dict[str, Any]) -> str:
+    if sens.get("sigma_max_mean") is None:
+        return "not measured (--n-sensitivity 0)"
+    return f"{sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}"
+
+
 def _fmt(v: Any, nd: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}g}" \
         if abs(v) < 1e-3 and v != 0 else f"{v:.{nd}f}"
@@ -544,7 +552,7 @@ def render_audit_html(doc: dict[str, Any], out: Path) -> str:
              f"{doc['data']['images']} images for output and representation invariance, "
              f"{min(doc['settings']['n_si'], doc['data']['images'])} for SI, "
              f"{sens['n']} for σ_max. Clean accuracy: {e(_fmt(acc))}. "
-             f"Jacobian σ_max: {sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}.</p>"
+             f"Jacobian σ_max: {_sigma(sens)}.</p>"
              f'<p class="note">Verdict rules: outputs invariant when DI ≤ {th["di_max"]} and '
              f"agreement ≥ {th['agreement_min']}; mechanism invariant when SI ≥ "
              f"{th['si_min']} (SI only for invertible transforms).</p>")
@@ -649,7 +657,7 @@ def add_audit_parser(sub: Any) -> Any:
     p.add_argument("--n-si", type=int, default=d.n_si, metavar="N",
                    help=f"images for saliency invariance (default {d.n_si})")
     p.add_argument("--n-sensitivity", type=int, default=d.n_sensitivity, metavar="N",
-                   help=f"images for σ_max (default {d.n_sensitivity})")
+                   help=f"images for σ_max (default {d.n_sensitivity}; 0 skips it)")
     p.add_argument("--ig-steps", type=int, default=d.ig_steps,
                    help=f"integrated-gradient steps for SI (default {d.ig_steps})")
     from invlab.devices import add_device_argument
@@ -681,7 +689,7 @@ def format_summary(doc: dict[str, Any]) -> str:
             f"{min(s['n_si'], data['images'])} for SI (--n-si, {s['ig_steps']} IG steps), "
             f"{sens['n']} for sigma_max; device {s['device']}\n"
             f"clean accuracy {_fmt(doc['clean_accuracy'])}; Jacobian sigma_max "
-            f"{sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}\n")
+            f"{_sigma(sens)}\n")
     verdicts = "\n".join(f"  {t['name']}: {t['text']}" for t in doc["transforms"])
     return (head + "\n" + line(cols) + "\n" + "\n".join(line(r) for r in rows)
             + "\n\nverdicts (outputs invariant: DI <= {di_max}, agreement >= {agreement_min}; "
