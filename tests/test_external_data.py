@@ -285,7 +285,6 @@ def test_excluded_class_needs_matching_class_names(tmp_path: Path) -> None:
 def test_audit_reads_photos_and_preprocess(tmp_path: Path) -> None:
     """invlab audit's data loader: photos (unlabelled) decoded lazily at the given size."""
     from invlab.audit import AuditError, load_audit_data
-
     from invlab.data import open_images
 
     n = min(3, len(open_images("photos")))  # 2 photos without scikit-image, 10 with it

@@ -96,4 +96,5 @@ def test_one_forward_per_chunk_for_all_output_metrics():
     x, y = torch.randn(20, 1, 12, 12), torch.randint(0, 4, (20,))
     measure(model, x, labels=y, metrics=[*[m for m in METRICS if REGISTRY[m].needs ==
                                             {"logit_pairs"}], "accuracy"], batch_size=5)
-    assert model.calls == 4 and model.rows == 20 * 4  # 4 chunks, each x + 3 rotations
+    # 4 chunks, each x + 3 rotations, after the 1-image probe of rows_per_call (slicing)
+    assert model.calls == 1 + 4 and model.rows == 1 + 20 * 4

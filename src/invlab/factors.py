@@ -52,7 +52,8 @@ def embed(model: nn.Module, x: torch.Tensor, normalization: dict[str, Any] | Non
     name = resolve_layers(model, None if layer is None else [layer])[0]
     p = next(model.parameters(), None)
     dtype = p.dtype if p is not None else x.dtype
-    norm = normalizer(normalization, x.shape[1], dtype, x.device)
+    dev = p.device if p is not None else x.device
+    norm = normalizer(normalization, x.shape[1], dtype, dev)
 
     def pre(t: torch.Tensor) -> torch.Tensor:
         if norm is None:
@@ -65,7 +66,7 @@ def embed(model: nn.Module, x: torch.Tensor, normalization: dict[str, Any] | Non
     out = []
     try:
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(dtype)
+            xb = x[i:i + batch_size].to(dev, dtype)
             if cap.uses_forward_features:
                 out.append(cap.forward_features(xb))
             else:
@@ -74,7 +75,7 @@ def embed(model: nn.Module, x: torch.Tensor, normalization: dict[str, Any] | Non
                 out.append(cap.out[name])
     finally:
         model.train(was)
-    return torch.cat(out).float()
+    return torch.cat(out).float().cpu()
 
 
 @dataclass

@@ -215,7 +215,11 @@ def integrated_gradients(
     alpha_t = torch.tensor(alphas, dtype=x.dtype, device=x.device)
     step_t = torch.tensor(steps, dtype=x.dtype, device=x.device)
     per_row = _bytes_per_row(forward, x)
-    budget = min(memory_budget_bytes, CHUNK_BYTES)
+    # the cache-sized cap helps only rows that fit it; a row beyond it (a 224-px ImageNet
+    # model saves ~80 MiB per row) would run one row per pass, far slower than the
+    # memory budget allows (EfficientNet-Lite0: benchmarks/bench_pretrained.py)
+    budget = min(memory_budget_bytes, CHUNK_BYTES if per_row <= CHUNK_BYTES // 4
+                 else memory_budget_bytes)
     rows = max(1, min(MAX_CHUNK_ROWS, int(budget // max(per_row, 1))))
     # A chunk is a block of samples × a block of steps (all steps of several samples when
     # they fit): the interpolated inputs are written once, by broadcasting, into the chunk.

@@ -76,6 +76,9 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "metrics use all images")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for randomized metrics (representation invariance)")
+    from invlab.devices import add_device_argument
+
+    add_device_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.set_defaults(func=run_measure)
@@ -168,6 +171,10 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
         if v is not None and not v.strip():
             raise MeasureError(f"{flag} {v!r} selects nothing; give a spec, e.g. r4 or rotate:30 "
                                "(`invlab transforms list`), or leave it out")
+
+    from invlab.devices import resolve_device
+
+    device = resolve_device(getattr(args, "device", "cpu"))  # before any work
     model, meta = load_checkpoint(args.checkpoint)
     pre = getattr(args, "preprocess", None)
     images, labels = load_for_checkpoint(args.data, meta, args.limit,
@@ -183,7 +190,7 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
     m = measure(model, images, labels=labels, transform=t, normalization=norm,
                 metrics=names, layers=args.layers, include_identity=args.include_identity,
                 batch_size=args.batch_size, generator=gen, progress=progress,
-                n_steps=args.n_steps, n_si=n_si)
+                n_steps=args.n_steps, n_si=n_si, device=device)
     return m, meta
 
 
@@ -222,6 +229,7 @@ def run_measure(args: argparse.Namespace) -> int:
         "kind": d["kind"],
         "elements": d["elements"],
         "n": d["n"],
+        "device": m.settings.get("device", "cpu"),
         "metrics": d["metrics"],
     }
     if ext.get("class_to_idx"):

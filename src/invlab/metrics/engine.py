@@ -46,6 +46,7 @@ from invlab.metrics.registry import (
 )
 from invlab.metrics.result import Measurement
 from invlab.metrics.slicing import rows_per_call
+from invlab.metrics.source import ImageSource, _finite, image_source
 from invlab.metrics.transform import resolve_members, resolve_transform
 from invlab.progress import progress_bar
 
@@ -90,7 +91,7 @@ def _resolve(transform: Any, group: Any, names: list[str], members: Any,
 
 
 def _batch_size(batch_size: int | None, images: torch.Tensor, dtype: torch.dtype, k: int,
-                plan: Plan, budget: int) -> int:
+                plan: Plan, budget: int, n: int) -> int:
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise MeasureError(f"batch_size must be a positive int, found {batch_size!r}")
     if batch_size is None:
@@ -99,7 +100,7 @@ def _batch_size(batch_size: int | None, images: torch.Tensor, dtype: torch.dtype
         rows = min(target, max(1, (budget // 4) // max(row_bytes, 1)))
         batch_size = max(2, rows // (k + 1))
     if plan.features:
-        if images.shape[0] < 2:
+        if n < 2:
             raise MeasureError("representation_invariance / equivariance_alignment need at "
                                "least 2 images")
         batch_size = max(batch_size, 2)
@@ -163,20 +164,28 @@ def _make_bar(progress: bool | None, work: float, desc: str, total: int) -> Any:
                         bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}]")
 
 
-def _loop(run: Run, images: torch.Tensor, bounds: list[tuple[int, int]], device: Any,
+def _loop(run: Run, src: ImageSource, bounds: list[tuple[int, int]], device: Any,
           dtype: torch.dtype, sub: torch.Tensor | None = None) -> None:
-    """The chunked pass; SI / sensitivity per chunk, or afterwards on the subset ``sub``."""
+    """The chunked pass over the streamed images; SI / sensitivity per chunk, or afterwards
+    on the ``n_si`` subset ``sub`` (its images kept as they stream by: at most ``n_si``)."""
     plan, k = run.plan, run.k
     preds = None
     if sub is not None and plan.gradients and run.labels is None:
-        preds = torch.zeros(images.shape[0], dtype=torch.long)
+        preds = torch.zeros(src.n, dtype=torch.long)
+    kept: list[torch.Tensor] = []  # the subset's images, in index order
     buf = None
     if plan.need_orbit:
         bs = max(bb - aa for aa, bb in bounds)
-        buf = torch.empty(((k + 1) * bs, *images.shape[1:]), dtype=dtype, device=device)
+        buf = torch.empty(((k + 1) * bs, *src.shape[1:]), dtype=dtype, device=device)
     si_share = run.opts["si_share"]
-    for ci, (a, b) in enumerate(bounds):
-        xb = images[a:b].to(device=device, dtype=dtype)
+    for ci, (a, b, xc, yc) in enumerate(src.chunks(bounds)):
+        if src.kind != "tensor":  # a tensor was checked as a whole up front
+            _finite(xc, a, src.n)
+        if yc is not None:
+            run.labels[a:b] = yc  # type: ignore[index]
+        xb = xc.to(device=device, dtype=dtype)
+        if sub is not None:
+            kept.append(xc[sub[(sub >= a) & (sub < b)] - a])
         pred = orbit = None
         if plan.need_orbit:
             orbit = build_orbit(buf, run.transform, xb, run.members)
@@ -197,18 +206,20 @@ def _loop(run: Run, images: torch.Tensor, bounds: list[tuple[int, int]], device:
         if plan.jacobian:
             sensitivity_pass(run, xb, a, b)
     if sub is not None:
-        _subset_loop(run, images, sub, preds, max(bb - aa for aa, bb in bounds), device, dtype)
+        _subset_loop(run, torch.cat(kept), src.n, sub, preds,
+                     max(bb - aa for aa, bb in bounds), device, dtype)
 
 
-def _subset_loop(run: Run, images: torch.Tensor, sub: torch.Tensor, preds: torch.Tensor | None,
-                 bs: int, device: Any, dtype: torch.dtype) -> None:
-    """SI / sensitivity on ``images[sub]`` (rows ``0..len(sub)-1`` of their outputs)."""
-    n, ns = images.shape[0], len(sub)
+def _subset_loop(run: Run, picked: torch.Tensor, n: int, sub: torch.Tensor,
+                 preds: torch.Tensor | None, bs: int, device: Any, dtype: torch.dtype) -> None:
+    """SI / sensitivity on the subset images ``picked`` (``images[sub]``; rows
+    ``0..len(sub)-1`` of their outputs)."""
+    ns = len(sub)
     sr = dataclasses.replace(
         run, labels=None if run.labels is None else run.labels[sub],
         opts={**run.opts, "si_share": run.opts["si_share"] * n / ns})
     for a, b in chunks(ns, bs):
-        xb = images[sub[a:b]].to(device=device, dtype=dtype)
+        xb = picked[a:b].to(device=device, dtype=dtype)
         pred = None if preds is None else preds[sub[a:b]].to(device)
         if run.plan.gradients:
             saliency_pass(sr, xb, a, b, pred)
@@ -258,6 +269,8 @@ def measure(
     boundary: str | None = None,
     representation_distance: str = "cosine",
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    device: Any = None,
+    num_workers: int = 0,
 ) -> Measurement:
     r"""Measure a classifier's invariance to a transformation on a set of images.
 
@@ -296,12 +309,26 @@ def measure(
     The model is put in eval mode and its training flag restored afterwards; everything
     except saliency and sensitivity runs without autograd.
 
+    **Data larger than memory.** ``images`` may be a tensor, a map-style
+    ``torch.utils.data.Dataset`` yielding ``image [C, H, W]`` or ``(image, label)`` (e.g.
+    :func:`invlab.data.open_images`), or a ``DataLoader`` yielding ``[B, C, H, W]`` batches
+    or ``(images, labels)`` in any batch size. It is read chunk by chunk
+    (:mod:`invlab.metrics.source`), so peak memory is one chunk's orbit whatever ``N``; the
+    per-sample values are bit-identical to those of the equal tensor.
+
+    **Device.** The model runs where its parameters are (``device=None``), or on ``device``
+    (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"auto"`` or a ``torch.device``): the
+    model is moved there for the measurement and moved back afterwards; chunks are moved
+    one at a time; per-sample results are on the CPU.
+
     Args:
         model: ``[N, C, H, W] -> [N, K]`` floating-point logits (an ``nn.Module``;
             ``in_shape`` is checked when the model has it).
-        images: ``[N, C, H, W]`` float: preprocessed like the training data, or pixel-space
-            with ``normalization``.
+        images: ``[N, C, H, W]`` float tensor, a Dataset or a DataLoader (above):
+            preprocessed like the training data, or pixel-space with ``normalization``.
         labels: ``[N]`` class indices (needed by ``accuracy``; the SI target when given).
+            Default: the data's own labels (``dataset.labels`` or the ``(image, label)``
+            pairs); unlabelled data with a metric that needs labels raises.
         transform: any transform spec (``"r4"``, ``"rotate:30"``, ``"rotate"`` for the whole
             family, ...) or object.
         group: alias of ``transform`` kept for groups (default ``"r4"`` when neither given).
@@ -331,6 +358,8 @@ def measure(
             (``boundary`` defaults to circular for ``t<n>``, symmetric otherwise).
         representation_distance: ``cosine`` or ``l2``.
         memory_budget_bytes: bound for one chunk of gradient computations.
+        device: where to run the model (above); None = where its parameters are.
+        num_workers: DataLoader workers decoding a Dataset's images (0 = in this process).
 
     Returns:
         :class:`Measurement` with ``per_sample[metric]`` of shape ``[N, k]`` (columns = the
@@ -355,18 +384,47 @@ def measure(
                 saliency_ratio=saliency_ratio, kernel_size=kernel_size, sigma=sigma,
                 boundary=boundary, representation_distance=representation_distance,
                 memory_budget_bytes=memory_budget_bytes, n_si=n_si)
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise MeasureError(f"num_workers must be an int >= 0, found {num_workers!r}")
+    if device is not None:
+        from invlab.devices import DeviceError, resolve_device
+
+        try:
+            target = resolve_device(device, where="device")
+        except DeviceError as e:
+            raise MeasureError(str(e)) from e
+        p = _param(model)
+        if p is not None and p.device != target:
+            home = p.device
+            model.to(target)  # type: ignore[union-attr]
+            try:
+                return _measure(model, images, labels, transform, group, normalization,
+                                metrics, layers, members if members is not None else elements,
+                                include_identity, batch_size, generator, progress, opts,
+                                num_workers, target)
+            finally:
+                model.to(home)  # type: ignore[union-attr]
+        dev: Any = target
+    else:
+        dev = None
     return _measure(model, images, labels, transform, group, normalization, metrics, layers,
                     members if members is not None else elements, include_identity,
-                    batch_size, generator, progress, opts)
+                    batch_size, generator, progress, opts, num_workers, dev)
 
 
 def _measure(model: Any, images: Any, labels: Any, transform: Any, group: Any,
              normalization: Any, metrics: Any, layers: Any, members: Any,
              include_identity: bool, batch_size: int | None,
              generator: torch.Generator | None, progress: bool | None,
-             opts: dict[str, Any]) -> Measurement:
+             opts: dict[str, Any], num_workers: int = 0,
+             run_device: torch.device | None = None) -> Measurement:
     names = resolve_metrics(DEFAULT_METRICS if metrics is None else metrics)
-    if metrics is None and labels is None:
+    if not callable(model):
+        raise MeasureError(f"model must be callable (an nn.Module), found {type(model).__name__}")
+    if isinstance(images, torch.Tensor):
+        images = checks.check_images(model, images)  # messages name the whole tensor's shape
+    src = image_source(images, labels, num_workers)
+    if metrics is None and not src.labelled:
         names = [m for m in names if m != "accuracy"]
     if opts["ig_method"] not in SUPPORTED_METHODS:
         raise MeasureError(f"unknown ig_method {opts['ig_method']!r}; valid: "
@@ -378,32 +436,44 @@ def _measure(model: Any, images: Any, labels: Any, transform: Any, group: Any,
     if opts["representation_distance"] not in ("cosine", "l2"):
         raise MeasureError(f"representation_distance must be cosine or l2, found "
                            f"{opts['representation_distance']!r}")
-    images = checks.check_images(model, images)
-    t, els = _resolve(transform, group, names, members, include_identity, images)
-    lab = checks.check_labels(labels, images.shape[0], names)
-    checks.check_finite_images(images)
-    checks.check_finite_weights(model, names, images.shape[0])
+    head = checks.check_images(model, src.head)
+    t, els = _resolve(transform, group, names, members, include_identity, head)
+    if src.streams_labels:
+        lab: torch.Tensor | None = torch.zeros(src.n, dtype=torch.long)  # filled per chunk
+    else:
+        try:
+            lab = checks.check_labels(src.labels, src.n, names)
+        except MeasureError as e:
+            if src.kind == "tensor" or src.labels is not None:
+                raise
+            raise MeasureError(f"the {src.kind} yields images without labels: {e}") from e
+    if src.kind == "tensor":
+        checks.check_finite_images(images)
+    checks.check_finite_weights(model, names, src.n)
     p = _param(model)
-    device = p.device if p is not None else images.device
-    dtype = p.dtype if p is not None and p.is_floating_point() else images.dtype
-    norm = normalizer(normalization, images.shape[1], dtype, device)
+    device = p.device if p is not None else (run_device or head.device)
+    dtype = p.dtype if p is not None and p.is_floating_point() else head.dtype
+    norm = normalizer(normalization, head.shape[1], dtype, device)
     net = model if norm is None else Normalized(model, *norm)
-    with channels_last_convs(model, net, images[:2].to(device, dtype)):
-        return _measure_run(model, net, images, t, els, lab, norm, names, layers, batch_size,
-                            generator, progress, opts, include_identity, normalization,
-                            device, dtype)
+    with channels_last_convs(model, net, head[:2].to(device, dtype)):
+        m = _measure_run(model, net, src, t, els, lab, norm, names, layers, batch_size,
+                         generator, progress, opts, include_identity, normalization,
+                         device, dtype)
+    m.settings["device"] = str(device)
+    return m
 
 
-def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[Any],
+def _measure_run(model: Any, net: Any, src: ImageSource, t: Any, els: list[Any],
                  lab: torch.Tensor | None, norm: Any, names: list[str], layers: Any,
                  batch_size: int | None, generator: torch.Generator | None,
                  progress: bool | None, opts: dict[str, Any], include_identity: bool,
                  normalization: Any, device: torch.device, dtype: torch.dtype) -> Measurement:
-    n, k = images.shape[0], len(els)
+    n, k = src.n, len(els)
+    head = src.head
     lays = (resolve_layers(model, layers) if {"representation_invariance",
                                                "equivariance_alignment"} & set(names) else [])
     plan = make_plan(names, lab is not None, lays, hasattr(model, "forward_features"))
-    bs = _batch_size(batch_size, images, dtype, k, plan, opts["memory_budget_bytes"])
+    bs = _batch_size(batch_size, head, dtype, k, plan, opts["memory_budget_bytes"], n)
     sub = _subset(n, opts["n_si"], plan)
     n_grad = n if sub is None else len(sub)
     work, opts["si_share"] = _work(plan, n, k, opts["n_steps"], n_grad)
@@ -412,18 +482,19 @@ def _measure_run(model: Any, net: Any, images: torch.Tensor, t: Any, els: list[A
         capture = FeatureCapture(model, lays, pre=norm and net.normalize)  # type: ignore[arg-type]
     run = Run(net=net, model=model, transform=t, members=els, plan=plan,
               per=_allocate(plan, n, k, n_grad), labels=lab, capture=capture, generator=generator,
-              opts=opts, image_shape=tuple(images.shape[1:]),
+              opts=opts, image_shape=tuple(head.shape[1:]),
               bad_logits=torch.zeros(n, dtype=torch.bool),
-              rows=rows_per_call(model, net, images[:1].to(device, dtype), bs * (k + 1)))
+              rows=rows_per_call(model, net, head[:1].to(device, dtype), bs * (k + 1)),
+              labels_per_chunk=src.streams_labels)
     bounds = (near_equal_chunks if plan.features else chunks)(n, bs)
     was_training = model.training if isinstance(model, nn.Module) else None
     if isinstance(model, nn.Module):
         model.eval()
     if plan.gradients or plan.jacobian:
-        log.info(_cost_line(run, images, n, n_grad, device, dtype))
+        log.info(_cost_line(run, head, n, n_grad, device, dtype))
     run.progress = _make_bar(progress, work, f"measure {t.name}", n)
     try:
-        _loop(run, images, bounds, device, dtype, sub)
+        _loop(run, src, bounds, device, dtype, sub)
     finally:
         if run.progress is not None:
             run.progress.close()

@@ -51,6 +51,7 @@ class Run:
     feats: dict[str, torch.Tensor] = field(default_factory=dict)
     progress: Any = None
     rows: int = MAX_ROWS  #: images per model call (:func:`invlab.metrics.slicing.rows_per_call`)
+    labels_per_chunk: bool = False  #: labels arrive with the chunks: range-checked per chunk
 
     @property
     def k(self) -> int:
@@ -121,8 +122,10 @@ def logits_pass(run: Run, orbit: Orbit, a: int, b: int, first: bool) -> torch.Te
         if bool(bad.any()):
             run.bad_logits[a:b] |= bad.cpu()
             return None
-        if first:
+        if first and not run.labels_per_chunk:
             check_label_range(run.labels, logits.shape[-1])
+        elif run.labels_per_chunk:
+            check_label_range(run.labels[a:b], logits.shape[-1])  # type: ignore[index]
         s = StackedLogits(logits)
         for m in run.plan.pair:
             spec = REGISTRY[m]

@@ -79,7 +79,15 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """
     table = {**_REGISTRY, **_derived()}
     if name not in table:
-        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(table))}")
+        from invlab.models.pretrained import PRETRAINED, load_pretrained
+
+        if name in PRETRAINED:  # e.g. create_model("efficientnet_lite0", pretrained=True)
+            try:
+                return load_pretrained(name, **kwargs)
+            except TypeError as e:
+                raise ModelError(f"bad arguments for model {name!r}: {e}") from e
+        raise ModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(table))}; "
+                         f"pretrained: {', '.join(sorted(PRETRAINED))}")
     try:
         model = table[name][0](**kwargs)
     except TransformError:

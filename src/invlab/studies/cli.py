@@ -75,6 +75,9 @@ def add_executor_flags(p: argparse.ArgumentParser) -> None:
                         "host:port or ray://host:10001 another one (default: start a local "
                         "instance with --workers CPUs). Multi-node: --out and --checkpoints on a "
                         "shared filesystem, INVLAB_DATA set on every node")
+    from invlab.devices import add_device_argument
+
+    add_device_argument(p, "the cells train and measure")
 
 
 def _ckpt(args: argparse.Namespace) -> str:
@@ -89,7 +92,25 @@ def executor_from_flags(args: argparse.Namespace) -> object:
     ``--executor``, ``--workers`` and ``--ray-address`` (the one place they are read)."""
     from invlab.sweep import choose_executor
 
+    study_device_from_flags(args)
     return choose_executor(args.executor, args.workers, ray_address=args.ray_address)
+
+
+def study_device_from_flags(args: argparse.Namespace) -> str:
+    """``--device``: resolved (one-line error when absent, before any cell runs) and made the
+    device of every cell (``$INVLAB_DEVICE``, inherited by workers; recorded per cell in the
+    store's ``device`` column). Off the CPU, the per-cell thread counts (``--threads``) and
+    the glibc allocator setting (:mod:`invlab.allocator`) still apply, to the CPU-side work
+    only (data preparation, orbit indexing); this is said on stderr."""
+    from invlab.devices import set_study_device
+
+    dev = set_study_device(getattr(args, "device", "auto"))
+    if dev.type != "cpu":
+        print(f"note: cells train and measure on {dev}; --threads and the allocator setting "
+              "apply to CPU-side work only; results are not bit-identical to CPU runs (cell "
+              "ids do not include the device: use a new --out to compare devices)",
+              file=sys.stderr)
+    return str(dev)
 
 
 def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:

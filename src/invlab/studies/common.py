@@ -159,7 +159,9 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
     (model, meta), reused = load_or_create(
         path, lambda p: load_verified(p, data_cfg), create,
         what=f"training {model_label(data_cfg, train_cfg)}")
-    return model, meta, reused
+    from invlab.devices import study_device
+
+    return model.to(study_device()), meta, reused  # the cells' device (invlab study --device)
 
 
 NOT_IN_ID: dict[str, Any] = {"cell_id": False}

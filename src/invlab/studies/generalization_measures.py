@@ -52,10 +52,14 @@ def _logits(model: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
 def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
                   std: Sequence[float], transforms: Sequence[str] = ()) -> dict[str, float]:
     """Every measure of this module for one model on one test set (pixel images ``x``)."""
+    from invlab.devices import study_device
     from invlab.metrics.memory_format import channels_last_convs
 
-    m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+    dev = study_device()  # invlab study --device (the CPU by default)
+    model.to(dev)
+    x, y = x.to(dev), y.to(dev)
+    m = torch.tensor(list(mean), dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32, device=dev).view(1, -1, 1, 1)
     norm = lambda t: (t - m) / s  # noqa: E731
     model.eval()
     xn = norm(x.float())

@@ -460,12 +460,14 @@ def reinitialized(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def _resolve(cell: ProfileCell | FactorCell) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(model, normalization, info) for a cell."""
+    from invlab.devices import study_device
+
     if isinstance(cell.model, UserModel):
         model, norm = user_model(cell.model)
-        return model, norm, {}
+        return model.to(study_device()), norm, {}
     s = get_splits(cell.data)
     model, meta, reused = builtin_model(cell.model, cell.data, cell.checkpoints)
-    return model, s.normalization, {"checkpoint_reused": reused,
+    return model.to(study_device()), s.normalization, {"checkpoint_reused": reused,
                                     "val_accuracy": meta.get("best_val_accuracy"),
                                     "epochs_run": meta.get("epochs_run"),
                                     "train_seconds": meta.get("wall_seconds")}
@@ -590,15 +592,17 @@ def _layers(cell: ProfileCell, model: nn.Module) -> list[str]:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              normalization: dict[str, Any] | None, batch_size: int = 2048) -> float:
     """Top-1 accuracy of ``model`` on pixel-space ``x`` (normalization applied first)."""
+    from invlab.devices import model_device
     from invlab.metrics.orbit import normalizer
 
-    norm = normalizer(normalization, x.shape[1], torch.float32, x.device)
+    dev = model_device(model)
+    norm = normalizer(normalization, x.shape[1], torch.float32, dev)
     correct = 0
     for i in range(0, len(y), batch_size):
-        xb = x[i:i + batch_size]
+        xb = x[i:i + batch_size].to(dev)
         if norm is not None:
             xb = (xb - norm[0].view(1, -1, 1, 1)) / norm[1].view(1, -1, 1, 1)
-        correct += int((model(xb).argmax(1) == y[i:i + batch_size]).sum())
+        correct += int((model(xb).argmax(1).cpu() == y[i:i + batch_size]).sum())
     return correct / max(1, len(y))
 
 

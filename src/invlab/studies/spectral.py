@@ -79,7 +79,9 @@ def run_spectral_cell(cell: SpectralCell, ctx: CellContext) -> CellResult:
     model, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
     test = get_data(cell.data, cell.train.group).test
     x = test.images if cell.n_eval is None else test.images[: cell.n_eval]
-    sig = jacobian_spectral_norm(model, x)
+    from invlab.devices import model_device
+
+    sig = jacobian_spectral_norm(model, x.to(model_device(model))).cpu()
     res = CellResult(extra={"checkpoint_reused": reused})
     res.add("sigma_max", float(sig.mean()), float(sig.std()), len(sig))
     res.add("accuracy", evaluate_accuracy(model, test), n=len(test))

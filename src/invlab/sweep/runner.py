@@ -76,6 +76,8 @@ class CellContext:
     seed: int
     threads: int = 1
     store_path: Path | None = None
+    device: str = "cpu"
+    """Where the cell trains and measures (``invlab study --device``; ``$INVLAB_DEVICE``)."""
     reader: Callable[[str, str], float | None] | None = field(default=None, compare=False,
                                                                 repr=False)
     cwd: str | None = None
@@ -228,6 +230,7 @@ def _execute(task: _Task) -> _Outcome:
     here = os.getcwd()
     try:
         _enter(task.ctx.cwd)
+        os.environ["INVLAB_DEVICE"] = task.ctx.device  # the cell's device, in any worker
         if torch is not None:
             torch.set_num_threads(task.ctx.threads)
         _seed_everything(task.ctx.seed)
@@ -295,7 +298,8 @@ def _make_task(fn: Callable[[Any, CellContext], Any], cfg: Any, cid: str, study:
                root: Path, store: ResultsStore) -> _Task:
     """The executor item for one cell: its function, config and context."""
     return _Task(fn, cfg, CellContext(cid, study, root, _seed_for(cfg, cid), threads_for(cfg),
-                                      store.path.absolute(), cwd=os.getcwd()))
+                                      store.path.absolute(), cwd=os.getcwd(),
+                                      device=os.environ.get("INVLAB_DEVICE") or "cpu"))
 
 
 def _tick(bar: Any, cfg: Any, failures: Mapping[str, str]) -> None:
@@ -338,7 +342,7 @@ def _record(store: ResultsStore, task: _Task, outcome: Any, config: dict[str, An
         store.put_cell(cid, study, config, outcome.result.rows, outcome.wall_seconds,
                        outcome.result.extra, started_at=outcome.started_at,
                        seed=task.ctx.seed, kind=type(task.cfg).__name__,
-                       threads=task.ctx.threads)
+                       threads=task.ctx.threads, device=task.ctx.device)
     except (ValueError, TypeError) as e:  # bad rows/extra: the cell's fault
         failures[cid] = f"{type(e).__name__}: {e}"
         log.error("study %s: cell %s returned results that cannot be stored: %s", study, cid, e)

@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS cells (
     seed         INTEGER,
     extra        TEXT,
     kind         TEXT,
-    threads      INTEGER
+    threads      INTEGER,
+    device       TEXT
 );
 CREATE INDEX IF NOT EXISTS cells_study ON cells (study);
 """
@@ -106,8 +107,8 @@ ON CONFLICT (cell_id, metric) DO UPDATE SET
 
 _UPSERT_CELL = """
 INSERT INTO cells (cell_id, study, config, status, started_at, finished_at, wall_seconds,
-                   seed, extra, kind, threads)
-VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?)
+                   seed, extra, kind, threads, device)
+VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (cell_id) DO UPDATE SET
     study = excluded.study,
     config = excluded.config,
@@ -118,14 +119,15 @@ ON CONFLICT (cell_id) DO UPDATE SET
     seed = excluded.seed,
     extra = excluded.extra,
     kind = excluded.kind,
-    threads = excluded.threads
+    threads = excluded.threads,
+    device = excluded.device
 """
 
 _ROW_KEYS = {"metric", "value", "std", "n"}
 _RESULT_COLS = ("cell_id", "study", "metric", "value", "std", "n", "config",
                 "invlab_version", "git_rev", "created_at", "updated_at")
 _CELL_COLS = ("cell_id", "study", "config", "status", "started_at", "finished_at",
-              "wall_seconds", "seed", "extra", "kind", "threads")
+              "wall_seconds", "seed", "extra", "kind", "threads", "device")
 
 
 def _now() -> datetime:
@@ -312,7 +314,10 @@ class ResultsStore:
                     f"understands ({SCHEMA_VERSION}); upgrade invlab"
                 )
             have = {r[1] for r in conn.execute("PRAGMA table_info(cells)")}
-            for col, tp in (("kind", "TEXT"), ("threads", "INTEGER")):  # schema 1 -> 2
+            # schema 1 -> 2: kind, threads; device (where the cell ran; NULL for cells
+            # written before it existed, which ran on the CPU) is a nullable column that
+            # older invlab versions ignore, so it needs no schema version of its own
+            for col, tp in (("kind", "TEXT"), ("threads", "INTEGER"), ("device", "TEXT")):
                 if col not in have:
                     conn.execute(f"ALTER TABLE cells ADD COLUMN {col} {tp}")
             if not {"kind", "threads"} <= have:
@@ -403,6 +408,7 @@ class ResultsStore:
         seed: int | None = None,
         kind: str | None = None,
         threads: int | None = None,
+        device: str | None = None,
     ) -> None:
         """Write a finished cell: its metric rows and its ``done`` mark, atomically.
 
@@ -418,6 +424,7 @@ class ResultsStore:
             seed: the seed the cell ran with.
             kind: the cell's config type (e.g. ``"GenuineCell"``).
             threads: intra-op threads the cell ran with.
+            device: where the cell trained and measured (``cpu``, ``cuda:0``, ...).
 
         Rows are upserted on ``(cell_id, metric)``: a second write of the same cell updates
         values and ``updated_at`` and keeps ``created_at``. Metrics absent from the new rows
@@ -445,7 +452,7 @@ class ResultsStore:
                 _UPSERT_CELL,
                 (cell_id, study, config_json, _iso(started), ts, wall,
                  None if seed is None else int(seed), extra_json, kind,
-                 None if threads is None else int(threads)),
+                 None if threads is None else int(threads), device),
             )
 
     def delete_cells(self, cell_ids: Iterable[str]) -> int:

@@ -157,12 +157,15 @@ def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int = 4096) -> float:
     """Top-1 accuracy on a split (images already transformed), in eval mode."""
+    from invlab.devices import model_device
+
     was = model.training
     model.eval()
     correct = 0
+    dev = model_device(model)
     for i in range(0, len(split), batch_size):
-        logits = model(split.images[i:i + batch_size])
-        correct += int((logits.argmax(1) == split.labels[i:i + batch_size]).sum())
+        logits = model(split.images[i:i + batch_size].to(dev))
+        correct += int((logits.argmax(1).cpu() == split.labels[i:i + batch_size]).sum())
     model.train(was)
     return correct / max(1, len(split))
 
@@ -195,9 +198,9 @@ def _step_loss(model: nn.Module, batches: OrbitBatches, idx: torch.Tensor, y: to
     """:func:`train_step_loss` of the training images ``idx`` (read from ``batches``). The
     random draws are the same, in the same order, whether or not the orbit is precomputed."""
     n, order = idx.shape[0], batches.group.order
-    g = torch.randint(0, order, (n,), generator=gen)
+    g = torch.randint(0, order, (n,), generator=gen).to(idx.device)  # CPU draws, any device
     if cfg.method == "ir" and cfg.nu != 0 and augment is None:
-        h = torch.randint(0, order, (n,), generator=gen)
+        h = torch.randint(0, order, (n,), generator=gen).to(idx.device)
         logits = model(batches.take_pair(idx, g, h))
     else:
         xg = batches.take(idx, g)
@@ -205,7 +208,7 @@ def _step_loss(model: nn.Module, batches: OrbitBatches, idx: torch.Tensor, y: to
             xg = augment(xg, gen)
         if cfg.method != "ir" or cfg.nu == 0:
             return F.cross_entropy(model(xg), y), 0.0
-        h = torch.randint(0, order, (n,), generator=gen)
+        h = torch.randint(0, order, (n,), generator=gen).to(idx.device)
         logits = model(torch.cat([xg, batches.group.act(xg, h)]))
     reg = _regularizer(cfg.regularizer)(logits[:n], logits[n:]).mean()
     return F.cross_entropy(logits[:n], y) + cfg.nu * reg, float(reg.detach())
@@ -214,7 +217,8 @@ def _step_loss(model: nn.Module, batches: OrbitBatches, idx: torch.Tensor, y: to
 def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None = None,
           progress: bool = True, metadata: dict[str, Any] | None = None,
           augment: Augment | None = None, *,
-          model: Any = None, model_kwargs: dict[str, Any] | None = None) -> TrainResult:
+          model: Any = None, model_kwargs: dict[str, Any] | None = None,
+          device: Any = None) -> TrainResult:
     """Train per ``cfg`` on ``data.train``; select by accuracy on ``data.val``.
 
     The model is ``cfg.model`` from the registry, or ``model``: an ``nn.Module`` (trained in
@@ -234,16 +238,25 @@ def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | Non
     marked ``@invlab.models.model_factory`` for that (checked
     before training).
 
+    ``device`` (``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"auto"``; default: the study device,
+    ``$INVLAB_DEVICE``, else the CPU): the model and the training images are moved there;
+    the random draws stay on the CPU generator (the same draws on every device) and the
+    returned model is on ``device`` (the checkpoint is written from CPU copies). Off the CPU,
+    ``cfg.threads`` affects only CPU-side work and results are not bit-identical to CPU runs.
+
     Raises:
         TrainConfigError: bad config fields, or a ``model`` that is not a module / factory.
     """
+    from invlab.devices import resolve_device, study_device
+
+    dev = study_device() if device is None else resolve_device(device, where="device")
     with intra_op_threads(cfg.threads):
         net = None if model is None else user_model(cfg, data, model, model_kwargs)
         if net is not None and checkpoint is not None:
             from invlab.checkpoint import describe_model
 
             describe_model(net)  # a model that could not be rebuilt fails now, not after training
-        return _train(cfg, data, checkpoint, progress, metadata, net, augment)
+        return _train(cfg, data, checkpoint, progress, metadata, net, augment, dev)
 
 
 def user_model(cfg: TrainConfig, data: TransformingData, model: Any,
@@ -298,10 +311,13 @@ def intra_op_threads(n: int) -> Iterator[None]:
 
 def _train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None,
            progress: bool, metadata: dict[str, Any] | None,
-           model: nn.Module | None = None, augment: Augment | None = None) -> TrainResult:
+           model: nn.Module | None = None, augment: Augment | None = None,
+           device: torch.device | None = None) -> TrainResult:
     group = create_group(cfg.group)
     if model is None:
         model = build_model(cfg, data.in_shape, data.num_classes)
+    if device is not None and device.type != "cpu":
+        model.to(device)
     with _memory_format(model, cfg.memory_format):
         return _fit(cfg, data, checkpoint, progress, metadata, model, group, augment)
 
@@ -333,7 +349,10 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
          augment: Augment | None) -> TrainResult:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    x_all, y_all = data.train.images, data.train.labels
+    from invlab.devices import model_device
+
+    dev = model_device(model)
+    x_all, y_all = data.train.images.to(dev), data.train.labels.to(dev)
     n = len(y_all)
     batches = OrbitBatches(group, x_all)  # g·x batches by one index_select (same values)
     best_acc, best_epoch, best_state = -1.0, -1, None
@@ -351,6 +370,8 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
         tot_loss, tot_reg, steps = 0.0, 0.0, 0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
+            if dev.type != "cpu":
+                idx = idx.to(dev)
             loss, reg = _step_loss(model, batches, idx, y_all[idx], cfg, gen, augment)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -385,17 +406,31 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
     model.eval()
     result = TrainResult(model, best_acc, best_epoch, epochs_run, history,
                          time.perf_counter() - t0)
-    if checkpoint is not None:
-        from invlab.checkpoint import save_checkpoint
-
-        result.checkpoint = save_checkpoint(
-            model, checkpoint, group=cfg.group, seed=cfg.seed, train=asdict(cfg),
-            normalization={"mean": data.mean, "std": data.std},
-            best_val_accuracy=best_acc, best_epoch=best_epoch, epochs_run=epochs_run,
-            val_curve=[round(h["val_accuracy"], 4) for h in history],
-            **({"lr_curve": [h["lr"] for h in history]} if cfg.lr_schedule != "constant"
-               else {}),
-            wall_seconds=round(result.wall_seconds, 2),
-            **({"data_fingerprint": data.fingerprint} if data.fingerprint else {}),
-            **(metadata or {}))
+    if checkpoint is not None and dev.type != "cpu":
+        model.cpu()  # the checkpoint is written from CPU tensors, then the model goes back
+        try:
+            result.checkpoint = _save(model, checkpoint, cfg, data, best_acc, best_epoch,
+                                      epochs_run, history, result, metadata)
+        finally:
+            model.to(dev)
+    elif checkpoint is not None:
+        result.checkpoint = _save(model, checkpoint, cfg, data, best_acc, best_epoch,
+                                  epochs_run, history, result, metadata)
     return result
+
+
+def _save(model: nn.Module, checkpoint: str | Path, cfg: TrainConfig, data: TransformingData,
+          best_acc: float, best_epoch: int, epochs_run: int, history: list[dict[str, float]],
+          result: TrainResult, metadata: dict[str, Any] | None) -> Path:
+    from invlab.checkpoint import save_checkpoint
+
+    return save_checkpoint(
+        model, checkpoint, group=cfg.group, seed=cfg.seed, train=asdict(cfg),
+        normalization={"mean": data.mean, "std": data.std},
+        best_val_accuracy=best_acc, best_epoch=best_epoch, epochs_run=epochs_run,
+        val_curve=[round(h["val_accuracy"], 4) for h in history],
+        **({"lr_curve": [h["lr"] for h in history]} if cfg.lr_schedule != "constant"
+           else {}),
+        wall_seconds=round(result.wall_seconds, 2),
+        **({"data_fingerprint": data.fingerprint} if data.fingerprint else {}),
+        **(metadata or {}))

@@ -51,8 +51,11 @@ class OrbitBatches:
         if table is None or size > max_bytes:
             return
         self.compose = _composition(table)
+        if self.compose is not None:
+            self.compose = self.compose.to(images.device)
+        table = table.to(images.device)
         n, c, h, w = images.shape
-        if bool((table == torch.arange(h * w)).all()):  # the trivial group: no copy
+        if bool((table == torch.arange(h * w, device=table.device)).all()):  # the trivial group: no copy
             self.orbit = images.contiguous()
             return
         flat = images.reshape(n, c, h * w)
