@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from invlab.metrics.errors import MeasureError
+from invlab.metrics.registry import REGISTRY, base_metric
 
 __all__ = [
     "check_finite_images",
@@ -25,11 +26,18 @@ __all__ = [
 ]
 
 _CAUSE = {
-    "saliency_similarity": "integrated gradients / saliency maps",
-    "sensitivity": "the input-logit Jacobian",
-    "representation_invariance": "the features",
-    "equivariance_alignment": "the features",
+    "gradients": "integrated gradients / saliency maps",
+    "jacobian": "the input-logit Jacobian",
+    "features": "the features",
 }
+"""What a non-finite value of a metric with this need comes from (else the outputs)."""
+
+
+def _cause(key: str) -> str:
+    """The likely source of a non-finite value of the ``per_sample`` key ``key``."""
+    base = base_metric(key)
+    needs = REGISTRY[base].needs if base is not None else frozenset()
+    return next((c for need, c in _CAUSE.items() if need in needs), "the model's outputs")
 
 
 def expected_shape(model: Any) -> tuple[int, ...] | None:
@@ -103,10 +111,12 @@ def check_finite_weights(model: Any, names: list[str], n: int) -> None:
 
 
 def check_labels(labels: Any, n: int, names: list[str]) -> torch.Tensor | None:
-    """``[N]`` integer labels (long), or None; ``accuracy`` requires them."""
+    """``[N]`` integer labels (long), or None; ``accuracy`` (each metric that needs
+    ``labels``) requires them."""
     if labels is None:
-        if "accuracy" in names:
-            raise MeasureError("metric 'accuracy' needs labels; pass labels=[N] or drop it")
+        need = [m for m in names if "labels" in REGISTRY[m].needs]
+        if need:
+            raise MeasureError(f"metric {need[0]!r} needs labels; pass labels=[N] or drop it")
         return None
     lab = torch.as_tensor(labels)
     if lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool:
@@ -147,8 +157,7 @@ def check_finite_results(per: dict[str, torch.Tensor], n: int) -> None:
     for m, v in per.items():
         bad = ~torch.isfinite(v).all(1)
         if bool(bad.any()):
-            base = m.split("@")[0].removesuffix("_d_same").removesuffix("_d_other")
-            cause = _CAUSE.get(base, "the model's outputs")
+            cause = _cause(m)
             msgs.append(f"{m}: {int(bad.sum())} of {n} samples (first indices {_first(bad)}; "
                         f"non-finite {cause})")
     if msgs:

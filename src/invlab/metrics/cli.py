@@ -14,6 +14,7 @@ from typing import Any
 
 from invlab.metrics.engine import ALIASES, DEFAULT_N_SI, METRICS, measure, resolve_metrics
 from invlab.metrics.errors import MeasureError
+from invlab.metrics.registry import REGISTRY
 from invlab.metrics.transform import resolve_members, resolve_transform
 
 __all__ = ["add_measure_parser", "add_metrics_parser", "format_table", "run_measure",
@@ -182,15 +183,17 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
     t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
     k = len(resolve_members(t, None, args.include_identity))
     n_grad = images.shape[0] if n_si is None else min(n_si, images.shape[0])
-    work = (n_grad * max(k, 1) * args.n_steps if "saliency_similarity" in names
+    work = (n_grad * max(k, 1) * args.n_steps
+            if any("gradients" in REGISTRY[m].needs for m in names)
             else images.shape[0] * max(k, 1))
     progress = not args.no_progress and work >= _PROGRESS_MIN_WORK
     images, norm = _pixel_space(t, images, meta)
     gen = torch.Generator().manual_seed(int(args.seed))
     m = measure(model, images, labels=labels, transform=t, normalization=norm,
-                metrics=names, layers=args.layers, include_identity=args.include_identity,
-                batch_size=args.batch_size, generator=gen, progress=progress,
-                n_steps=args.n_steps, n_si=n_si, device=device)
+                metrics=names, layers=args.layers, batch_size=args.batch_size, generator=gen,
+                progress=progress, device=device,
+                options={"include_identity": args.include_identity, "n_si": n_si,
+                         "n_steps": args.n_steps})
     return m, meta
 
 
@@ -275,6 +278,9 @@ def run_metrics_list(args: argparse.Namespace) -> int:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
     lines += [f"{r['name']}: {r['description']}" for r in rows]
+    lines += ["", "options (measure(options={name: {...}}) or a configured metric, e.g. "
+                  "SaliencySimilarity(n_steps=8)):"]
+    lines += [f"  {r['name']}: {r['options']}" for r in rows if r["options"] != "-"]
     lines.append("\nbetter: which direction means more invariant (- : a descriptive measure); "
                  "summary: the statistic Measurement.summary reports (median for "
                  "Bouchacourt et al.'s measures, with quartiles; mean otherwise).")

@@ -15,24 +15,32 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from invlab.attribution import DEFAULT_MEMORY_BUDGET, SUPPORTED_METHODS
 from invlab.metrics import checks
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture, resolve_layers
 from invlab.metrics.memory_format import channels_last_convs
+from invlab.metrics.options import (
+    DEFAULT_N_SI,
+    Request,
+    check_legacy,
+    deprecation_message,
+    legacy_settings,
+    resolve_request,
+)
 from invlab.metrics.orbit import Normalized, build_orbit, chunks, near_equal_chunks, normalizer
 from invlab.metrics.passes import (
     Run,
-    align_key,
+    feature_keys,
     features_pass,
     logits_pass,
-    ri_keys,
     saliency_pass,
     sensitivity_pass,
 )
@@ -42,6 +50,7 @@ from invlab.metrics.registry import (
     DEFAULT_METRICS,
     METRICS,
     REGISTRY,
+    Metric,
     resolve_metrics,
 )
 from invlab.metrics.result import Measurement
@@ -50,7 +59,7 @@ from invlab.metrics.source import ImageSource, _finite, image_source
 from invlab.metrics.transform import resolve_members, resolve_transform
 from invlab.progress import progress_bar
 
-__all__ = ["ALIASES", "DEFAULT_METRICS", "METRICS", "Measurement", "measure",
+__all__ = ["ALIASES", "DEFAULT_METRICS", "DEFAULT_N_SI", "METRICS", "Measurement", "measure",
            "resolve_metrics"]
 
 _TARGET_ROWS = 16384  # rows (images × orbit) per forward pass when batch_size is None;
@@ -59,8 +68,6 @@ _TARGET_ROWS = 16384  # rows (images × orbit) per forward pass when batch_size 
 _RI_TARGET_ROWS = 4096  # with representation_invariance: the previous default and chunking,
 # so that its per-chunk derangements (hence its values) are unchanged
 _PROGRESS_MIN_WORK = 400_000  # forward-row equivalents above which progress=None shows a bar
-DEFAULT_N_SI = 100
-"""Images SI and sensitivity are computed on by default (``n_si=``), as ``invlab audit``."""
 _PROBE_MIN_PASSES = 5_000  # forward+backward passes above which a timed probe estimates time
 
 log = logging.getLogger("invlab.metrics")
@@ -78,8 +85,9 @@ def _resolve(transform: Any, group: Any, names: list[str], members: Any,
     t = resolve_transform(transform, group)
     try:
         t.check_input(images)
-        if "saliency_similarity" in names:
-            t.require(invertible=True, purpose="saliency similarity")
+        for m in names:
+            if "invertible" in REGISTRY[m].needs:
+                t.require(invertible=True, purpose=m.replace("_", " "))
     except ValueError as e:
         raise MeasureError(str(e)) from e
     els = resolve_members(t, members, include_identity)
@@ -112,18 +120,16 @@ def _allocate(plan: Plan, n: int, k: int, n_grad: int | None = None) -> dict[str
     sensitivity get ``n_grad`` rows (the ``n_si`` subset; default ``n``)."""
     per: dict[str, torch.Tensor] = {}
     for m in plan.names:
-        if m in ("representation_invariance", "equivariance_alignment"):
+        if REGISTRY[m].from_features is not None:
             only_default = plan.layers == ["penultimate"]
             for layer in plan.layers:
-                keys = (ri_keys(layer, only_default) if m == "representation_invariance"
-                        else (align_key(layer, only_default),))
-                for key in keys:
+                for key in feature_keys(m, layer, only_default).values():
                     per[key] = torch.full((n, k), float("nan"))
         else:
             rows = n if n_grad is None or not _is_grad(m) else n_grad
             per[m] = torch.full((rows, k if REGISTRY[m].per_member else 1), float("nan"))
-    if plan.accuracy:
-        per["clean_accuracy"] = torch.full((n, 1), float("nan"))
+    for m in plan.labelled:
+        per[f"clean_{m}"] = torch.full((n, 1), float("nan"))
     return per
 
 
@@ -152,6 +158,12 @@ def _work(plan: Plan, n: int, k: int, n_steps: int,
     sens = 30.0 * ng if plan.jacobian else 0.0
     total = base + si + sens
     return total, (si / total if total else 0.0)
+
+
+def _ig_steps(plan: Plan, configs: Mapping[str, Metric]) -> int:
+    """Integrated-gradient steps per image and member of the ``gradients`` metrics (their
+    ``n_steps`` option; 0 when none is requested)."""
+    return max((getattr(configs[m], "n_steps", 1) for m in plan.having("gradients")), default=0)
 
 
 def _make_bar(progress: bool | None, work: float, desc: str, total: int) -> Any:
@@ -245,32 +257,19 @@ def _finish(run: Run, n: int) -> None:
 
 def measure(
     model: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
+    data: Any = None,
     *,
-    labels: torch.Tensor | Sequence[int] | None = None,
     transform: Any = None,
-    group: Any = None,
+    metrics: str | Metric | Iterable[str | Metric] | None = None,
+    labels: torch.Tensor | Sequence[int] | None = None,
     normalization: dict[str, Any] | None = None,
-    metrics: str | Iterable[str] | None = None,
     layers: Sequence[str] | str | None = None,
-    members: Sequence[Any] | None = None,
-    elements: Sequence[Any] | None = None,
-    include_identity: bool = False,
+    options: Mapping[str, Any] | None = None,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool | None = None,
-    n_si: int | None = DEFAULT_N_SI,
-    n_steps: int = 50,
-    ig_method: str = "gausslegendre",
-    baseline: float = 0.0,
-    saliency_ratio: float = 0.9,
-    kernel_size: int = 3,
-    sigma: float = 1.0,
-    boundary: str | None = None,
-    representation_distance: str = "cosine",
-    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     device: Any = None,
-    num_workers: int = 0,
+    **deprecated: Any,
 ) -> Measurement:
     r"""Measure a classifier's invariance to a transformation on a set of images.
 
@@ -278,7 +277,8 @@ def measure(
     as ``rotate``; default: the non-identity members) it evaluates ``f(x)`` and ``f(T·x)``
     for all ``T`` in one stacked batch ``[(k+1)·n, C, H, W]`` per chunk of ``n`` images and
     computes the requested metrics (:data:`METRICS`; aliases ``LI``, ``DI``, ``SI``, ``EI``,
-    ``RI``):
+    ``RI``, ``ALIGN``; ``invlab metrics list`` prints each one's direction, range and
+    options):
 
     - output-level, any transform: ``accuracy`` (of ``T·x``), ``kl``, ``logit_l2``,
       ``logit_l2_normalized``, ``effective_invariance``, ``agreement``, ``js``;
@@ -298,6 +298,28 @@ def measure(
       with each feature shuffled over the chunk's samples, on the same features and π as
       representation invariance (median summary).
 
+    **Options.** Each metric declares its options with their defaults in the registry
+    (:mod:`invlab.metrics.registry`): ``saliency_similarity``: ``n_steps=50``,
+    ``ig_method="gausslegendre"``, ``baseline=0.0``, ``ratio=0.9``, ``kernel_size=3``,
+    ``sigma=1.0``, ``boundary=None``; ``representation_invariance``: ``distance="cosine"``.
+    Set them with a configured metric, ``metrics=["kl", SaliencySimilarity(n_steps=8)]``,
+    or in ``options``, per metric (``{"saliency_similarity": {"n_steps": 8}}``, a name or
+    alias as key) or flat (``{"n_steps": 8}``: every metric declaring it). ``options`` also
+    holds the measure-wide options: ``members``, ``include_identity``, ``n_si``,
+    ``num_workers``, ``memory_budget_bytes`` (Args below). Precedence: default < flat <
+    per metric; a configured metric object must not be contradicted by ``options``. An
+    unknown name raises one line listing the valid ones (:mod:`invlab.metrics.options`).
+
+    **Deprecated keywords** (for one release, with a ``DeprecationWarning`` that spells
+    the new call; same results bit for bit): ``group=`` (now ``transform=``, which takes
+    group names too), ``images=`` (now the positional ``data``), ``members=`` /
+    ``elements=``, ``include_identity=``, ``n_si=``, ``num_workers=``,
+    ``memory_budget_bytes=`` (now ``options={...}``), ``n_steps=``, ``ig_method=``,
+    ``baseline=``, ``saliency_ratio=`` (now ``ratio``), ``kernel_size=``, ``sigma=``,
+    ``boundary=`` (now ``options={"saliency_similarity": {...}}``) and
+    ``representation_distance=`` (now ``options={"representation_invariance":
+    {"distance": ...}}``).
+
     **Pixel space.** With ``normalization={"mean": [...], "std": [...]}`` the images are
     pixel-space (e.g. in [0, 1]): transforms act on them and the normalization is applied
     before the model (gradients, hence SI and sensitivity, are then w.r.t. pixel-space
@@ -309,7 +331,7 @@ def measure(
     The model is put in eval mode and its training flag restored afterwards; everything
     except saliency and sensitivity runs without autograd.
 
-    **Data larger than memory.** ``images`` may be a tensor, a map-style
+    **Data larger than memory.** ``data`` may be a tensor, a map-style
     ``torch.utils.data.Dataset`` yielding ``image [C, H, W]`` or ``(image, label)`` (e.g.
     :func:`invlab.data.open_images`), or a ``DataLoader`` yielding ``[B, C, H, W]`` batches
     or ``(images, labels)`` in any batch size. It is read chunk by chunk
@@ -324,19 +346,31 @@ def measure(
     Args:
         model: ``[N, C, H, W] -> [N, K]`` floating-point logits (an ``nn.Module``;
             ``in_shape`` is checked when the model has it).
-        images: ``[N, C, H, W]`` float tensor, a Dataset or a DataLoader (above):
+        data: ``[N, C, H, W]`` float tensor, a Dataset or a DataLoader (above):
             preprocessed like the training data, or pixel-space with ``normalization``.
+        transform: any transform spec (``"r4"``, ``"rotate:30"``, ``"rotate"`` for the whole
+            family, ...) or object; default ``"r4"``.
+        metrics: names or aliases (a list, or a comma string) and/or configured metrics
+            (:class:`~invlab.metrics.registry.SaliencySimilarity` ``(n_steps=8)``, ...);
+            default :data:`DEFAULT_METRICS` (``accuracy`` only when there are labels).
         labels: ``[N]`` class indices (needed by ``accuracy``; the SI target when given).
             Default: the data's own labels (``dataset.labels`` or the ``(image, label)``
             pairs); unlabelled data with a metric that needs labels raises.
-        transform: any transform spec (``"r4"``, ``"rotate:30"``, ``"rotate"`` for the whole
-            family, ...) or object.
-        group: alias of ``transform`` kept for groups (default ``"r4"`` when neither given).
         normalization: per-channel ``mean``/``std`` applied after the transforms.
-        metrics: names or aliases (list or comma string); default :data:`DEFAULT_METRICS`.
         layers: layer names for representation invariance (default the penultimate).
-        members: explicit members (elements or magnitudes); ``elements`` is an alias.
-        include_identity: also measure the identity member.
+        options: the metrics' options (above) and the measure-wide ones:
+            ``members`` — explicit members (elements or magnitudes);
+            ``include_identity`` — also measure the identity member (default False);
+            ``n_si`` — the number of images SI and ``sensitivity`` are computed on
+            (default 100, as ``invlab audit --n-si``): with ``N > n_si`` they run on
+            ``n_si`` evenly spaced images (``round(linspace(0, N−1, n_si))``), their
+            ``per_sample`` values are ``[n_si, k]`` and ``Measurement.indices[metric]``
+            holds the images' indices; None computes them on all ``N``; the other metrics
+            always use all ``N``; before SI / sensitivity start, one log line states the
+            cost and a time estimate from a timed probe;
+            ``num_workers`` — DataLoader workers decoding a Dataset's images (default 0);
+            ``memory_budget_bytes`` — bound for one chunk of gradient computations
+            (default 256 MiB).
         batch_size: images per chunk (each chunk runs ``(k+1)·batch_size`` images at once);
             default ``16384 / (k+1)``, bounded by a quarter of ``memory_budget_bytes``
             for the orbit buffer (``4096 / (k+1)`` and near-equal chunks with
@@ -345,99 +379,126 @@ def measure(
         progress: progress on stderr (a tqdm bar on a terminal, else log lines with rate
             and ETA: :func:`invlab.progress.progress_bar`); None (default) shows it for
             long measurements (SI, sensitivity or large orbits); False never.
-        n_si: the number of images SI (``saliency_similarity``) and ``sensitivity`` are
-            computed on (default 100, as ``invlab audit --n-si``): with ``N > n_si`` they
-            run on ``n_si`` evenly spaced images (``round(linspace(0, N−1, n_si))``), their
-            ``per_sample`` values are ``[n_si, k]`` and ``Measurement.indices[metric]``
-            holds the images' indices; None computes them on all ``N``. The other metrics
-            always use all ``N``. Before SI / sensitivity start, one log line states the
-            cost (images × (members + 1) × IG steps forward+backward passes) and a time
-            estimate from a timed probe.
-        n_steps, ig_method, baseline: integrated-gradient settings for SI.
-        saliency_ratio, kernel_size, sigma, boundary: saliency-map settings for SI
-            (``boundary`` defaults to circular for ``t<n>``, symmetric otherwise).
-        representation_distance: ``cosine`` or ``l2``.
-        memory_budget_bytes: bound for one chunk of gradient computations.
         device: where to run the model (above); None = where its parameters are.
-        num_workers: DataLoader workers decoding a Dataset's images (0 = in this process).
+        **deprecated: the keywords listed above, for one release.
 
     Returns:
         :class:`Measurement` with ``per_sample[metric]`` of shape ``[N, k]`` (columns = the
-        members; for a family, its magnitudes: see ``by_member`` and ``to_frame``).
+        members; for a family, its magnitudes: see ``by_member`` and ``to_frame``);
+        ``settings`` records the options used (``settings["options"]``: each requested
+        metric's).
 
     Raises:
-        MeasureError: bad images/labels/members/metric names/layers, a transform lacking
-            what a metric needs (SI: invertible), a model that rejects the input shape or
-            returns non-float logits, and NaN/inf anywhere (images, weights, logits,
+        MeasureError: bad images/labels/members/metric or option names/layers, a transform
+            lacking what a metric needs (SI: invertible), a model that rejects the input
+            shape or returns non-float logits, and NaN/inf anywhere (images, weights, logits,
             features, gradients, Jacobians), naming the metric and the number of samples.
+        TypeError: a keyword that is neither a parameter nor a deprecated one.
 
     Example:
         >>> import torch
         >>> from invlab.models import create_model
-        >>> from invlab.metrics import measure
-        >>> m = measure(create_model("wt_mlp5"), torch.randn(8, 1, 36, 36), group="r4",
+        >>> from invlab.metrics import SaliencySimilarity, measure
+        >>> m = measure(create_model("wt_mlp5"), torch.randn(8, 1, 36, 36), transform="r4",
         ...             metrics=["LI", "kl"])
         >>> m.summary["logit_l2"] < 1e-8
         True
+        >>> m = measure(create_model("wt_mlp5"), torch.randn(4, 1, 36, 36), transform="r4",
+        ...             metrics=[SaliencySimilarity(n_steps=4)], options={"n_si": None})
+        >>> tuple(m.per_sample["saliency_similarity"].shape)
+        (4, 3)
     """
-    opts = dict(n_steps=n_steps, ig_method=ig_method, baseline=baseline,
-                saliency_ratio=saliency_ratio, kernel_size=kernel_size, sigma=sigma,
-                boundary=boundary, representation_distance=representation_distance,
-                memory_budget_bytes=memory_budget_bytes, n_si=n_si)
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise MeasureError(f"num_workers must be an int >= 0, found {num_workers!r}")
-    if device is not None:
-        from invlab.devices import DeviceError, resolve_device
+    call = _call(model, data, transform, metrics, labels, normalization, layers, options,
+                 batch_size, generator, progress, deprecated)
+    if call.warning:
+        warnings.warn(call.warning, DeprecationWarning, stacklevel=2)
+    if device is None:
+        return _measure(call, None)
+    from invlab.devices import DeviceError, resolve_device
 
-        try:
-            target = resolve_device(device, where="device")
-        except DeviceError as e:
-            raise MeasureError(str(e)) from e
-        p = _param(model)
-        if p is not None and p.device != target:
-            home = p.device
-            model.to(target)  # type: ignore[union-attr]
-            try:
-                return _measure(model, images, labels, transform, group, normalization,
-                                metrics, layers, members if members is not None else elements,
-                                include_identity, batch_size, generator, progress, opts,
-                                num_workers, target)
-            finally:
-                model.to(home)  # type: ignore[union-attr]
-        dev: Any = target
-    else:
-        dev = None
-    return _measure(model, images, labels, transform, group, normalization, metrics, layers,
-                    members if members is not None else elements, include_identity,
-                    batch_size, generator, progress, opts, num_workers, dev)
+    try:
+        target = resolve_device(device, where="device")
+    except DeviceError as e:
+        raise MeasureError(str(e)) from e
+    p = _param(model)
+    if p is None or p.device == target:
+        return _measure(call, target)
+    home = p.device
+    model.to(target)  # type: ignore[union-attr]
+    try:
+        return _measure(call, target)
+    finally:
+        model.to(home)  # type: ignore[union-attr]
 
 
-def _measure(model: Any, images: Any, labels: Any, transform: Any, group: Any,
-             normalization: Any, metrics: Any, layers: Any, members: Any,
-             include_identity: bool, batch_size: int | None,
-             generator: torch.Generator | None, progress: bool | None,
-             opts: dict[str, Any], num_workers: int = 0,
-             run_device: torch.device | None = None) -> Measurement:
-    names = resolve_metrics(DEFAULT_METRICS if metrics is None else metrics)
+@dataclass
+class _Call:
+    """The arguments of one ``measure`` call, the deprecated ones folded in."""
+
+    model: Any
+    data: Any
+    transform: Any
+    group: Any  # the deprecated group= (group names only, as before)
+    labels: Any
+    normalization: Any
+    layers: Any
+    request: Request
+    batch_size: int | None
+    generator: torch.Generator | None
+    progress: bool | None
+    warning: str = ""
+
+
+def _call(model: Any, data: Any, transform: Any, metrics: Any, labels: Any, normalization: Any,
+          layers: Any, options: Any, batch_size: int | None, generator: Any,
+          progress: bool | None, deprecated: dict[str, Any]) -> _Call:
+    """Fold the deprecated keywords into the new arguments (with the warning's text)."""
+    legacy = dict(deprecated)
+    renamed: dict[str, tuple[str, Any]] = {}
+    group = legacy.pop("group", None)
+    if "group" in deprecated:
+        renamed["group"] = ("transform", group)
+    if "images" in legacy:
+        if data is not None:
+            raise MeasureError("pass the images once: as the positional data argument (images= "
+                               "is its deprecated name)")
+        data = legacy.pop("images")
+        renamed["images"] = ("data", _Raw("<the images, positionally>"))
+    if "elements" in legacy:  # members= wins, as before
+        elements = legacy.pop("elements")
+        if legacy.get("members") is None:
+            legacy["members"] = elements
+    check_legacy(legacy)
+    if data is None:
+        raise MeasureError("measure() needs data: the images [N, C, H, W], a Dataset or a "
+                           "DataLoader, as its second argument")
+    req = resolve_request(metrics, options, legacy)
+    warning = deprecation_message(list(deprecated), legacy, renamed) if deprecated else ""
+    return _Call(model, data, transform, group, labels, normalization, layers, req, batch_size,
+                 generator, progress, warning)
+
+
+class _Raw(str):
+    """A placeholder printed as is in the deprecation message."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _measure(call: _Call, run_device: torch.device | None) -> Measurement:
+    model, req = call.model, call.request
     if not callable(model):
         raise MeasureError(f"model must be callable (an nn.Module), found {type(model).__name__}")
+    images = call.data
     if isinstance(images, torch.Tensor):
         images = checks.check_images(model, images)  # messages name the whole tensor's shape
-    src = image_source(images, labels, num_workers)
-    if metrics is None and not src.labelled:
-        names = [m for m in names if m != "accuracy"]
-    if opts["ig_method"] not in SUPPORTED_METHODS:
-        raise MeasureError(f"unknown ig_method {opts['ig_method']!r}; valid: "
-                           f"{', '.join(SUPPORTED_METHODS)}")
-    n_si = opts["n_si"]
-    if n_si is not None and (isinstance(n_si, bool) or not isinstance(n_si, int) or n_si < 1):
-        raise MeasureError(f"n_si must be a positive int (images for SI / sensitivity) or None "
-                           f"(all images), found {n_si!r}")
-    if opts["representation_distance"] not in ("cosine", "l2"):
-        raise MeasureError(f"representation_distance must be cosine or l2, found "
-                           f"{opts['representation_distance']!r}")
+    src = image_source(images, call.labels, req.common.num_workers)
+    names = req.metrics
+    if req.default_metrics and not src.labelled:
+        names = [m for m in names if "labels" not in REGISTRY[m].needs]
     head = checks.check_images(model, src.head)
-    t, els = _resolve(transform, group, names, members, include_identity, head)
+    t, els = _resolve(call.transform, call.group, names, req.common.members,
+                      req.common.include_identity, head)
     if src.streams_labels:
         lab: torch.Tensor | None = torch.zeros(src.n, dtype=torch.long)  # filled per chunk
     else:
@@ -453,36 +514,37 @@ def _measure(model: Any, images: Any, labels: Any, transform: Any, group: Any,
     p = _param(model)
     device = p.device if p is not None else (run_device or head.device)
     dtype = p.dtype if p is not None and p.is_floating_point() else head.dtype
-    norm = normalizer(normalization, head.shape[1], dtype, device)
+    norm = normalizer(call.normalization, head.shape[1], dtype, device)
     net = model if norm is None else Normalized(model, *norm)
     with channels_last_convs(model, net, head[:2].to(device, dtype)):
-        m = _measure_run(model, net, src, t, els, lab, norm, names, layers, batch_size,
-                         generator, progress, opts, include_identity, normalization,
-                         device, dtype)
+        m = _measure_run(call, net, src, t, els, lab, norm, names, device, dtype)
     m.settings["device"] = str(device)
     return m
 
 
-def _measure_run(model: Any, net: Any, src: ImageSource, t: Any, els: list[Any],
-                 lab: torch.Tensor | None, norm: Any, names: list[str], layers: Any,
-                 batch_size: int | None, generator: torch.Generator | None,
-                 progress: bool | None, opts: dict[str, Any], include_identity: bool,
-                 normalization: Any, device: torch.device, dtype: torch.dtype) -> Measurement:
+def _measure_run(call: _Call, net: Any, src: ImageSource, t: Any, els: list[Any],
+                 lab: torch.Tensor | None, norm: Any, names: list[str], device: torch.device,
+                 dtype: torch.dtype) -> Measurement:
+    model, req = call.model, call.request
     n, k = src.n, len(els)
     head = src.head
-    lays = (resolve_layers(model, layers) if {"representation_invariance",
-                                               "equivariance_alignment"} & set(names) else [])
+    feats = any("features" in REGISTRY[m].needs for m in names)
+    lays = resolve_layers(model, call.layers) if feats else []
     plan = make_plan(names, lab is not None, lays, hasattr(model, "forward_features"))
-    bs = _batch_size(batch_size, head, dtype, k, plan, opts["memory_budget_bytes"], n)
-    sub = _subset(n, opts["n_si"], plan)
+    budget = req.common.memory_budget_bytes
+    bs = _batch_size(call.batch_size, head, dtype, k, plan, budget, n)
+    sub = _subset(n, req.common.n_si, plan)
     n_grad = n if sub is None else len(sub)
-    work, opts["si_share"] = _work(plan, n, k, opts["n_steps"], n_grad)
+    steps = _ig_steps(plan, req.configs)
+    opts: dict[str, Any] = {"memory_budget_bytes": budget, "n_si": req.common.n_si}
+    work, opts["si_share"] = _work(plan, n, k, steps, n_grad)
     capture = None
     if plan.features:
         capture = FeatureCapture(model, lays, pre=norm and net.normalize)  # type: ignore[arg-type]
     run = Run(net=net, model=model, transform=t, members=els, plan=plan,
-              per=_allocate(plan, n, k, n_grad), labels=lab, capture=capture, generator=generator,
-              opts=opts, image_shape=tuple(head.shape[1:]),
+              per=_allocate(plan, n, k, n_grad), labels=lab, capture=capture,
+              generator=call.generator, opts=opts,
+              configs={m: req.configs[m] for m in names}, image_shape=tuple(head.shape[1:]),
               bad_logits=torch.zeros(n, dtype=torch.bool),
               rows=rows_per_call(model, net, head[:1].to(device, dtype), bs * (k + 1)),
               labels_per_chunk=src.streams_labels)
@@ -492,7 +554,7 @@ def _measure_run(model: Any, net: Any, src: ImageSource, t: Any, els: list[Any],
         model.eval()
     if plan.gradients or plan.jacobian:
         log.info(_cost_line(run, head, n, n_grad, device, dtype))
-    run.progress = _make_bar(progress, work, f"measure {t.name}", n)
+    run.progress = _make_bar(call.progress, work, f"measure {t.name}", n)
     try:
         _loop(run, src, bounds, device, dtype, sub)
     finally:
@@ -501,9 +563,10 @@ def _measure_run(model: Any, net: Any, src: ImageSource, t: Any, els: list[Any],
         if was_training is not None:
             model.train(was_training)  # type: ignore[union-attr]
     _finish(run, n)
-    settings = {"metrics": names, "include_identity": include_identity, "batch_size": bs,
-                "layers": lays, "normalization": normalization,
-                **{k_: v for k_, v in opts.items() if k_ != "si_share"}}
+    settings = {"metrics": names, "include_identity": req.common.include_identity,
+                "batch_size": bs, "layers": lays, "normalization": call.normalization,
+                **legacy_settings(req),
+                "options": {m: c.options() for m, c in run.configs.items() if c.options()}}
     idx = {} if sub is None else {m: sub for m in run.per if _is_grad(m)}
     return Measurement(per_sample=run.per, group=t.name, elements=els, n=n,
                        settings=settings, kind=getattr(t, "kind", "group"), indices=idx)
@@ -546,11 +609,12 @@ def _cost_line(run: Run, images: torch.Tensor, n: int, n_grad: int, device: Any,
     capped = (f"{n_grad} of {n} images (n_si={o['n_si']}; n_si=None for all)"
               if n_grad < n else f"all {n} images")
     parts, passes = [], 0
-    si = n_grad * (k + 1) * o["n_steps"] if run.plan.gradients else 0
+    steps = _ig_steps(run.plan, run.configs)
+    si = n_grad * (k + 1) * steps if run.plan.gradients else 0
     n_cls, sec = _probe(run, images, device, dtype, timed=si + 10 * n_grad >= _PROBE_MIN_PASSES)
     if run.plan.gradients:
         passes += si
-        parts.append(f"SI: {n_grad} images × {k + 1} (x and {k} members) × {o['n_steps']} IG "
+        parts.append(f"SI: {n_grad} images × {k + 1} (x and {k} members) × {steps} IG "
                      f"steps = {si:,} forward+backward passes")
     if run.plan.jacobian:
         per = (n_cls if n_cls <= 32 else 200) if n_cls else 10

@@ -14,26 +14,24 @@ import torch
 from invlab.metrics.checks import check_label_range, check_logits, expected_shape
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture
-from invlab.metrics.functional.representation import (
-    derangement,
-    equivariance_alignment,
-    ri_distances,
-    shuffle_columns,
-)
-from invlab.metrics.functional.saliency import saliency_similarity
-from invlab.metrics.functional.sensitivity import jacobian_spectral_norm
+from invlab.metrics.functional.representation import derangement
 from invlab.metrics.orbit import Orbit
 from invlab.metrics.plan import Plan
-from invlab.metrics.registry import REGISTRY, StackedLogits
+from invlab.metrics.registry import REGISTRY, Metric, StackedLogits
 from invlab.metrics.slicing import MAX_ROWS
 
-__all__ = ["Run", "align_key", "features_pass", "logits_pass", "ri_keys", "saliency_pass",
+__all__ = ["Run", "feature_keys", "features_pass", "logits_pass", "saliency_pass",
            "sensitivity_pass"]
 
 
 @dataclass
 class Run:
-    """Everything a pass needs: the (normalizing) model, transform, members and outputs."""
+    """Everything a pass needs: the (normalizing) model, transform, members and outputs.
+
+    ``configs`` holds the requested metrics' configured options (:class:`Metric`);
+    ``opts`` the measure-wide ones a pass reads (``memory_budget_bytes``, ``n_si``) and
+    ``si_share``, the gradient passes' share of the progress bar.
+    """
 
     net: Any
     model: Any
@@ -45,6 +43,7 @@ class Run:
     capture: FeatureCapture | None
     generator: torch.Generator | None
     opts: dict[str, Any]
+    configs: dict[str, Metric]
     image_shape: tuple[int, ...]
     bad_logits: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
     bad_features: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -58,16 +57,13 @@ class Run:
         return len(self.members)
 
 
-def ri_keys(layer: str, default_only: bool) -> tuple[str, str, str]:
-    """``per_sample`` keys of the score and its two distances for ``layer``."""
-    sfx = "" if default_only else f"@{layer}"
-    base = "representation_invariance"
-    return base + sfx, f"{base}_d_same{sfx}", f"{base}_d_other{sfx}"
-
-
-def align_key(layer: str, default_only: bool) -> str:
-    """``per_sample`` key of ``equivariance_alignment`` for ``layer``."""
-    return "equivariance_alignment" + ("" if default_only else f"@{layer}")
+def feature_keys(metric: str, layer: str, default_only: bool) -> dict[str, str]:
+    """``per_sample`` keys of a ``features`` metric for ``layer``, by suffix: its score
+    (``""``) and its derived values (``MetricSpec.derived``; representation invariance:
+    ``_d_same``, ``_d_other``), each with ``@<layer>`` unless only the default layer is
+    measured."""
+    at = "" if default_only else f"@{layer}"
+    return {sfx: f"{metric}{sfx}{at}" for sfx in ("", *REGISTRY[metric].derived)}
 
 
 def _net(run: Run, x: torch.Tensor) -> torch.Tensor:
@@ -131,20 +127,21 @@ def logits_pass(run: Run, orbit: Orbit, a: int, b: int, first: bool) -> torch.Te
             spec = REGISTRY[m]
             v = spec.stacked(s) if spec.stacked is not None else spec.fn(logits[0], logits[1:])
             run.per[m][a:b].copy_(v.T)
-        if run.plan.accuracy:
-            acc = REGISTRY["accuracy"].fn
+        for m in run.plan.labelled:  # accuracy of T·x, and of x as clean_<name>
+            fn = REGISTRY[m].fn
             yb = run.labels[a:b].to(logits.device)  # type: ignore[index]
-            run.per["accuracy"][a:b].copy_(acc(logits[1:], yb).T)
-            run.per["clean_accuracy"][a:b, 0].copy_(acc(logits[0], yb))
+            run.per[m][a:b].copy_(fn(logits[1:], yb).T)
+            run.per[f"clean_{m}"][a:b, 0].copy_(fn(logits[0], yb))
         pred = s.get("argmax")[0]
     return pred.clone()
 
 
 def features_pass(run: Run, orbit: Orbit, a: int, b: int) -> None:
-    """Representation invariance (the score and both distances) and/or B21's equivariance
-    alignment per layer, ``[n, k]``: one derangement π per chunk, shared by layers, members
-    and both metrics; the alignment's column shuffles are drawn after π from the same
-    generator (so adding it leaves representation invariance's values unchanged)."""
+    """The ``features`` metrics per layer, ``[n, k]`` (``MetricSpec.from_features``:
+    representation invariance, its score and both distances; B21's equivariance
+    alignment): one derangement π per chunk, shared by layers, members and metrics; the
+    alignment's column shuffles are drawn after π from the same generator (so adding it
+    leaves representation invariance's values unchanged)."""
     cap = run.capture
     assert cap is not None
     nb, k = b - a, run.k
@@ -166,40 +163,41 @@ def features_pass(run: Run, orbit: Orbit, a: int, b: int) -> None:
             mask = run.bad_features.setdefault(layer, torch.zeros(len(run.bad_logits),
                                                                   dtype=torch.bool))
             mask[a:b] |= bad.cpu()
-        if "representation_invariance" in run.plan.names:
-            d_same, d_other, score = ri_distances(z[0].expand_as(z[1:]), z[1:], perm,
-                                                  run.opts["representation_distance"])
-            for key, v in zip(ri_keys(layer, only_default), (score, d_same, d_other)):
-                run.per[key][a:b] = v.T.float().cpu()
-        if "equivariance_alignment" in run.plan.names:
-            zs = z[0].expand_as(z[1:])
-            cols = shuffle_columns(zs, run.generator)
-            al = equivariance_alignment(zs, z[1:], perm, cols)
-            run.per[align_key(layer, only_default)][a:b] = al.T.float().cpu()
+        for m in run.plan.having("features"):
+            vals = REGISTRY[m].from_features(  # type: ignore[misc]
+                z[0].expand_as(z[1:]), z[1:], perm, run.generator, run.configs[m])
+            keys = feature_keys(m, layer, only_default)
+            for sfx, v in vals.items():
+                run.per[keys[sfx]][a:b] = v.T.float().cpu()
     run.feats = {}
 
 
 def saliency_pass(run: Run, xb: torch.Tensor, a: int, b: int, pred: torch.Tensor | None) -> None:
-    """SI of the chunk (integrated gradients of x and all T·x in one stacked computation)."""
+    """The ``gradients`` metrics of the chunk (SI: integrated gradients of x and all T·x in
+    one stacked computation), called with their configured options
+    (``Metric.call_kwargs``)."""
     o = run.opts
     target = run.labels[a:b].to(xb.device) if run.labels is not None else pred
     bar = run.progress
-    n_rows = (run.k + 1) * (b - a) * o["n_steps"]
+    for m in run.plan.having("gradients"):
+        kw = run.configs[m].call_kwargs()
+        n_rows = (run.k + 1) * (b - a) * kw.get("n_steps", 1)
 
-    def tick(rows: int) -> None:
-        if bar is not None:
-            bar.update(rows / n_rows * (b - a) * o["si_share"])
+        def tick(rows: int, n_rows: int = n_rows) -> None:
+            if bar is not None:
+                bar.update(rows / n_rows * (b - a) * o["si_share"])
 
-    run.per["saliency_similarity"][a:b] = saliency_similarity(
-        run.net, xb, run.transform, run.members, labels=target, n_steps=o["n_steps"],
-        method=o["ig_method"], baselines=o["baseline"], ratio=o["saliency_ratio"],
-        kernel_size=o["kernel_size"], sigma=o["sigma"], boundary=o["boundary"],
-        memory_budget_bytes=o["memory_budget_bytes"], on_chunk=tick,
-    ).float().cpu()
+        run.per[m][a:b] = REGISTRY[m].fn(
+            run.net, xb, run.transform, run.members, labels=target,
+            memory_budget_bytes=o["memory_budget_bytes"], on_chunk=tick, **kw,
+        ).float().cpu()
 
 
 def sensitivity_pass(run: Run, xb: torch.Tensor, a: int, b: int) -> None:
-    """σ_max of the input-logit Jacobian per sample ``[n, 1]`` (no transform)."""
-    run.per["sensitivity"][a:b, 0] = jacobian_spectral_norm(
-        run.net, xb, generator=run.generator,
-        memory_budget_bytes=run.opts["memory_budget_bytes"]).float().cpu()
+    """The ``jacobian`` metrics per sample ``[n, 1]`` (σ_max of the input-logit Jacobian;
+    no transform)."""
+    for m in run.plan.having("jacobian"):
+        run.per[m][a:b, 0] = REGISTRY[m].fn(
+            run.net, xb, generator=run.generator,
+            memory_budget_bytes=run.opts["memory_budget_bytes"],
+            **run.configs[m].call_kwargs()).float().cpu()

@@ -22,11 +22,14 @@ class Plan:
 
     Attributes:
         names: the requested metrics (canonical names).
-        pair: metrics computed from the orbit logits ``[k+1, n, K]``.
-        accuracy: ``accuracy`` (and ``clean_accuracy``) requested.
-        features: representation invariance requested (layers in ``layers``).
-        gradients: saliency similarity requested (needs an invertible transform).
-        jacobian: sensitivity requested.
+        pair: metrics computed from the orbit logits ``[k+1, n, K]`` alone.
+        labelled: metrics of the orbit logits and the labels (``accuracy``; each also gets
+            its ``clean_<name>`` on the untransformed images).
+        features: a ``features`` metric requested (representation invariance, alignment;
+            layers in ``layers``).
+        gradients: a ``gradients`` metric requested (saliency similarity; needs an
+            invertible transform).
+        jacobian: a ``jacobian`` metric requested (sensitivity).
         need_logits: the forward pass on the orbit runs (pair metrics, accuracy, the SI
             target without labels, or hooked layers).
         need_orbit: the orbit is built.
@@ -35,13 +38,23 @@ class Plan:
 
     names: list[str]
     pair: list[str] = field(default_factory=list)
-    accuracy: bool = False
+    labelled: list[str] = field(default_factory=list)
     features: bool = False
     gradients: bool = False
     jacobian: bool = False
     need_logits: bool = False
     need_orbit: bool = False
     layers: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> bool:
+        """A labelled metric (``accuracy``) is requested."""
+        return bool(self.labelled)
+
+    def having(self, need: str) -> list[str]:
+        """The requested metrics that need ``need`` (an entry of
+        :data:`~invlab.metrics.registry.NEEDS`), in the order requested."""
+        return [m for m in self.names if need in REGISTRY[m].needs]
 
     @property
     def needs_members(self) -> list[str]:
@@ -62,12 +75,12 @@ def make_plan(names: list[str], has_labels: bool, layers: list[str],
     """
     needs = {m: REGISTRY[m].needs for m in names}
     pair = [m for m in names if needs[m] == {"logit_pairs"}]
-    accuracy = "accuracy" in names
+    labelled = [m for m in names if needs[m] == {"logit_pairs", "labels"}]
     features = any("features" in v for v in needs.values())
     gradients = any("gradients" in v for v in needs.values())
     jacobian = any("jacobian" in v for v in needs.values())
     hooked = features and any(not (s == "penultimate" and forward_features) for s in layers)
-    need_logits = bool(pair) or accuracy or (gradients and not has_labels) or hooked
-    return Plan(names=names, pair=pair, accuracy=accuracy, features=features,
+    need_logits = bool(pair) or bool(labelled) or (gradients and not has_labels) or hooked
+    return Plan(names=names, pair=pair, labelled=labelled, features=features,
                 gradients=gradients, jacobian=jacobian, need_logits=need_logits,
                 need_orbit=need_logits or features, layers=layers if features else [])

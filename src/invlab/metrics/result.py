@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
-from invlab.metrics.registry import ALIASES, summary_statistic
+from invlab.metrics.registry import ALIASES, no_member_keys, summary_statistic
 
 __all__ = ["NO_MEMBER", "Measurement"]
 
-NO_MEMBER = {"sensitivity", "clean_accuracy"}
-"""Per-sample-only metrics (``[N, 1]``, no transform member)."""
+NO_MEMBER = set(no_member_keys())
+"""Per-sample-only metrics (``[N, 1]``, no transform member): ``sensitivity``,
+``clean_accuracy`` (from the registry's declarations)."""
 
 
 def _num(x: float) -> float | None:

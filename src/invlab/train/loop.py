@@ -6,8 +6,9 @@ group element every step (one batched ``group.act``, no per-sample Python).
 - ``da``: ``L = CE(f(g·x), y)``;
 - ``wt``: the same loss on the weight-tied model ``wt_mlp5`` (invariant by construction);
 - ``ir``: ``L = CE(f(g·x), y) + ν · mean_i I(f(g·x_i), f(h·g·x_i))`` with a second random
-  element ``h``, where ``I`` is a functional metric (``logit_l2`` by default, or ``kl``,
-  ``logit_l2_normalized``) — the same differentiable function the metrics use.
+  element ``h``, where ``I`` is a functional metric (``logit_l2`` by default, or any of
+  :data:`REGULARIZERS`, the registry's differentiable pair metrics) — the same
+  differentiable function the metrics use.
 
 Adam, batch 512, lr 8e-4; the checkpoint with the best validation accuracy is kept.
 """
@@ -29,6 +30,7 @@ from torch import nn
 
 from invlab.data import Split, TransformingData
 from invlab.groups import Group, create_group
+from invlab.metrics.registry import regularizer, regularizer_names
 from invlab.models import create_model
 from invlab.progress import progress_bar
 from invlab.sweep.config import ID_IF_NOT_DEFAULT, ConfigError
@@ -39,7 +41,9 @@ LR_SCHEDULES = ("constant", "cosine", "plateau")
 PLATEAU_FACTOR = 0.1
 PLATEAU_DECAYS = 2
 MEMORY_FORMATS = ("contiguous", "channels_last")
-REGULARIZERS = ("logit_l2", "kl", "logit_l2_normalized", "logit_l2_normalized_detached")
+REGULARIZERS = regularizer_names()
+"""The metrics IR can use as its regularizer: the registry's differentiable pair metrics
+(``logit_l2``, ``kl``, ``logit_l2_normalized``, ``logit_l2_normalized_detached``, ``js``)."""
 
 
 class TrainConfigError(ConfigError):
@@ -173,8 +177,6 @@ def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int = 4096) ->
 def _regularizer(name: str):  # type: ignore[no-untyped-def]
     """The registered differentiable pair metric ``name`` (:func:`invlab.metrics.regularizer`):
     the same function ``measure`` evaluates, no second copy of the formula."""
-    from invlab.metrics.registry import regularizer
-
     return regularizer(name)
 
 
