@@ -78,7 +78,7 @@ def main() -> None:
         xe = x[:n_eng]
 
         def engine() -> None:
-            measure(model, xe, transform="rotate", include_identity=True,
+            measure(model, xe, transform="rotate", options={"include_identity": True},
                     metrics=["kl", "logit_l2", "effective_invariance", "agreement"],
                     progress=False)
 

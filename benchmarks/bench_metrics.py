@@ -168,7 +168,7 @@ def bench_family(n: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = create_model("mlp5").eval()
     x = torch.rand(n, 1, 36, 36)
-    kw = {"transform": "rotate", "include_identity": True, "metrics": METRICS,
+    kw = {"transform": "rotate", "options": {"include_identity": True}, "metrics": METRICS,
           "progress": False}
     m = measure(model, x[:64], **kw)  # warm-up
     k = len(m.members)

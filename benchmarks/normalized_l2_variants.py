@@ -39,7 +39,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model = train(cfg, data, progress=False).model
         secs = time.perf_counter() - t0
-        si = measure(model, test.images[:200], labels=test.labels[:200], group="r4",
+        si = measure(model, test.images[:200], labels=test.labels[:200], transform="r4",
                      metrics=["saliency_similarity"]).summary["saliency_similarity"]
         sig = float(jacobian_spectral_norm(model, test.images).mean())
         with torch.no_grad():

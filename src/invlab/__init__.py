@@ -4,7 +4,7 @@ Quick start::
 
     import invlab
     model = invlab.create_model("mlp5")
-    m = invlab.measure(model, images, labels=labels, group="r4", metrics=["kl", "logit_l2"])
+    m = invlab.measure(model, images, labels=labels, transform="r4", metrics=["kl", "logit_l2"])
     print(m.summary)
 """
 

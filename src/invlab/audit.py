@@ -315,8 +315,9 @@ def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: A
     if t.is_invertible and si_note is None:
         n = min(s.n_si, len(x))
         msi = measure(model, x[:n], labels=None if y is None else y[:n], transform=t,
-                      normalization=norm, metrics=["saliency_similarity"], n_steps=s.ig_steps,
-                      n_si=None, generator=gen, progress=progress)
+                      normalization=norm, metrics=["saliency_similarity"], generator=gen,
+                      progress=progress,
+                      options={"n_si": None, "saliency_similarity": {"n_steps": s.ig_steps}})
         si = msi.per_sample["saliency_similarity"].double().mean(0).tolist()
     per["saliency_similarity"] = si
     return {"members": [_jsonable(e) for e in m.members], "metrics": per,

@@ -410,8 +410,6 @@ def measure(
     """
     call = _call(model, data, transform, metrics, labels, normalization, layers, options,
                  batch_size, generator, progress, deprecated)
-    if call.warning:
-        warnings.warn(call.warning, DeprecationWarning, stacklevel=2)
     if device is None:
         return _measure(call, None)
     from invlab.devices import DeviceError, resolve_device
@@ -446,7 +444,6 @@ class _Call:
     batch_size: int | None
     generator: torch.Generator | None
     progress: bool | None
-    warning: str = ""
 
 
 def _call(model: Any, data: Any, transform: Any, metrics: Any, labels: Any, normalization: Any,
@@ -472,10 +469,12 @@ def _call(model: Any, data: Any, transform: Any, metrics: Any, labels: Any, norm
     if data is None:
         raise MeasureError("measure() needs data: the images [N, C, H, W], a Dataset or a "
                            "DataLoader, as its second argument")
+    if deprecated:  # stacklevel: the caller of measure()
+        warnings.warn(deprecation_message(list(deprecated), legacy, renamed), DeprecationWarning,
+                      stacklevel=3)
     req = resolve_request(metrics, options, legacy)
-    warning = deprecation_message(list(deprecated), legacy, renamed) if deprecated else ""
     return _Call(model, data, transform, group, labels, normalization, layers, req, batch_size,
-                 generator, progress, warning)
+                 generator, progress)
 
 
 class _Raw(str):

@@ -124,12 +124,13 @@ def run_drift_cell(cell: DriftCell, ctx: CellContext) -> CellResult:
     res = CellResult(extra={"checkpoint_reused": reused})
     res.add("accuracy", acc, n=len(yb)).add("accuracy_d1", acc1, n=len(y1))
     res.add("accuracy_ratio", acc / acc1 if acc1 > 0 else float("nan"))
-    m = measure(model, xb, labels=yb, group=cell.train.group, metrics=["kl", "logit_l2"])
+    m = measure(model, xb, labels=yb, transform=cell.train.group, metrics=["kl", "logit_l2"])
     add_sample_means(res, m, "kl", "logit_l2")
     gen = torch.Generator().manual_seed(cell.pair_seed + 1)
     idx = torch.randperm(len(yb), generator=gen)[: cell.n_si]
-    si = measure(model, xb[idx], labels=yb[idx], group=cell.train.group,
-                 metrics=["saliency_similarity"], n_steps=cell.ig_steps, n_si=None)
+    si = measure(model, xb[idx], labels=yb[idx], transform=cell.train.group,
+                 metrics=["saliency_similarity"],
+                 options={"n_si": None, "saliency_similarity": {"n_steps": cell.ig_steps}})
     return add_sample_means(res, si, "saliency_similarity")
 
 

@@ -79,7 +79,8 @@ def _measure_model(model: nn.Module, x: torch.Tensor, xn: torch.Tensor, y: torch
     out = {"accuracy": float((lg.argmax(1) == y).float().mean()),
            "confidence": float(torch.softmax(lg, 1).amax(1).mean())}
     if x.shape[-1] == x.shape[-2]:  # rot90 keeps the shape (per-channel normalization commutes)
-        res = measure(model, xn, labels=y, group="r4", metrics=list(ROTATION_MEASURES.values()))
+        res = measure(model, xn, labels=y, transform="r4",
+                      metrics=list(ROTATION_MEASURES.values()))
         for k, metric in ROTATION_MEASURES.items():
             v = float(res.per_sample[metric].mean())
             out[k] = -v if k.startswith("neg_") else v

@@ -174,8 +174,9 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     realigned = torch.stack([grp.act_inverse(maps[e], e) for e in range(k)])
     from invlab.metrics import measure
 
-    si = measure(model, xs, labels=ys, group=group, metrics=["saliency_similarity"],
-                 n_steps=ig_steps, n_si=None).per_sample["saliency_similarity"].mean(1)
+    si = measure(model, xs, labels=ys, transform=group, metrics=["saliency_similarity"],
+                 options={"n_si": None, "saliency_similarity": {"n_steps": ig_steps}},
+                 ).per_sample["saliency_similarity"].mean(1)
     return {
         "features": [[round(v, 4) for v in row] for row in feats.tolist()],
         "feature_element": [e for e in range(k) for _ in range(x.shape[0])],
@@ -198,12 +199,13 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
     test = data.test
     res = CellResult()
     res.add("accuracy", evaluate_accuracy(model, test), n=len(test))
-    m = measure(model, test.images, labels=test.labels, group=cell.train.group,
+    m = measure(model, test.images, labels=test.labels, transform=cell.train.group,
                 metrics=OUTPUT_METRICS)
     add_sample_means(res, m, *OUTPUT_METRICS)
     idx = _si_subset(len(test), cell.n_si, seed=cell.data.data_seed + 17)
-    si = measure(model, test.images[idx], labels=test.labels[idx], group=cell.train.group,
-                 metrics=["saliency_similarity"], n_steps=cell.ig_steps, n_si=None)
+    si = measure(model, test.images[idx], labels=test.labels[idx], transform=cell.train.group,
+                 metrics=["saliency_similarity"],
+                 options={"n_si": None, "saliency_similarity": {"n_steps": cell.ig_steps}})
     add_sample_means(res, si, "saliency_similarity")
     if cell.train.method == "ir":
         res.add("nu", train_cfg.nu)

@@ -551,7 +551,8 @@ def profile(model: nn.Module, images: torch.Tensor, normalization: dict[str, Any
     for j, name in enumerate(transforms):
         m = measure(net, images, transform=name, normalization=normalization,
                     metrics=["representation_invariance"],
-                    members=create_transform(name).non_identity,  # the family's own order
+                    # the family's own order
+                    options={"members": create_transform(name).non_identity},
                     layers=None if only else names, batch_size=batch_size,
                     generator=torch.Generator().manual_seed(seed * 1000 + j), progress=False)
         for lay, key_layer in zip(layers, names):

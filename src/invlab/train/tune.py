@@ -39,8 +39,8 @@ def validation_si(model: nn.Module, data: TransformingData, group: str, n: int) 
     from invlab.metrics import measure
 
     val = data.val.subset(n)
-    m = measure(model, val.images, labels=val.labels, group=group,
-                metrics=["saliency_similarity"], n_si=None)  # n images chosen above
+    m = measure(model, val.images, labels=val.labels, transform=group,
+                metrics=["saliency_similarity"], options={"n_si": None})  # n images chosen above
     return float(m.summary["saliency_similarity"])
 
 
