@@ -408,8 +408,9 @@ def measure(
         >>> tuple(m.per_sample["saliency_similarity"].shape)
         (4, 3)
     """
-    call = _call(model, data, transform, metrics, labels, normalization, layers, options,
-                 batch_size, generator, progress, deprecated)
+    data, group, legacy = _fold_deprecated(data, deprecated)
+    call = _Call(model, data, transform, group, labels, normalization, layers,
+                 resolve_request(metrics, options, legacy), batch_size, generator, progress)
     if device is None:
         return _measure(call, None)
     from invlab.devices import DeviceError, resolve_device
@@ -446,10 +447,10 @@ class _Call:
     progress: bool | None
 
 
-def _call(model: Any, data: Any, transform: Any, metrics: Any, labels: Any, normalization: Any,
-          layers: Any, options: Any, batch_size: int | None, generator: Any,
-          progress: bool | None, deprecated: dict[str, Any]) -> _Call:
-    """Fold the deprecated keywords into the new arguments (with the warning's text)."""
+def _fold_deprecated(data: Any, deprecated: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """``(data, group, legacy)``: the deprecated ``images=`` / ``group=`` taken out of
+    ``deprecated`` and the rest (:data:`~invlab.metrics.options.LEGACY`, ``elements=``
+    folded into ``members``), after one ``DeprecationWarning`` that spells the new call."""
     legacy = dict(deprecated)
     renamed: dict[str, tuple[str, Any]] = {}
     group = legacy.pop("group", None)
@@ -472,9 +473,7 @@ def _call(model: Any, data: Any, transform: Any, metrics: Any, labels: Any, norm
     if deprecated:  # stacklevel: the caller of measure()
         warnings.warn(deprecation_message(list(deprecated), legacy, renamed), DeprecationWarning,
                       stacklevel=3)
-    req = resolve_request(metrics, options, legacy)
-    return _Call(model, data, transform, group, labels, normalization, layers, req, batch_size,
-                 generator, progress)
+    return data, group, legacy
 
 
 class _Raw(str):
