@@ -8,7 +8,7 @@ and their saliency maps.
 
     python examples/demo_photos.py --out runs/demo-photos [--device auto]
 
-Equivalent CLI once the ``photos`` source is available (``invlab.data.open_images``):
+The same audit from the command line (without the per-member class counts):
 ``invlab audit --model efficientnet_lite0 --data photos --preprocess resize=256,crop=224
 --transforms r4,rotate,flip,grayscale,brightness_up``.
 """
@@ -18,57 +18,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-
-
-def _resize_crop(a: np.ndarray, resize: int = 256, crop: int = 224) -> torch.Tensor:
-    """[H, W, 3] uint8 → [3, crop, crop] float in [0, 1]: shorter side to ``resize``
-    (bilinear, antialias), centre crop (the model's "resize=256,crop=224")."""
-    x = torch.from_numpy(np.array(a[..., :3])).permute(2, 0, 1).float() / 255.0
-    h, w = x.shape[1:]
-    s = resize / min(h, w)
-    size = (max(resize, round(h * s)), max(resize, round(w * s)))
-    x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True,
-                      align_corners=False)[0].clamp(0, 1)
-    t, left = (x.shape[1] - crop) // 2, (x.shape[2] - crop) // 2
-    return x[:, t:t + crop, left:left + crop].contiguous()
 
 
 def load_photos(preprocess: str) -> tuple[torch.Tensor, list[str], str]:
-    """The photos ``[N, 3, 224, 224]`` and their names: through invlab's ``photos`` source
-    when it is available, else read here from the same files (Pillow)."""
-    try:
-        from invlab.data import open_images  # type: ignore[attr-defined]
+    """The ``photos`` source (:func:`invlab.data.open_images`) as ``[N, 3, 224, 224]`` with
+    each photo's origin (``sklearn/china.jpg``, ``skimage/astronaut.png``, ...)."""
+    from invlab.data import open_images
 
-        ds = open_images("photos", preprocess=preprocess)
-        x = torch.stack([ds[i] if isinstance(ds[i], torch.Tensor) else ds[i][0]
-                         for i in range(len(ds))])
-        names = list(getattr(ds, "photo_names", [f"photo {i}" for i in range(len(ds))]))
-        return x, names, "invlab source 'photos'"
-    except (ImportError, AttributeError, ValueError):
-        pass
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    sk = load_sample_images()
-    arrays = [(f"sklearn/{Path(f).name}", a) for f, a in zip(sk.filenames, sk.images)]
-    try:
-        import skimage
-
-        d = Path(skimage.__file__).parent / "data"
-        for f in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
-                  "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg"):
-            if (d / f).is_file():
-                with Image.open(d / f) as im:
-                    arrays.append((f"skimage/{f}", np.asarray(im.convert("RGB"))))
-    except ImportError:
-        print("note: scikit-image not installed; scikit-learn's 2 photos only", file=sys.stderr)
-    x = torch.stack([_resize_crop(a) for _, a in arrays])
-    return x, [n for n, _ in arrays], "photos of scikit-learn and scikit-image (read here)"
+    ds = open_images("photos", preprocess=preprocess)
+    x = torch.stack([ds[i] for i in range(len(ds))])  # unlabelled: each item is an image
+    return x, list(ds.photo_names), "invlab source 'photos'"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -287,7 +287,7 @@ def test_audit_reads_photos_and_preprocess(tmp_path: Path) -> None:
     from invlab.audit import AuditError, load_audit_data
     from invlab.data import open_images
 
-    n = min(3, len(open_images("photos")))  # 2 photos without scikit-image, 10 with it
+    n = min(3, len(open_images("photos", preprocess="crop=32")))  # 2 photos without scikit-image, 10 with it
     x, y, info = load_audit_data("photos", {}, limit=3, seed=0, preprocess="resize=40,crop=32")
     assert x.shape == (n, 3, 32, 32) and y is None and info["images"] == n
     assert info["preprocess"] == "resize=40,crop=32" and "unlabelled" in info["description"]

@@ -653,13 +653,16 @@ def only_error_line(err: str) -> str:
 
 def test_every_invlab_error_has_one_base_and_keeps_its_builtin_base() -> None:
     from invlab.audit import AuditError
+    from invlab.cache import CacheLockTimeout, CacheMismatch
     from invlab.data.idx import IDXError
     from invlab.data.sources import DataError, DataMismatchError
+    from invlab.devices import DeviceError
     from invlab.errors import InvlabError, PreflightError, UserCodeError
     from invlab.groups.base import GroupError
     from invlab.metrics.errors import MeasureError
     from invlab.models import ModelError
     from invlab.models.factory import FactoryError
+    from invlab.models.pretrained import PretrainedError
     from invlab.sweep import ConfigError, StudyError
     from invlab.sweep.store import StorageError
     from invlab.train.loop import TrainConfigError
@@ -670,12 +673,15 @@ def test_every_invlab_error_has_one_base_and_keeps_its_builtin_base() -> None:
                MeasureError: ValueError, ModelError: ValueError, FactoryError: ValueError,
                ConfigError: ValueError, TrainConfigError: ValueError, TransformError: ValueError,
                UserCodeError: ValueError, PreflightError: ValueError, StudyError: RuntimeError,
-               StoreError: RuntimeError, OutputLocked: RuntimeError, StorageError: RuntimeError}
+               StoreError: RuntimeError, OutputLocked: RuntimeError, StorageError: RuntimeError,
+               DeviceError: ValueError, PretrainedError: ImportError, CacheMismatch: ValueError,
+               CacheLockTimeout: TimeoutError}
     for cls, base in builtin.items():
         assert issubclass(cls, InvlabError) and issubclass(cls, base), cls
     # every class named *Error in the package is covered
     found = {m.group(1) for f in SRC.rglob("*.py")
-             for m in re.finditer(r"^class (\w+(?:Error|Locked))\(", f.read_text(), re.M)}
+             for m in re.finditer(r"^class (\w+(?:Error|Locked|Mismatch|Timeout))\(",
+                                  f.read_text(), re.M)}
     assert found - {c.__name__ for c in builtin} <= {"InvlabError", "UserCodeTypeError"}
 
 

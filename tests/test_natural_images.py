@@ -95,12 +95,17 @@ def test_efficientnet_lite0_loads_with_recorded_convention() -> None:
 
 
 @needs_pretrained
+def _resize_crop(a: np.ndarray) -> torch.Tensor:
+    """[H, W, 3] uint8 → [3, 224, 224] in [0, 1] by invlab's "resize=256,crop=224"."""
+    from invlab.data import parse_preprocess
+
+    return parse_preprocess("resize=256,crop=224")(torch.from_numpy(a).permute(2, 0, 1).float() / 255)
+
+
 def test_efficientnet_lite0_on_real_photos() -> None:
     """The real model on scikit-learn's two real photos: the temple is a palace-like
     building (ImageNet 698 palace / 663 monastery / 832 stupa / 442 bell cote), the flower
     a daisy (985); a 180° rotation of the photos is measured (not invariant by design)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from demo_photos import _resize_crop
     from sklearn.datasets import load_sample_images
 
     x = torch.stack([_resize_crop(a) for a in load_sample_images().images])
@@ -156,8 +161,6 @@ def test_audit_cli_pretrained_on_colour_folder(tmp_path: Path) -> None:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from demo_photos import _resize_crop
 
     for i, a in enumerate(load_sample_images().images):
         d = tmp_path / "photos" / f"c{i}"

@@ -62,6 +62,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from invlab.errors import InvlabError
 from invlab.io import HOST, _env_seconds, pid_alive, private_temp_path, remove_stale_temps
 
 __all__ = ["CacheLockTimeout", "CacheMismatch", "EntryLock", "acquire_all", "load_or_create",
@@ -80,7 +81,7 @@ _HELD: dict[str, str] = {}  # lock path -> token, for the locks this process hol
 _GUARD = threading.Lock()
 
 
-class CacheMismatch(ValueError):
+class CacheMismatch(InvlabError, ValueError):
     """A cache entry whose recorded config / data fingerprint does not hash to its key (or
     that cannot be read): it is never used. ``path``: the file; ``why``: what was wrong."""
 
@@ -89,7 +90,7 @@ class CacheMismatch(ValueError):
         super().__init__(f"cache entry {path} does not prove what it is: {why}")
 
 
-class CacheLockTimeout(TimeoutError):
+class CacheLockTimeout(InvlabError, TimeoutError):
     """Waited ``$INVLAB_LOCK_TIMEOUT_SECONDS`` for another writer of a cache entry."""
 
 

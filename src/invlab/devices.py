@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from invlab.errors import InvlabError
+
 __all__ = ["DEVICE_CHOICES", "ENV", "DeviceError", "add_device_argument", "device_name",
            "model_device", "resolve_device", "set_study_device", "study_device"]
 
@@ -23,7 +25,7 @@ DEVICE_CHOICES = "cpu, cuda, cuda:N, mps or auto"
 _SPEC = re.compile(r"^(cpu|cuda|mps|auto)(:\d+)?$")
 
 
-class DeviceError(ValueError):
+class DeviceError(InvlabError, ValueError):
     """A device that is misspelt or not present on this machine (one-line message)."""
 
 

