@@ -108,7 +108,7 @@ def main() -> None:
     with torch.no_grad():
         m = invlab.measure(model, ds, transform="flip", normalization=norm,
                            metrics=["kl", "effective_invariance"], progress=False,
-                           num_workers=args.workers)
+                           options={"num_workers": args.workers})
     kl, ei = [m.per_sample["kl"][:, 0]], [m.per_sample["effective_invariance"][:, 0]]
     n = m.n
     t_all = time.perf_counter() - t0
