@@ -201,6 +201,9 @@ def test_configured_metric_objects_validate_and_compare() -> None:
     assert SaliencySimilarity(n_steps=8) != SaliencySimilarity()
     with pytest.raises(MeasureError, match="n_steps=0: expected a positive int"):
         SaliencySimilarity(n_steps=0)
+    with pytest.raises(MeasureError, match="n_steps=True: expected a positive int"):
+        SaliencySimilarity(n_steps=True)
+    SaliencySimilarity(n_steps=np.int64(8), ratio=np.float32(0.5))  # numpy scalars are fine
     with pytest.raises(MeasureError, match="ratio=1.5"):
         SaliencySimilarity(ratio=1.5)
     with pytest.raises(MeasureError, match="boundary='wrap'"):
