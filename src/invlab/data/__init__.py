@@ -59,6 +59,7 @@ from invlab.data.transforming import (
     pad_images,
     prepare_transforming,
 )
+from invlab.normalization import mean_std
 
 __all__ = [
     "IDXError", "read_idx", "write_idx", "DataError", "Dataset", "describe_sources", "fetch",
@@ -277,11 +278,9 @@ def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | N
                 "the labels above it down)" if cls is not None else "")
         raise DataError(f"{path}: label(s) {bad} are unknown to the checkpoint's model, which has "
                         f"{k} classes, 0..{int(k) - 1}{hint}")
-    from invlab.metrics.orbit import normalizer
-
     norm = metadata.get("normalization") or {"mean": 0.0, "std": 1.0}
     try:
-        mean, std = normalizer(norm, x.shape[1], x.dtype, x.device)  # type: ignore[misc]
+        mean, std = mean_std(norm, x.shape[1], x.dtype, x.device)  # type: ignore[misc]
     except ValueError as e:
         raise DataError(f"{path}: {x.shape[1]}-channel images, but the checkpoint's "
                         f"normalization does not fit them: {e}") from e

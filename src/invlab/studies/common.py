@@ -78,7 +78,7 @@ def pin_source(cfg: DataConfig) -> DataConfig:
 
 def model_key(train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
     """Checkpoint-cache key: hash of the resolved training and (pinned) data configs."""
-    from invlab.sweep.config import id_dict
+    from invlab.config import id_dict
 
     # id_dict: a field added with ID_IF_NOT_DEFAULT keeps the keys of checkpoints made before it
     blob = json.dumps({"train": id_dict(train_cfg), "data": asdict(data_cfg)}, sort_keys=True)
@@ -88,7 +88,7 @@ def model_key(train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
 def recorded_configs(meta: dict[str, Any]) -> tuple[TrainConfig, DataConfig]:
     """The training config (``train``) and data config (``data``) a checkpoint's metadata
     records. Raises KeyError / ValueError / TypeError if it records none or an invalid one."""
-    from invlab.sweep.config import from_dict
+    from invlab.config import from_dict
 
     return from_dict(TrainConfig, meta["train"]), from_dict(DataConfig, meta["data"])
 

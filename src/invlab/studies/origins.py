@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from invlab.config import ID_IF_NOT_DEFAULT, id_dict
 from invlab.factors import B21_FAMILIES, factors_of_variation
 from invlab.studies.origins_augment import REGIMES, AugConfig, make_augment
 from invlab.studies.presets import load_preset
 from invlab.sweep import CellContext, CellResult, check, run_study
-from invlab.sweep.config import ID_IF_NOT_DEFAULT, id_dict
 
 log = logging.getLogger("invlab.studies")
 
@@ -345,7 +345,7 @@ def load_verified(path: Path, spec: ModelSpec, data: OriginsData
     ``origins_key`` cannot prove itself and is retrained once)."""
     from invlab.cache import CacheMismatch
     from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
-    from invlab.sweep.config import from_dict
+    from invlab.config import from_dict
 
     try:
         meta = read_metadata(path)

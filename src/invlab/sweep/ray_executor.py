@@ -35,7 +35,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from invlab.sweep.executors import WAIT
+from invlab.sweep.wait import WAIT
 
 __all__ = ["RayExecutor", "ray_available"]
 

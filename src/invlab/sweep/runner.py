@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from invlab.config import cell_id as _cell_id
+from invlab.config import config_to_dict
 from invlab.errors import InvlabError
-from invlab.sweep.config import cell_id as _cell_id
-from invlab.sweep.config import config_to_dict
 from invlab.sweep.executors import Executor, SerialExecutor, make_executor
 from invlab.sweep.store import ResultsStore
 

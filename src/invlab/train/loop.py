@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invlab.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.data import Split, TransformingData
 from invlab.groups import Group, create_group
 from invlab.models import create_model
 from invlab.progress import progress_bar
-from invlab.sweep.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.train.orbit_batches import OrbitBatches
 
 METHODS = ("da", "wt", "ir")

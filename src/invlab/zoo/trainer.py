@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invlab.io import atomic_write_text
 from invlab.zoo.augment import augment
 from invlab.zoo.spec import ZooModel
 
@@ -311,7 +312,5 @@ def _row(c: ZooModel, path: Path, acc: float, secs: float, reused: bool) -> dict
 def write_zoo_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """The zoo table as CSV (atomic write)."""
     import pandas as pd
-
-    from invlab.sweep import atomic_write_text
 
     return atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))
