@@ -229,7 +229,6 @@ def check_class_names(mapping: dict[str, int], metadata: dict[str, Any], cls: in
 def _external_path(spec: str) -> tuple[Path, str] | None:
     """``(path, split)`` when ``spec`` names your own images (``PATH`` or ``PATH:split``, see
     :func:`invlab.data.sources.is_file_source`) rather than a source name; else None."""
-    from invlab.data.sources import is_file_source
 
     base, sep, split = spec.rpartition(":")
     if sep and split in ("train", "val", "test", "all") and is_file_source(base):

@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from invlab.config import _to_plain
 from invlab.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from invlab.sweep.provenance import git_revision, invlab_version
 
 __all__ = [
     "atomic_write_bytes",
@@ -35,8 +37,6 @@ def write_resolved_config(
     """
     import yaml
 
-    from invlab.config import _to_plain
-    from invlab.sweep.provenance import git_revision, invlab_version
 
     plain = _to_plain(config_dict, for_id=False, path="")
     doc = {
