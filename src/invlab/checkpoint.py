@@ -17,9 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab._version import __version__
 from invlab.errors import InvlabError
 from invlab.io import atomic_write, remove_stale_temps
-from invlab.models import GroupPooled, create_model, list_models
+from invlab.models import GroupPooled, WeightTied, create_model, list_models
+from invlab.models.factory import SPEC, FactoryError, build_from_factory, factory_path, import_factory
+from invlab.transforms import TransformError, create_transform
 
 
 class CheckpointError(InvlabError, ValueError):
@@ -31,7 +34,6 @@ _PICKLE_HINT = ("invlab never unpickles (pickle can run arbitrary code); convert
 
 
 def _version() -> str:
-    from invlab._version import __version__
     return __version__
 
 
@@ -40,7 +42,6 @@ def _describe(model: nn.Module, factory: Any = None,
     """How to rebuild ``model``: a registry ``model`` + ``model_kwargs``, or a user
     ``factory`` (import path, marked with ``@model_factory``) + ``factory_kwargs``; plus
     ``wrapper`` for GroupPooled / WeightTied around either."""
-    from invlab.models import WeightTied
 
     if isinstance(model, GroupPooled):
         inner = _describe(model.model, factory, factory_kwargs)
@@ -59,7 +60,6 @@ def _describe(model: nn.Module, factory: Any = None,
             "pass factory='package.module:function' (a module-level function marked "
             "@invlab.models.model_factory that rebuilds it, with JSON factory_kwargs) — weights "
             "go in safetensors, the factory's import path in the metadata, never a pickle")
-    from invlab.models.factory import FactoryError, factory_path, import_factory
 
     try:
         spec = factory if isinstance(factory, str) else factory_path(factory)
@@ -220,7 +220,6 @@ def _validate_group_and_data(meta: dict[str, Any], p: Path) -> None:
     """``group`` must be a transform spec invlab knows; the integer fields of ``data`` (the
     class left out, the canvas size, split sizes, seed) ints in range, so a hand-edited
     ``pad_to = 1e9`` fails here, naming the file, not as a storage overflow later."""
-    from invlab.transforms import TransformError, create_transform
 
     group = meta.get("group")
     if group is not None:
@@ -252,7 +251,6 @@ def _valid_normalization(norm: dict[str, Any]) -> bool:
 
 def _validate_factory(meta: dict[str, Any], p: Path) -> None:
     """``factory``: ``module:function``; ``factory_kwargs``: object of scalars / lists."""
-    from invlab.models.factory import SPEC
 
     spec = meta.get("factory")
     if not isinstance(spec, str) or not SPEC.match(spec):
@@ -296,7 +294,6 @@ def _header_shapes(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def _build_user(meta: dict[str, Any], p: Path) -> nn.Module:
     """Import the (marked) factory the metadata names and call it with its kwargs."""
-    from invlab.models.factory import FactoryError, build_from_factory, import_factory
 
     try:
         fn = import_factory(meta["factory"], trusted=False)

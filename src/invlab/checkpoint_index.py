@@ -16,6 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from invlab.checkpoint import read_metadata
+from invlab.io import atomic_write
+
 log = logging.getLogger("invlab")
 
 INDEX_NAME = "index.csv"
@@ -42,8 +45,6 @@ def write_index(checkpoints: str | os.PathLike[str]) -> Path | None:
     """Rebuild ``<checkpoints>/index.csv`` from every ``*.safetensors`` there (sorted by
     dataset, group, method, seed). Unreadable checkpoints are listed with an empty method.
     Returns the index path, or None if the folder does not exist."""
-    from invlab.checkpoint import read_metadata
-    from invlab.io import atomic_write
 
     folder = Path(checkpoints)
     if not folder.is_dir():

@@ -21,12 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab.metrics.features import FeatureCapture, resolve_layers
 from invlab.metrics.functional.factors import (
     factor_deltas,
     factor_stats,
     rank_factors,
     same_class_pairs,
 )
+from invlab.metrics.orbit import normalizer
+from invlab.transforms import Family, create_transform
 
 __all__ = ["B21_FAMILIES", "FactorResult", "embed", "factors_of_variation"]
 
@@ -46,8 +49,6 @@ def embed(model: nn.Module, x: torch.Tensor, normalization: dict[str, Any] | Non
     """``φ(x)``: features ``[N, D]`` of pixel-space images ``[N, C, H, W]`` at ``layer``
     (default the penultimate: ``forward_features`` or the input of the last ``nn.Linear``),
     with ``normalization`` applied first; eval mode, in chunks of ``batch_size``."""
-    from invlab.metrics.features import FeatureCapture, resolve_layers
-    from invlab.metrics.orbit import normalizer
 
     name = resolve_layers(model, None if layer is None else [layer])[0]
     p = next(model.parameters(), None)
@@ -163,7 +164,6 @@ def factors_of_variation(model: nn.Module, images: torch.Tensor, labels: torch.T
     Returns:
         :class:`FactorResult`.
     """
-    from invlab.transforms import Family, create_transform
 
     pairs = same_class_pairs(labels, n_pairs, generator)
     if not pairs:

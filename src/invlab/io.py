@@ -22,6 +22,7 @@ reader and the cache's entry locks call it; see docs/howto/guarantees-cache.md).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -29,8 +30,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["HOST", "atomic_write", "pid_alive", "private_temp_path", "remove_stale_temps",
+__all__ = ["HOST", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "pid_alive", "private_temp_path", "remove_stale_temps",
            "stale_temp_seconds", "temp_is_dead"]
 
 
@@ -204,3 +207,23 @@ def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
             p.unlink()
             removed.append(p)
     return removed
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`invlab.io.atomic_write`)."""
+    return atomic_write(path, bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
+    """Write ``obj`` as JSON (sorted keys, NaN rejected, trailing newline) atomically.
+
+    The object is serialized before the file is touched, so a value without a JSON form
+    raises without changing anything on disk.
+    """
+    text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return atomic_write_text(path, text + "\n")

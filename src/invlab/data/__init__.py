@@ -59,6 +59,7 @@ from invlab.data.transforming import (
     pad_images,
     prepare_transforming,
 )
+from invlab.normalization import mean_std
 
 __all__ = [
     "IDXError", "read_idx", "write_idx", "DataError", "Dataset", "describe_sources", "fetch",
@@ -228,7 +229,6 @@ def check_class_names(mapping: dict[str, int], metadata: dict[str, Any], cls: in
 def _external_path(spec: str) -> tuple[Path, str] | None:
     """``(path, split)`` when ``spec`` names your own images (``PATH`` or ``PATH:split``, see
     :func:`invlab.data.sources.is_file_source`) rather than a source name; else None."""
-    from invlab.data.sources import is_file_source
 
     base, sep, split = spec.rpartition(":")
     if sep and split in ("train", "val", "test", "all") and is_file_source(base):
@@ -277,11 +277,9 @@ def _external_for_checkpoint(spec: str, metadata: dict[str, Any], limit: int | N
                 "the labels above it down)" if cls is not None else "")
         raise DataError(f"{path}: label(s) {bad} are unknown to the checkpoint's model, which has "
                         f"{k} classes, 0..{int(k) - 1}{hint}")
-    from invlab.metrics.orbit import normalizer
-
     norm = metadata.get("normalization") or {"mean": 0.0, "std": 1.0}
     try:
-        mean, std = normalizer(norm, x.shape[1], x.dtype, x.device)  # type: ignore[misc]
+        mean, std = mean_std(norm, x.shape[1], x.dtype, x.device)  # type: ignore[misc]
     except ValueError as e:
         raise DataError(f"{path}: {x.shape[1]}-channel images, but the checkpoint's "
                         f"normalization does not fit them: {e}") from e

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from invlab.data.errors import DataError
 from invlab.data.images import IMAGE_SUFFIXES, open_images
-from invlab.data.sources import DataError
 
 __all__ = ["ImageSet", "load_images", "IMAGE_SUFFIXES"]
 

@@ -82,10 +82,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from invlab.data.errors import DataError
+from invlab.data.photos import photo_paths
 from invlab.data.preprocess import Preprocess, parse_preprocess
-from invlab.data.sources import DataError
 
-__all__ = ["ImageDataset", "open_images", "IMAGE_SUFFIXES", "LABEL_FILES"]
+__all__ = ["ImageDataset", "open_images", "open_photos", "IMAGE_SUFFIXES", "LABEL_FILES"]
 
 log = logging.getLogger("invlab.data")
 
@@ -768,6 +769,19 @@ def _sibling_labels(p: Path) -> Path | None:
     return None
 
 
+def open_photos(preprocess=None):  # type: ignore[no-untyped-def]
+    """The named source ``photos`` (:mod:`invlab.data.photos`) as an unlabelled
+    :class:`ImageDataset` (float32 ``[3, H, W]`` in [0, 1] after ``preprocess``, which their
+    mixed sizes require)."""
+    pre = parse_preprocess(preprocess)
+    found = photo_paths()
+    files = [p for _, p in found]
+    ds = _files_dataset("photos", "photos", Path("/"), files, None, None, None, pre)
+    ds._names = [n for n, _ in found]  # fingerprint names: where each photo comes from
+    ds.photo_names = [n for n, _ in found]  # type: ignore[attr-defined]
+    return ds
+
+
 def open_images(path: str | os.PathLike[str], *, preprocess: str | Preprocess | None = None,
                 labels: str | os.PathLike[str] | None = None) -> ImageDataset:
     """Open image data lazily (formats, modes and channel rules: this module's docstring).
@@ -789,8 +803,6 @@ def open_images(path: str | os.PathLike[str], *, preprocess: str | Preprocess | 
     """
     pre = parse_preprocess(preprocess)
     if isinstance(path, str) and path.strip().lower() == "photos" and not Path(path).exists():
-        from invlab.data.photos import open_photos
-
         if labels is not None:
             raise DataError("photos: the bundled photographs are unlabelled; drop labels=")
         return open_photos(pre)

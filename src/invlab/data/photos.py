@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from invlab.data.sources import DataError
+from invlab.data.errors import DataError
 
 log = logging.getLogger("invlab.data")
 
-__all__ = ["photo_paths", "open_photos", "SKIMAGE_PHOTOS"]
+__all__ = ["photo_paths", "SKIMAGE_PHOTOS"]  # open_photos: invlab.data.images
 
 # skimage.data name -> file name in skimage/data/ (the bundled, non-downloaded files)
 SKIMAGE_PHOTOS = {
@@ -76,18 +76,3 @@ def photo_paths() -> list[tuple[str, Path]]:
                         "flower.jpg, scikit-image's data files); pip install scikit-learn "
                         "scikit-image")
     return out
-
-
-def open_photos(preprocess=None):  # type: ignore[no-untyped-def]
-    """The photos as an unlabelled :class:`~invlab.data.images.ImageDataset` (float32
-    ``[3, H, W]`` in [0, 1] after ``preprocess``, which their mixed sizes require)."""
-    from invlab.data.images import _files_dataset
-    from invlab.data.preprocess import parse_preprocess
-
-    pre = parse_preprocess(preprocess)
-    found = photo_paths()
-    files = [p for _, p in found]
-    ds = _files_dataset("photos", "photos", Path("/"), files, None, None, None, pre)
-    ds._names = [n for n, _ in found]  # fingerprint names: where each photo comes from
-    ds.photo_names = [n for n, _ in found]  # type: ignore[attr-defined]
-    return ds

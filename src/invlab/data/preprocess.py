@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from invlab.data.sources import DataError
+from invlab.data.errors import DataError
 
 __all__ = ["Preprocess", "parse_preprocess", "VALID_KEYS"]
 

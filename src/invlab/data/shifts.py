@@ -32,7 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from invlab.cache import CacheMismatch, load_or_create
+from invlab.config import canonical_json
 from invlab.data.sources import DataError, cache_dir, load_source
+from invlab.io import atomic_write_bytes
 
 SHIFTS = ("blur", "sketch", "thick", "thin", "noise", "contrast")
 DEFAULT_PARAMS: dict[str, dict[str, float]] = {
@@ -183,8 +186,6 @@ def natural_adversarial(x: torch.Tensor, y: torch.Tensor, predictions: torch.Ten
 
 
 def _digest(name: str, key: dict[str, Any]) -> str:
-    from invlab.sweep import canonical_json
-
     return hashlib.sha256(canonical_json({"name": name, **key}).encode()).hexdigest()[:16]
 
 
@@ -203,7 +204,6 @@ def load_cached(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         invlab.cache.CacheMismatch: (a ``ValueError``) naming the file and what differs; the
             generalization study rebuilds such a file on its next run.
     """
-    from invlab.cache import CacheMismatch
 
     p = Path(path)
     name, _, digest = p.stem.rpartition("-")
@@ -233,8 +233,6 @@ def cached(name: str, key: dict[str, Any], build: Callable[[], tuple[torch.Tenso
     A cached file is used only if it proves what it is (:func:`load_cached`); one that does
     not is rebuilt and replaced with one WARNING line. Building runs under the entry's lock
     (:func:`invlab.cache.load_or_create`): a concurrent run waits for it and reuses it."""
-    from invlab.cache import load_or_create
-    from invlab.sweep import atomic_write_bytes
 
     path = cache_path(name, key, root)
 

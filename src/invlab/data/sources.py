@@ -28,19 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from invlab.data.errors import DataError, DataMismatchError  # noqa: F401  (re-exported)
+from invlab.data.external import load_images
 from invlab.data.idx import read_idx
-from invlab.errors import InvlabError
 from invlab.io import atomic_write
 
 log = logging.getLogger("invlab.data")
-
-
-class DataError(InvlabError, ValueError):
-    """A data source is unknown or cannot be found."""
-
-
-class DataMismatchError(DataError):
-    """The data found is not the data a model, cell or checkpoint was built from."""
 
 
 @dataclass(frozen=True)
@@ -222,8 +215,6 @@ def _file_source(spec: str) -> Dataset:
     as a :class:`Dataset` named by the resolved path; float images are quantized to 8 bits
     like every named source."""
     import torch
-
-    from invlab.data.external import load_images
 
     p = Path(spec).expanduser().resolve()
     ds = load_images(p)

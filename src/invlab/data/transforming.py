@@ -17,7 +17,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from invlab.data.sources import DataError, DataMismatchError, Dataset, load_source
+from invlab.data.errors import DataError, DataMismatchError
+from invlab.data.sources import Dataset, load_source
 from invlab.groups import Group, create_group
 
 

@@ -44,6 +44,7 @@ from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture, resolve_layers
 from invlab.metrics.orbit import Normalized, chunks, normalizer
 from invlab.metrics.transform import resolve_transform
+from invlab.transforms import sampling
 
 __all__ = ["METHODS", "bilinear_warp", "lie_derivative"]
 
@@ -104,7 +105,6 @@ def _positions(op: Any, m: torch.Tensor, height: int, width: int
     """Sampling positions ``(ix, iy)`` ``[H, W]`` in pixel indices (float64) of the warp at
     magnitude ``m`` (0-dim, op unit): the input is read at ``A⁻¹(q − b)`` for output pixel
     ``q`` (:mod:`invlab.transforms.sampling`); differentiable in ``m``."""
-    from invlab.transforms import sampling
 
     fw = op.geometric(m.reshape(1).to(torch.float64), height, width)
     theta = sampling.sampling_theta(fw, height, width, torch.float64)

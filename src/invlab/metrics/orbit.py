@@ -19,6 +19,7 @@ from torch import nn
 
 from invlab.groups import Group
 from invlab.metrics.errors import MeasureError
+from invlab.normalization import mean_std
 
 __all__ = ["Normalized", "Orbit", "build_orbit", "chunks", "near_equal_chunks", "normalizer"]
 
@@ -46,28 +47,13 @@ class Normalized(nn.Module):
 
 def normalizer(normalization: Any, channels: int, dtype: torch.dtype,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(mean [C], std [C])`` from ``{"mean": ..., "std": ...}`` (scalars or per channel).
+    """``(mean [C], std [C])`` from ``{"mean": ..., "std": ...}`` (scalars or per channel):
+    :func:`invlab.normalization.mean_std`, raising :class:`MeasureError`.
 
     Raises:
         MeasureError: not a mapping with mean/std, wrong length, or a std that is not > 0.
     """
-    if normalization is None:
-        return None
-    if not isinstance(normalization, dict) or not {"mean", "std"} <= set(normalization):
-        raise MeasureError(f"normalization must be {{'mean': [...], 'std': [...]}} per channel, "
-                           f"found {normalization!r}")
-    out = []
-    for key in ("mean", "std"):
-        v = torch.as_tensor(normalization[key], dtype=torch.float64).reshape(-1)
-        if v.numel() == 1:
-            v = v.expand(channels)
-        if v.numel() != channels or not bool(torch.isfinite(v).all()):
-            raise MeasureError(f"normalization[{key!r}] must be finite with 1 or C = {channels} "
-                               f"values, found {normalization[key]!r}")
-        out.append(v.to(dtype=dtype, device=device))
-    if bool((out[1] <= 0).any()):
-        raise MeasureError(f"normalization['std'] must be > 0, found {normalization['std']!r}")
-    return out[0], out[1]
+    return mean_std(normalization, channels, dtype, device, MeasureError)
 
 
 def near_equal_chunks(n: int, size: int) -> list[tuple[int, int]]:

@@ -1,6 +1,8 @@
 """Reports: tables (Markdown/CSV/JSON) and figures (PNG/SVG) rebuilt from the results store."""
 
+from invlab.io import remove_stale_temps
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
+from invlab.sweep import ResultsStore, output_lock
 
 __all__ = ["aggregate_seeds", "fmt_pm", "write_table", "build_report", "redraw_from_files"]
 
@@ -9,8 +11,6 @@ def build_report(out_dir: str) -> list[str]:
     """Rebuild every report for the studies found in ``out_dir/store.sqlite``."""
     from pathlib import Path
 
-    from invlab.io import remove_stale_temps
-    from invlab.sweep import ResultsStore, output_lock
 
     path = Path(out_dir) / "store.sqlite"
     if not path.exists():

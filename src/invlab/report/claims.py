@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invlab.sweep.io import atomic_write_text
+
 __all__ = ["ACCURACY_FLOOR", "CANNOT", "CHANCE_MARGIN", "Claim", "ClaimSet", "FAILS", "FORMAT",
            "HOLDS", "VERDICTS", "accuracy_gate", "decide",
            "missing_values", "read_claims", "render_html", "render_markdown", "render_text",
@@ -252,7 +254,6 @@ def render_html(cs: ClaimSet) -> str:
 
 def write_claims(out: str | Path, cs: ClaimSet) -> list[str]:
     """Write ``claims.json`` and ``claims.md`` (rendered from it) into ``out`` atomically."""
-    from invlab.sweep.io import atomic_write_text
 
     d = Path(out)
     return [str(atomic_write_text(d / "claims.json",

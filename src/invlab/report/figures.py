@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from invlab.io import atomic_write
+
 __all__ = ["MIN_FONT_PT", "enforce_min_font", "pyplot", "save"]
 
 MIN_FONT_PT = 9.0
@@ -60,7 +62,6 @@ def text_sizes(fig: Any) -> list[tuple[str, float]]:
 def save(fig: Any, out: Path, stem: str, dpi: int = 130) -> list[str]:
     """Write ``fig`` as ``out/stem.png`` and ``.svg`` (atomically, text ≥ ``MIN_FONT_PT``)
     and close it; returns the two paths."""
-    from invlab.io import atomic_write
 
     enforce_min_font(fig)
     paths = []

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from invlab.data.shifts import load_cached
 from invlab.report.claims import (
     ACCURACY_FLOOR,
     CHANCE_MARGIN,
@@ -32,6 +33,8 @@ from invlab.report.claims import (
     render_text,
     write_claims,
 )
+from invlab.stats import correlate, leave_one_shift_out, selection_regret
+from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json, atomic_write_text
 
 STUDY = "generalization"
@@ -53,7 +56,6 @@ def load_long(out: str | Path) -> pd.DataFrame:
     """The study's results as a long table (model × test set × measure): from the store, or,
     in a directory without one (e.g. committed results), from the ``models.csv`` that the
     report wrote from it."""
-    from invlab.sweep import ResultsStore
 
     out = Path(out)
     if not (out / "store.sqlite").exists() and (out / "models.csv").exists():
@@ -119,7 +121,6 @@ def _measures(wide: dict[str, pd.DataFrame]) -> list[str]:
 def _stats(x: Any, y: Any, n_boot: int, seed: int) -> dict[str, Any]:
     """:func:`invlab.stats.correlate` of accuracy ``y`` against a measure ``x``, plus the
     same on the probit scale of accuracy (``"probit"``)."""
-    from invlab.stats import correlate
 
     st = correlate(x, y, n_boot=n_boot, seed=seed)
     pr = correlate(x, y, n_boot=n_boot, seed=seed, probit_y=True)
@@ -179,7 +180,6 @@ def dataset_centric(wide: dict[str, pd.DataFrame], n_boot: int = 1000,
     line, R²); per measure their median and quartiles over models, the share with ρ ≥
     ``STRONG_RHO``, and a bootstrap 95 % CI (over models) of the median ρ. The top-level
     ``spearman_*``/``share_strong``/``per_model`` keys are EI's."""
-    from invlab.stats import correlate
 
     sets = list(wide)
     if len(sets) < 3:
@@ -226,7 +226,6 @@ def dataset_centric(wide: dict[str, pd.DataFrame], n_boot: int = 1000,
 
 def estimation(wide: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """Leave-one-shift-out MAE per measure (linear and probit fits) and selection regret."""
-    from invlab.stats import leave_one_shift_out, selection_regret
 
     sets = list(wide)
     common = sorted(set.intersection(*[set(w.index) for w in wide.values()]))
@@ -612,7 +611,6 @@ def print_table(out_dir: str | Path) -> str:
 
 def figure_test_sets(sets_dir: str | Path, refs: list[Any], out: Path, n: int = 8) -> list[str]:
     """Picture grid: ``n`` examples (first images, with labels) of every test set."""
-    from invlab.data.shifts import load_cached
     from invlab.report.figures import pyplot
 
     plt = pyplot()

@@ -31,6 +31,11 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from invlab.data import DataError, load_source
+from invlab.sweep import ResultsStore
+from invlab.sweep.io import atomic_write_json, atomic_write_text
+from invlab.sweep.provenance import git_revision, invlab_version
+
 __all__ = ["REPORT_NAME", "PROVENANCE_NAME", "FigureFile", "escape", "html_figures",
            "html_table", "read_figures", "record_provenance", "render_html", "render_page",
            "write_html_report"]
@@ -265,7 +270,6 @@ def store_summary(out: Path) -> dict[str, Any] | None:
     path = out / "store.sqlite"
     if not path.exists():
         return None
-    from invlab.sweep import ResultsStore
 
     store = ResultsStore(path)
     cells, rows = store.cells(), store.rows()
@@ -309,9 +313,6 @@ def record_provenance(out_dir: str | Path, wall_seconds: float | None = None) ->
     invocation, ``wall_seconds``), and each data source the study names, resolved now
     (number of images and where they were found), with the time of recording.
     """
-    from invlab.data import DataError, load_source
-    from invlab.sweep.io import atomic_write_json
-    from invlab.sweep.provenance import git_revision, invlab_version
 
     out = Path(out_dir)
     sources = []
@@ -459,8 +460,6 @@ def _figures_section(figs: list[FigureFile]) -> str:
 
 
 def _provenance_section(out: Path, cfg: dict[str, Any], rendered_at: str) -> str:
-    from invlab.sweep.provenance import git_revision, invlab_version
-
     has_prov = (out / PROVENANCE_NAME).exists()
     prov = _read_json(out / PROVENANCE_NAME) or {}
     gap = '<span class="gap">not recorded</span>'
@@ -578,7 +577,6 @@ def render_page(title: str, subtitle_html: str, sections: list[tuple[str, str]],
     """A page from the report template: ``title`` (plain text), a subtitle, ``(heading,
     body HTML)`` sections with a table of contents, and a footer. Bodies are inserted as
     they are: build them with :func:`html_table`, :func:`html_figures`, :func:`escape`."""
-    from invlab.sweep.provenance import invlab_version
 
     toc = "".join(f'<li><a href="#{_slug(t)}">{_e(t)}</a></li>' for t, _ in sections)
     return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
@@ -607,7 +605,6 @@ def escape(x: Any) -> str:
 def write_html_report(out_dir: str | Path, wall_seconds: float | None = None) -> Path:
     """Write ``out_dir/report.html``; with ``wall_seconds`` (end of a study run) first record
     ``provenance.json`` (wall time, data sources). Returns the page's path."""
-    from invlab.sweep.io import atomic_write_text
 
     out = Path(out_dir)
     if wall_seconds is not None:

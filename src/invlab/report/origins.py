@@ -28,6 +28,7 @@ from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.tables import write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
 from invlab.sweep.io import atomic_write_json  # noqa: E402
+from invlab.transforms import create_transform
 
 STUDY = "origins"
 MID = (3, 4, 5, 6, 7)
@@ -314,7 +315,6 @@ def magnitude_axis(family: str, canvas: tuple[int, int] | None = None
     fraction of the width / height), factors (zoom, brightness, contrast), bits (posterize),
     threshold (solarize). The profile's index ``j`` is the family's ``j``-th grid magnitude
     (identity first, strength increasing)."""
-    from invlab.transforms import create_transform
 
     t = create_transform(family)
     h, w = canvas if canvas is not None else (None, None)

@@ -29,12 +29,21 @@ from typing import Any
 
 from torch import nn
 
+from invlab.cache import CacheMismatch, load_or_create
+from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from invlab.checkpoint_index import write_index
+from invlab.config import from_dict, id_dict
 from invlab.data import (
     DataConfig,
     TransformingData,
     load_source,
     prepare_transforming,
+    sources,
 )
+from invlab.devices import study_device
+from invlab.errors import check_writable
+from invlab.io import remove_stale_temps
+from invlab.sweep import CellResult, ResultsStore, StudyError, StudySummary, output_lock, write_resolved_config
 from invlab.train import TrainConfig, train
 
 log = logging.getLogger("invlab.studies")
@@ -58,7 +67,6 @@ _PINNED: dict[tuple[str, ...], tuple[str, dict[str, Any]]] = {}
 def source_fingerprint(dataset: str) -> dict[str, Any]:
     """The fingerprint (:meth:`invlab.data.Dataset.fingerprint`) of what ``dataset``
     resolves to now; memoized per process and data environment."""
-    from invlab.data import sources
 
     key = (dataset, os.environ.get("INVLAB_DATA", ""), os.environ.get("INVLAB_CACHE", ""),
            str(sources.FASHION_SYSTEM_DIR))
@@ -78,7 +86,6 @@ def pin_source(cfg: DataConfig) -> DataConfig:
 
 def model_key(train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
     """Checkpoint-cache key: hash of the resolved training and (pinned) data configs."""
-    from invlab.sweep.config import id_dict
 
     # id_dict: a field added with ID_IF_NOT_DEFAULT keeps the keys of checkpoints made before it
     blob = json.dumps({"train": id_dict(train_cfg), "data": asdict(data_cfg)}, sort_keys=True)
@@ -88,7 +95,6 @@ def model_key(train_cfg: TrainConfig, data_cfg: DataConfig) -> str:
 def recorded_configs(meta: dict[str, Any]) -> tuple[TrainConfig, DataConfig]:
     """The training config (``train``) and data config (``data``) a checkpoint's metadata
     records. Raises KeyError / ValueError / TypeError if it records none or an invalid one."""
-    from invlab.sweep.config import from_dict
 
     return from_dict(TrainConfig, meta["train"]), from_dict(DataConfig, meta["data"])
 
@@ -101,8 +107,6 @@ def load_verified(path: str | Path, data_cfg: DataConfig) -> tuple[nn.Module, di
     (``data_cfg.source_hash``). Raises :class:`invlab.cache.CacheMismatch` (naming the file
     and what differs) otherwise, or when the file cannot be read as a checkpoint.
     """
-    from invlab.cache import CacheMismatch
-    from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
 
     p = Path(path)
     try:
@@ -142,9 +146,6 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
     Returns:
         (model in eval mode, checkpoint metadata, reused?)
     """
-    from invlab.cache import load_or_create
-    from invlab.checkpoint import read_metadata
-    from invlab.checkpoint_index import write_index
 
     data_cfg = pin_source(data_cfg)
     path = Path(checkpoints) / f"{model_key(train_cfg, data_cfg)}.safetensors"
@@ -159,7 +160,6 @@ def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str
     (model, meta), reused = load_or_create(
         path, lambda p: load_verified(p, data_cfg), create,
         what=f"training {model_label(data_cfg, train_cfg)}")
-    from invlab.devices import study_device
 
     return model.to(study_device()), meta, reused  # the cells' device (invlab study --device)
 
@@ -178,7 +178,6 @@ def model_label(data: DataConfig, train: TrainConfig) -> str:
 def run_stages(study: str, stages: list[Any]) -> None:
     """Run ``stages`` (callables returning a ``StudySummary``) in order, all of them even if
     one has failing cells; then raise one ``StudyError`` listing every failure."""
-    from invlab.sweep import StudyError, StudySummary
 
     failures: dict[str, str] = {}
     labels: dict[str, str] = {}
@@ -223,8 +222,6 @@ class TrainCell:
 
 
 def run_train_cell(cell: TrainCell, ctx: Any) -> Any:
-    from invlab.sweep import CellResult
-
     train_cfg = resolve_train(cell.train, cell.tune, ctx)
     _, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
     res = CellResult(extra={"checkpoint_reused": reused})
@@ -248,9 +245,6 @@ def open_study(out: str | Path, study: str, config: dict[str, Any]
     """Hold ``out``'s writer lock, write the resolved config beside the results and open the
     store for the block. A second study on the same ``out`` fails with ``OutputLocked``.
     ``out`` and ``config["checkpoints"]`` are checked writable first (:class:`PreflightError`)."""
-    from invlab.errors import check_writable
-    from invlab.io import remove_stale_temps
-    from invlab.sweep import ResultsStore, output_lock, write_resolved_config
 
     out = Path(out)
     check_writable(out, "--out")  # preflight: fail in seconds, not after training

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from invlab.data import DataConfig
+from invlab.data import DataConfig, DataError, Split
+from invlab.metrics import measure
 from invlab.studies.common import (
     NOT_IN_ID,
     add_sample_means,
@@ -35,8 +36,8 @@ from invlab.studies.common import (
     trained_model,
 )
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, Executor, choose_executor, run_study
-from invlab.train import TrainConfig
+from invlab.sweep import CellContext, CellResult, Executor, check, choose_executor, run_study
+from invlab.train import TrainConfig, evaluate_accuracy
 
 log = logging.getLogger("invlab.studies")
 STUDY = "drift"
@@ -54,8 +55,6 @@ class DriftPreset:
     pair_seed: int
 
     def __post_init__(self) -> None:
-        from invlab.sweep import check
-
         for m in self.modes:
             check("modes", m in ("blend", "mixture"), f"unknown mode {m!r}; valid: blend, mixture")
         for b in self.betas:
@@ -111,10 +110,6 @@ def drifted(cell: DriftCell) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
 
 
 def run_drift_cell(cell: DriftCell, ctx: CellContext) -> CellResult:
-    from invlab.data import Split
-    from invlab.metrics import measure
-    from invlab.train import evaluate_accuracy
-
     model, _, reused = trained_model(resolve_train(cell.train, cell.tune, ctx), cell.data,
                                      cell.checkpoints)
     xb, yb, x1, y1 = drifted(cell)
@@ -142,7 +137,6 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
               progress: bool = True, preset_name: str = "custom",
               genuine_overrides: dict[str, Any] | None = None,
               executor: str | Executor | None = None) -> Path:
-    from invlab.data import DataError
     from invlab.report.drift import build_report
     from invlab.studies import genuine
 

@@ -32,9 +32,12 @@ import torch
 import yaml
 from torch import nn
 
+from invlab.data import load_images, shifts
+from invlab.data.shifts import cache_path, cached, fingerprint, load_cached
+from invlab.data.sources import cache_dir
 from invlab.errors import UserCodeError, UserCodeTypeError, check_writable, user_code_error
-from invlab.sweep import CellContext, CellResult, run_study
-from invlab.zoo import ZooModel, expand_zoo
+from invlab.sweep import CellContext, CellResult, ConfigError, check, choose_executor, from_dict, run_study
+from invlab.zoo import ZooModel, expand_zoo, load_zoo_checkpoint, train_zoo, write_zoo_table, zoo_data
 
 log = logging.getLogger("invlab.studies")
 STUDY = "generalization"
@@ -63,8 +66,6 @@ class GeneralizationPreset:
     """Intra-op threads of every cell (part of each cell's identity, whatever ``--workers``)."""
 
     def __post_init__(self) -> None:
-        from invlab.sweep import check
-
         for s in self.test_sets:
             check("test_sets", s in BUILTIN_SETS, f"unknown built-in test set {s!r}; valid: "
                   + ", ".join(BUILTIN_SETS))
@@ -91,7 +92,6 @@ def preset(name: str, **overrides: Any) -> Preset:
     """Preset ``name`` of ``generalization.yaml`` (``quick``, ``full``) plus overrides."""
     from importlib import resources
 
-    from invlab.sweep import ConfigError, from_dict
 
     doc = yaml.safe_load(resources.files("invlab.studies").joinpath(f"{STUDY}.yaml").read_text())
     if name not in doc:
@@ -176,8 +176,6 @@ def _threads(n: int) -> None:
 
 
 def run_stack_cell(cell: StackCell, ctx: CellContext) -> CellResult:
-    from invlab.zoo import train_zoo, zoo_data
-
     _threads(cell.threads)
     data = zoo_data(cell.n_pool, cell.data_seed)
     if data.fingerprint != cell.data_fingerprint:
@@ -192,8 +190,6 @@ def run_stack_cell(cell: StackCell, ctx: CellContext) -> CellResult:
 
 
 def _load_sets(refs: tuple[TestSetRef, ...], sets_dir: str) -> Iterator[tuple[str, Any, Any]]:
-    from invlab.data.shifts import load_cached
-
     for ref in refs:
         x, y = load_cached(Path(sets_dir) / f"{ref.name}-{ref.digest}.npz")
         yield ref.name, x, y
@@ -211,8 +207,6 @@ def _measure_all(model: nn.Module, norm: Mapping[str, Any], refs: tuple[TestSetR
 
 
 def run_zoo_measure_cell(cell: ZooMeasureCell, ctx: CellContext) -> CellResult:
-    from invlab.zoo import load_zoo_checkpoint, zoo_data
-
     _threads(cell.threads)
     model, meta = load_zoo_checkpoint(cell.model, cell.data_fingerprint, cell.checkpoints,
                                       lambda: zoo_data(cell.n_pool, cell.data_seed))
@@ -315,8 +309,6 @@ def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.
 
 
 def _reference_predictions(ref: tuple[ZooModel, ...], data: Any, checkpoints: str) -> torch.Tensor:
-    from invlab.zoo import load_zoo_checkpoint
-
     preds = []
     for m in ref:
         model, _ = load_zoo_checkpoint(m, data.fingerprint, checkpoints, lambda: data)
@@ -327,7 +319,6 @@ def _reference_predictions(ref: tuple[ZooModel, ...], data: Any, checkpoints: st
 
 def builtin_test_sets(p: Preset, data: Any, checkpoints: str, sets_dir: str) -> list[TestSetRef]:
     """Build (or find cached) every built-in test set of the preset; return their refs."""
-    from invlab.data import shifts
 
     s = p.settings
     base = {"data": data.fingerprint, "n_eval": s.n_eval, "seed": s.shift_seed}
@@ -366,7 +357,6 @@ def check_test_sets(items: Mapping[str, str] | Iterable[tuple[str, str]],
     Raises:
         ConfigError: the first bad name, saying why and how to fix it.
     """
-    from invlab.sweep import ConfigError
 
     out: dict[str, str] = {}
     builtin = tuple(builtin)
@@ -392,8 +382,6 @@ def external_test_sets(specs: Mapping[str, str], sets_dir: str, n_eval: int, see
     content fingerprint (the path is not part of any identity). Only the ``n_eval`` images
     of the seeded subset are decoded; ``preprocess`` (e.g. ``"resize=36,crop=32"``) applies
     to every set."""
-    from invlab.data import load_images
-    from invlab.data.shifts import cache_path, cached, fingerprint
 
     refs = []
     for name, path in specs.items():
@@ -448,11 +436,8 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         models_file: a ``.py`` whose ``models()`` yields the models to study instead of the zoo.
         preprocess: spec applied to the ``test_sets`` (e.g. ``"resize=36,crop=32"``).
     """
-    from invlab.data.sources import cache_dir
     from invlab.report.generalization import build_report
     from invlab.studies.common import open_study
-    from invlab.sweep import choose_executor
-    from invlab.zoo import train_zoo, write_zoo_table, zoo_data
 
     s = p.settings
     executor = choose_executor(executor, workers)

@@ -19,6 +19,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from invlab.devices import study_device
+from invlab.metrics import functional as fm
+from invlab.metrics import measure
+from invlab.transforms import create_transform
+
 ROTATION_MEASURES = {"ei": "effective_invariance", "agreement": "agreement", "neg_js": "js",
                      "neg_kl": "kl", "neg_li": "logit_l2"}
 MEASURES = ("ei", "agreement", "neg_js", "neg_kl", "neg_li", "confidence")
@@ -34,7 +39,6 @@ def applies(spec: str, x: torch.Tensor) -> bool:
 def pixel_transform(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """A pixel-space transform ``[N, C, H, W] -> [N, C, H, W]`` from an
     :mod:`invlab.transforms` spec (a fixed transform: ``rotate:30``, ``grayscale``, ...)."""
-    from invlab.transforms import create_transform
 
     t = create_transform(spec)
     if not callable(t):
@@ -52,7 +56,6 @@ def _logits(model: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
 def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
                   std: Sequence[float], transforms: Sequence[str] = ()) -> dict[str, float]:
     """Every measure of this module for one model on one test set (pixel images ``x``)."""
-    from invlab.devices import study_device
     from invlab.metrics.memory_format import channels_last_convs
 
     dev = study_device()  # invlab study --device (the CPU by default)
@@ -70,8 +73,6 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequ
 def _measure_model(model: nn.Module, x: torch.Tensor, xn: torch.Tensor, y: torch.Tensor,
                    norm: Callable[[torch.Tensor], torch.Tensor],
                    transforms: Sequence[str]) -> dict[str, float]:
-    from invlab.metrics import functional as fm
-    from invlab.metrics import measure
     from invlab.metrics.slicing import rows_per_call
 
     rows = rows_per_call(model, model, xn[:1], len(xn))  # once for every pass of this model

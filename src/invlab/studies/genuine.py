@@ -25,8 +25,12 @@ from typing import Any
 
 import torch
 
+from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
 from invlab.data import DataConfig
+from invlab.data.sources import canonical_source, load_source
+from invlab.data.transforming import drop_class, split_sizes
 from invlab.groups import create_group
+from invlab.metrics import measure
 from invlab.studies.common import (
     NOT_IN_ID,
     add_sample_means,
@@ -47,6 +51,7 @@ from invlab.sweep import (
     Executor,
     ResultsStore,
     StudyError,
+    check,
     choose_executor,
 )
 from invlab.train import TrainConfig, evaluate_accuracy
@@ -89,9 +94,6 @@ class GenuinePreset:
     demo preset); None: tune."""
 
     def __post_init__(self) -> None:
-        from invlab.data.sources import canonical_source
-        from invlab.sweep import check
-
         # a path to your own images counts by its resolved location, however it was spelled
         object.__setattr__(self, "datasets", tuple(canonical_source(d) for d in self.datasets))
         for m in self.methods:
@@ -158,7 +160,6 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
                 group: str, ig_steps: int) -> dict[str, Any]:
     """Fig. 2: penultimate features of the whole orbit of ``N_FIG_SAMPLES`` test images;
     Fig. 3: saliency maps of ``N_SAL_SAMPLES`` images over the orbit, realigned by g⁻¹."""
-    from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
 
     grp = create_group(group)
     k = grp.order
@@ -172,7 +173,6 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     maps = saliency_map(attr, boundary=boundary_for_group(grp))  # [k*n, H, W]
     maps = maps.view(k, N_SAL_SAMPLES, *maps.shape[-2:])
     realigned = torch.stack([grp.act_inverse(maps[e], e) for e in range(k)])
-    from invlab.metrics import measure
 
     si = measure(model, xs, labels=ys, transform=group, metrics=["saliency_similarity"],
                  options={"n_si": None, "saliency_similarity": {"n_steps": ig_steps}},
@@ -190,8 +190,6 @@ def figure_data(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
 
 
 def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
-    from invlab.metrics import measure
-
     t0 = time.perf_counter()
     train_cfg = resolve_train(cell.train, cell.tune, ctx)
     model, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
@@ -260,8 +258,6 @@ def genuine_cells(p: GenuinePreset, checkpoints: str) -> list[GenuineCell]:
 def check_sizes(p: GenuinePreset) -> None:
     """Fail once, before any cell runs, when a dataset has too few images for the preset's
     ``n_train + n_val`` (else every cell would fail with the same error)."""
-    from invlab.data.sources import load_source
-    from invlab.data.transforming import drop_class, split_sizes
 
     for d in p.datasets:
         _, y = drop_class(load_source(d), 9)

@@ -36,11 +36,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from invlab.cache import CacheMismatch, load_or_create
+from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from invlab.config import ID_IF_NOT_DEFAULT, from_dict, id_dict
+from invlab.data import TransformingData, load_source, open_images
+from invlab.data.transforming import Split
+from invlab.devices import model_device, study_device
 from invlab.factors import B21_FAMILIES, factors_of_variation
+from invlab.metrics import measure
+from invlab.metrics.orbit import normalizer
 from invlab.studies.origins_augment import REGIMES, AugConfig, make_augment
 from invlab.studies.presets import load_preset
-from invlab.sweep import CellContext, CellResult, check, run_study
-from invlab.sweep.config import ID_IF_NOT_DEFAULT, id_dict
+from invlab.sweep import CellContext, CellResult, check, choose_executor, run_study
+from invlab.train import TrainConfig
+from invlab.train.loop import LR_SCHEDULES, MEMORY_FORMATS, build_model
+from invlab.transforms import create_transform
 
 log = logging.getLogger("invlab.studies")
 
@@ -97,7 +107,6 @@ class OriginsPreset:
         check("n_profile", self.n_profile >= 2, f"must be >= 2, found {self.n_profile}")
         check("n_pairs", self.n_pairs >= 1, f"must be >= 1, found {self.n_pairs}")
         check("threads", self.threads >= 1, f"must be >= 1, found {self.threads}")
-        from invlab.train.loop import LR_SCHEDULES, MEMORY_FORMATS
 
         check("lr_schedule", self.lr_schedule in LR_SCHEDULES,
               f"unknown {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
@@ -232,7 +241,6 @@ _SPLITS: dict[OriginsData, Splits] = {}
 def _open_external(cfg: OriginsData) -> tuple[Any, dict[str, Any]]:
     """``--data PATH`` opened lazily (:func:`invlab.data.open_images`) and its record; the
     hash is the reader's streaming file fingerprint (no image is decoded)."""
-    from invlab.data import open_images
 
     ds = open_images(cfg.path, preprocess=cfg.preprocess)
     if ds.labels is None:
@@ -252,7 +260,6 @@ def _load_pixels(cfg: OriginsData) -> tuple[torch.Tensor, torch.Tensor, dict[str
         ds, fp = _open_external(cfg)
         x, y = ds.to_tensors()
         return x, y.long(), fp
-    from invlab.data import load_source
 
     ds = load_source(cfg.dataset)
     fp = ds.fingerprint()
@@ -311,8 +318,6 @@ def pin_data(cfg: OriginsData) -> OriginsData:
 # ----------------------------------------------------------------------------- models
 
 def _train_config(spec: ModelSpec) -> Any:
-    from invlab.train import TrainConfig
-
     # t1 is the trivial group (identity only): the regime's augmentation is the only one
     return TrainConfig(method="da", group="t1", model=spec.arch, epochs=spec.epochs,
                        batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed,
@@ -343,9 +348,6 @@ def load_verified(path: Path, spec: ModelSpec, data: OriginsData
     config is the one that spec trains with, and its data fingerprint is the pinned data's.
     Raises :class:`invlab.cache.CacheMismatch` (a checkpoint written before invlab recorded
     ``origins_key`` cannot prove itself and is retrained once)."""
-    from invlab.cache import CacheMismatch
-    from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
-    from invlab.sweep.config import from_dict
 
     try:
         meta = read_metadata(path)
@@ -381,8 +383,6 @@ def load_verified(path: Path, spec: ModelSpec, data: OriginsData
 
 def _transforming(s: Splits) -> Any:
     """The splits as the training loop's :class:`~invlab.data.TransformingData` (normalized)."""
-    from invlab.data import TransformingData
-    from invlab.data.transforming import Split
 
     def sp(x: torch.Tensor, y: torch.Tensor) -> Split:
         return Split(((x - s.mean) / s.std).contiguous(), y, torch.zeros(len(y), dtype=torch.long))
@@ -394,7 +394,6 @@ def _transforming(s: Splits) -> Any:
 
 def untrained_model(spec: ModelSpec, s: Splits) -> nn.Module:
     """The seed's initialization (the model training starts from)."""
-    from invlab.train.loop import build_model
 
     return build_model(_train_config(spec), tuple(s.test_x.shape[1:]), s.num_classes).eval()
 
@@ -406,8 +405,6 @@ def builtin_model(spec: ModelSpec, data: OriginsData, checkpoints: str | Path
     A cached checkpoint is used only if it proves what it is (:func:`load_verified`), else
     retrained with one WARNING line; training runs under the entry's lock
     (:func:`invlab.cache.load_or_create`), so a concurrent run waits and reuses it."""
-    from invlab.cache import load_or_create
-    from invlab.checkpoint import read_metadata
     from invlab.train import train
 
     s = get_splits(data)
@@ -460,7 +457,6 @@ def reinitialized(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def _resolve(cell: ProfileCell | FactorCell) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """(model, normalization, info) for a cell."""
-    from invlab.devices import study_device
 
     if isinstance(cell.model, UserModel):
         model, norm = user_model(cell.model)
@@ -537,8 +533,6 @@ def profile(model: nn.Module, images: torch.Tensor, normalization: dict[str, Any
     """Representation-invariance profile: ``{layer: [T, N, M]}`` (``M`` = the family's grid,
     identity first; its column is exactly 1) via :func:`invlab.measure`, one call per family
     (the derangement seeded by ``seed`` + family index)."""
-    from invlab.metrics import measure
-    from invlab.transforms import create_transform
 
     out: dict[str, list[torch.Tensor]] = {lay: [] for lay in layers}
     only = layers == [PENULTIMATE]
@@ -593,8 +587,6 @@ def _layers(cell: ProfileCell, model: nn.Module) -> list[str]:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              normalization: dict[str, Any] | None, batch_size: int = 2048) -> float:
     """Top-1 accuracy of ``model`` on pixel-space ``x`` (normalization applied first)."""
-    from invlab.devices import model_device
-    from invlab.metrics.orbit import normalizer
 
     dev = model_device(model)
     norm = normalizer(normalization, x.shape[1], torch.float32, dev)
@@ -748,7 +740,6 @@ def run_origins(p: OriginsPreset, out: str | Path, checkpoints: str | Path | Non
             raise ValueError(f"{data or p.dataset}: too few images to train ({n:,}); need more "
                              f"than n_train + n_val = {p.n_train + p.n_val}: use e.g. --n-train "
                              f"{max(1, n * 2 // 3)} --n-val {max(1, n // 9)}")
-    from invlab.sweep import choose_executor
 
     executor = choose_executor(executor, workers)
     dconf = {k: v for k, v in asdict(dcfg).items() if not (k == "preprocess" and v is None)}

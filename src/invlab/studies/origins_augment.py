@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from invlab.factors import B21_FAMILIES
+from invlab.transforms import create_transform
+from invlab.transforms.sampling import warp_per_sample
 
 __all__ = ["AugConfig", "REGIMES", "augment_pixels", "make_augment"]
 
@@ -56,7 +58,6 @@ def _shift_scale(x: torch.Tensor, cfg: AugConfig, gen: torch.Generator, *, zoom:
     """Zoom by ``s`` about the centre, then translate by ``(t_x W, t_y H)``, as one forward
     affine ``[[s, 0, t_x W], [0, s, t_y H]]`` and one bilinear ``grid_sample`` per batch.
     Draws ``s``, then ``t_x``, then ``t_y`` (``n`` values each) from ``gen``."""
-    from invlab.transforms.sampling import warp_per_sample
 
     n, _, h, w = x.shape
     fwd = torch.zeros(n, 2, 3, dtype=torch.float64)
@@ -84,8 +85,6 @@ def _rrc(x: torch.Tensor, cfg: AugConfig, gen: torch.Generator) -> torch.Tensor:
 
 
 def _mix13(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    from invlab.transforms import create_transform
-
     pick = torch.randint(0, len(B21_FAMILIES), (x.shape[0],), generator=gen)
     out = x.clone()
     for j, name in enumerate(B21_FAMILIES):

@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from invlab.sweep import ConfigError, from_dict
+
 T = TypeVar("T")
 
 
@@ -15,7 +17,6 @@ def load_preset(cls: type[T], study: str, name: str, overrides: dict[str, Any] |
 
     Unknown preset names and unknown/invalid fields raise ``ConfigError`` naming them.
     """
-    from invlab.sweep import ConfigError, from_dict
 
     text = resources.files("invlab.studies").joinpath(f"{study}.yaml").read_text()
     presets = yaml.safe_load(text)

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from invlab.sweep import ConfigError
+
 __all__ = ["Study", "get_study", "list_studies", "register", "run_study"]
 
 
@@ -85,7 +87,6 @@ class Study:
         override both. For drift and spectral, fields that are not their own go to the
         genuine preset their models come from (``groups``, ``seeds``, ``epochs``, ...).
         """
-        from invlab.sweep import ConfigError
 
         if isinstance(preset, Mapping):
             values = dict(preset)
@@ -152,7 +153,6 @@ def list_studies() -> list[Study]:
 
 def get_study(name: str) -> Study:
     """The study called ``name``; an unknown name raises ``ConfigError`` listing the known."""
-    from invlab.sweep import ConfigError
 
     if name not in _REGISTRY:
         raise ConfigError("study", f"unknown study {name!r}; known studies: "

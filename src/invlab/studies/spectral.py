@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from invlab.data import DataConfig
+from invlab.devices import model_device
+from invlab.metrics.functional import jacobian_spectral_norm
 from invlab.studies.common import (
     NOT_IN_ID,
     get_data,
@@ -30,8 +32,9 @@ from invlab.studies.common import (
 )
 from invlab.studies.presets import load_preset
 from invlab.studies.tuning import tune_all
-from invlab.sweep import CellContext, CellResult, DynamicCell, Executor, choose_executor
+from invlab.sweep import CellContext, CellResult, DynamicCell, Executor, check, choose_executor
 from invlab.train import TrainConfig, evaluate_accuracy
+from invlab.train.loop import REGULARIZERS
 
 log = logging.getLogger("invlab.studies")
 STUDY = "spectral"
@@ -46,9 +49,6 @@ class SpectralPreset:
     n_eval: int | None  #: test images for σ_max (None: the whole test split)
 
     def __post_init__(self) -> None:
-        from invlab.sweep import check
-        from invlab.train.loop import REGULARIZERS
-
         for r in self.regularizers:
             check("regularizers", r in REGULARIZERS, f"unknown regularizer {r!r}; valid: "
                   + ", ".join(REGULARIZERS))
@@ -73,13 +73,10 @@ class SpectralCell:
 
 
 def run_spectral_cell(cell: SpectralCell, ctx: CellContext) -> CellResult:
-    from invlab.metrics.functional import jacobian_spectral_norm
-
     train_cfg = resolve_train(cell.train, cell.tune, ctx)
     model, meta, reused = trained_model(train_cfg, cell.data, cell.checkpoints)
     test = get_data(cell.data, cell.train.group).test
     x = test.images if cell.n_eval is None else test.images[: cell.n_eval]
-    from invlab.devices import model_device
 
     sig = jacobian_spectral_norm(model, x.to(model_device(model))).cpu()
     res = CellResult(extra={"checkpoint_reused": reused})

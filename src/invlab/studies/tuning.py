@@ -31,7 +31,7 @@ from typing import Any
 
 from invlab.data import DataConfig
 from invlab.studies.common import NOT_IN_ID, get_data, model_label, trained_model
-from invlab.sweep import CellContext, CellResult, ResultsStore
+from invlab.sweep import CellContext, CellResult, ResultsStore, cell_id, run_dynamic
 from invlab.sweep.dynamic import DynamicCell
 from invlab.sweep.runner import StudySummary
 from invlab.train import TrainConfig, evaluate_accuracy
@@ -213,8 +213,6 @@ class TuningScheduler:
 
     def __init__(self, tcells: Sequence[TuneCell], store: ResultsStore, study: str,
                  cells: Sequence[DynamicCell] = ()) -> None:
-        from invlab.sweep import cell_id
-
         self.tcells = list(tcells)
         self.store = store
         self.study = study
@@ -296,7 +294,6 @@ def tune_all(tcells: Sequence[TuneCell], store: ResultsStore, study: str, execut
     cells themselves (study ``study``) and ``cells`` (each once its ``cfg.tune`` is done),
     all on one pool (:class:`TuningScheduler`, :func:`invlab.sweep.run_dynamic`). Raises one
     ``StudyError`` naming every failed cell after everything that could run did."""
-    from invlab.sweep import run_dynamic
 
     if not tcells and not cells:
         return None
@@ -309,8 +306,6 @@ def tune_all(tcells: Sequence[TuneCell], store: ResultsStore, study: str, execut
 
 
 def _value(store: ResultsStore, cell: TrialCell, metric: str) -> float:
-    from invlab.sweep import cell_id
-
     v = store.value(cell_id(cell), metric)
     if v is None:
         raise LookupError(f"{cell.describe()} has no {metric!r}")

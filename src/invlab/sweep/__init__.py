@@ -40,7 +40,7 @@ file writers.
 
 from __future__ import annotations
 
-from invlab.sweep.config import (
+from invlab.config import (
     ConfigError,
     canonical_json,
     cell_id,

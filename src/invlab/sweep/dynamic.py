@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from invlab.sweep.config import cell_id as _cell_id
-from invlab.sweep.config import config_to_dict
+from invlab.config import cell_id as _cell_id
+from invlab.config import config_to_dict
 from invlab.sweep.executors import WAIT, Executor, make_executor
 from invlab.sweep.runner import (
     CellContext,

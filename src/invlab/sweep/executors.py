@@ -32,6 +32,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from invlab._logging import configure_logging, logging_configured
+from invlab.sweep.ray_executor import RayExecutor
+from invlab.sweep.wait import WAIT
+
 __all__ = [
     "WAIT",
     "Executor",
@@ -47,15 +51,6 @@ log = logging.getLogger("invlab.sweep")
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class _Wait:
-    def __repr__(self) -> str:
-        return "WAIT"
-
-
-WAIT: Any = _Wait()
-"""Yielded by an executor's ``items``: take nothing more until one in-flight item finishes."""
 
 
 def _nothing_in_flight() -> RuntimeError:
@@ -151,8 +146,6 @@ def _init_worker(threads: int, log: bool = False) -> None:
     _parent_death_signal(parent)
     _exit_with_parent(parent, period=1.0)
     if log:
-        from invlab._logging import configure_logging
-
         configure_logging()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
@@ -195,8 +188,6 @@ class ProcessPoolExecutorBackend:
                 f"threads_per_worker={self.threads_per_worker})")
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        from invlab._logging import logging_configured
-
         return cf.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context(self.start_method),
@@ -293,8 +284,6 @@ def make_executor(executor: str | Executor = "serial", workers: int = 1, *,
     if name in ("process", "processes", "pool"):
         return ProcessPoolExecutorBackend(workers, start_method=start_method)
     if name == "ray":
-        from invlab.sweep.ray_executor import RayExecutor
-
         return RayExecutor(workers, address=ray_address)
     raise ValueError(f"unknown executor {executor!r}; expected one of {', '.join(EXECUTORS)}")
 

@@ -1,20 +1,22 @@
 """Atomic file writes and the resolved-config files written beside results.
 
-Every writer goes through :func:`invlab.io.atomic_write` (a uniquely named temporary file in
-the destination directory, ``fsync``, then ``os.replace``): a reader (or a run killed with
-``kill -9``) sees either the old file or the new one, never a torn one::
+The writers live in :mod:`invlab.io` (re-exported here). Every writer goes through
+:func:`invlab.io.atomic_write` (a uniquely named temporary file in the destination directory,
+``fsync``, then ``os.replace``): a reader (or a run killed with ``kill -9``) sees either the
+old file or the new one, never a torn one::
 
     >>> atomic_write_json("runs/demo/summary.json", {"acc": 0.95})  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from invlab.io import atomic_write
+from invlab.config import _to_plain
+from invlab.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from invlab.sweep.provenance import git_revision, invlab_version
 
 __all__ = [
     "atomic_write_bytes",
@@ -22,26 +24,6 @@ __all__ = [
     "atomic_write_text",
     "write_resolved_config",
 ]
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (:func:`invlab.io.atomic_write`)."""
-    return atomic_write(path, bytes(data))
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode(encoding))
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
-    """Write ``obj`` as JSON (sorted keys, NaN rejected, trailing newline) atomically.
-
-    The object is serialized before the file is touched, so a value without a JSON form
-    raises without changing anything on disk.
-    """
-    text = json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    return atomic_write_text(path, text + "\n")
 
 
 def write_resolved_config(
@@ -55,8 +37,6 @@ def write_resolved_config(
     """
     import yaml
 
-    from invlab.sweep.config import _to_plain
-    from invlab.sweep.provenance import git_revision, invlab_version
 
     plain = _to_plain(config_dict, for_id=False, path="")
     doc = {

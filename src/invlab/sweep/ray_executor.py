@@ -35,7 +35,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from invlab.sweep.executors import WAIT
+from invlab.sweep.store import ResultsStore
+from invlab.sweep.wait import WAIT
 
 __all__ = ["RayExecutor", "ray_available"]
 
@@ -85,8 +86,6 @@ class _StoreReader:
     only that node opens the SQLite file (WAL needs one host's shared memory, not NFS)."""
 
     def __init__(self, path: str) -> None:
-        from invlab.sweep.store import ResultsStore
-
         self.store = ResultsStore(path)
 
     def value(self, cid: str, metric: str) -> float | None:

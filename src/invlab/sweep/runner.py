@@ -17,9 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from invlab.config import cell_id as _cell_id
+from invlab.config import config_to_dict
 from invlab.errors import InvlabError
-from invlab.sweep.config import cell_id as _cell_id
-from invlab.sweep.config import config_to_dict
+from invlab.io import atomic_write
 from invlab.sweep.executors import Executor, SerialExecutor, make_executor
 from invlab.sweep.store import ResultsStore
 
@@ -266,7 +267,6 @@ def _save_traceback(root: Path, cid: str, cfg: Any, tb: str | None) -> Path | No
     """Keep a failed cell's traceback in ``root/failures/<cell_id>.txt`` (best effort)."""
     if not tb:
         return None
-    from invlab.io import atomic_write
 
     try:
         return atomic_write(root / "failures" / f"{cid}.txt",

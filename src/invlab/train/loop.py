@@ -28,12 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invlab.checkpoint import save_checkpoint
+from invlab.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.data import Split, TransformingData
+from invlab.devices import model_device, resolve_device, study_device
 from invlab.groups import Group, create_group
 from invlab.metrics.registry import regularizer, regularizer_names
-from invlab.models import create_model
+from invlab.models import WeightTied, create_model
+from invlab.models.factory import FactoryError, build_from_factory, factory_path, import_factory
 from invlab.progress import progress_bar
-from invlab.sweep.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.train.orbit_batches import OrbitBatches
 
 METHODS = ("da", "wt", "ir")
@@ -161,7 +164,6 @@ def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int = 4096) -> float:
     """Top-1 accuracy on a split (images already transformed), in eval mode."""
-    from invlab.devices import model_device
 
     was = model.training
     model.eval()
@@ -249,7 +251,6 @@ def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | Non
     Raises:
         TrainConfigError: bad config fields, or a ``model`` that is not a module / factory.
     """
-    from invlab.devices import resolve_device, study_device
 
     dev = study_device() if device is None else resolve_device(device, where="device")
     with intra_op_threads(cfg.threads):
@@ -264,8 +265,6 @@ def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | Non
 def user_model(cfg: TrainConfig, data: TransformingData, model: Any,
                model_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """``model`` of :func:`train` as a module (factories built from ``cfg.seed``; WT tied)."""
-    from invlab.models import WeightTied
-    from invlab.models.factory import FactoryError, build_from_factory, factory_path, import_factory
 
     spec: str | None = None
     if isinstance(model, nn.Module):
@@ -351,7 +350,6 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
          augment: Augment | None) -> TrainResult:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    from invlab.devices import model_device
 
     dev = model_device(model)
     x_all, y_all = data.train.images.to(dev), data.train.labels.to(dev)
@@ -424,8 +422,6 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
 def _save(model: nn.Module, checkpoint: str | Path, cfg: TrainConfig, data: TransformingData,
           best_acc: float, best_epoch: int, epochs_run: int, history: list[dict[str, float]],
           result: TrainResult, metadata: dict[str, Any] | None) -> Path:
-    from invlab.checkpoint import save_checkpoint
-
     return save_checkpoint(
         model, checkpoint, group=cfg.group, seed=cfg.seed, train=asdict(cfg),
         normalization={"mean": data.mean, "std": data.std},

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, replace
 from torch import nn
 
 from invlab.data import TransformingData
+from invlab.metrics import measure
 from invlab.train.loop import TrainConfig, evaluate_accuracy, train
+from invlab.train.nu_search import search_nu
 
 Fit = Callable[[TrainConfig], nn.Module]
 
@@ -36,7 +38,6 @@ class NuSearch:
 
 def validation_si(model: nn.Module, data: TransformingData, group: str, n: int) -> float:
     """Mean saliency invariance similarity on the first ``n`` validation images."""
-    from invlab.metrics import measure
 
     val = data.val.subset(n)
     m = measure(model, val.images, labels=val.labels, transform=group,
@@ -53,7 +54,6 @@ def tune_nu(cfg: TrainConfig, data: TransformingData, target: float = 0.95,
 
     ``fit(cfg) -> model`` trains (or loads a cached) model for one trial; default: ``train``.
     """
-    from invlab.train.nu_search import search_nu
 
     if fit is None:
         def fit(c: TrainConfig) -> nn.Module:

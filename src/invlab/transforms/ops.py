@@ -149,6 +149,11 @@ class Op:
         return out
 
 
+OPS: dict[str, Op] = {}
+"""Every registered op by key, filled by the op table of :mod:`invlab.transforms.spec` (which
+imports this module, not the other way round); an inverse names its op by key."""
+
+
 def _seed_suffix(op: Op) -> str:
     seed = int(op.extra.get("seed", 0)) if op.seeded else 0
     return f"@seed={seed}" if seed else ""
@@ -211,9 +216,8 @@ class _OpSetMixin:
         if inv is None:
             raise TransformError(f"{self.op.key}:{fmt(m)} is not invertible "
                                  f"({self.op.not_invertible})")
-        from invlab.transforms.spec import get_op
         key, m2 = inv
-        op2 = get_op(key) if key != self.op.key else self.op
+        op2 = OPS[key] if key != self.op.key else self.op
         return OpTransform(op2, m2, relative=self.relative)
 
     def _invert_all(self, y: torch.Tensor, ms: list[Any]) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from invlab.transforms import geometric as geo
 from invlab.transforms import photometric as pm
 from invlab.transforms.base import TransformError, TransformSet
-from invlab.transforms.ops import Op, OpFamily, OpTransform, fmt
+from invlab.transforms.ops import OPS, Op, OpFamily, OpTransform, fmt
 
 
 def _lin(a: float, b: float, n: int = 10) -> tuple[float, ...]:
@@ -100,6 +100,7 @@ _OPS: dict[str, Op] = {op.key: op for op in [
     Op("invert", "", "1 - x (an involution)", pixel=pm.invert,
        inverse=lambda m: ("invert", None), not_exact="not a pixel permutation (1 - x)"),
 ]}
+OPS.update(_OPS)  # the inverses' look-up (invlab.transforms.ops)
 
 FAMILIES = [k for k, op in _OPS.items() if op.grid]
 """Names usable alone as a whole family (B21's 13 plus blur and noise)."""

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from invlab.config import ConfigError, check, from_dict
+
 ARCHS = ("mlp", "cnn_small", "cnn_medium", "vit_tiny")
 AUGMENTS = ("none", "translate", "rotate", "r4", "noise")
 OPTIMIZERS = ("adam", "sgd")
@@ -46,8 +48,6 @@ class ZooModel:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from invlab.sweep import check
-
         check("arch", self.arch in ARCHS, f"expected one of {ARCHS}, found {self.arch!r}")
         check("augment", self.augment in AUGMENTS,
               f"expected one of {AUGMENTS}, found {self.augment!r}")
@@ -84,8 +84,6 @@ class ZooModel:
 
 def expand_grid(grid: dict[str, Any]) -> list[ZooModel]:
     """Cartesian product of a grid's fields (scalars count as one value)."""
-    from invlab.sweep import ConfigError, from_dict
-
     valid = {f.name for f in fields(ZooModel)}
     unknown = sorted(set(grid) - valid)
     if unknown:
@@ -108,8 +106,6 @@ def expand_zoo(grids: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> list
 def load_zoo_spec(spec: str | Path) -> list[ZooModel]:
     """Models from a YAML file (a list of grids, or a mapping with ``zoo``) or from a preset
     name of the generalization study (``quick``, ``full``)."""
-    from invlab.sweep import ConfigError
-
     p = Path(spec)
     if p.is_file():
         doc = yaml.safe_load(p.read_text())

@@ -24,6 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invlab.cache import CacheMismatch, acquire_all, holding
+from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from invlab.data.shifts import fingerprint, mnist_id_split
+from invlab.io import atomic_write_text
+from invlab.models import create_model
 from invlab.zoo.augment import augment
 from invlab.zoo.spec import ZooModel
 
@@ -58,7 +63,6 @@ _DATA: dict[tuple[int, int], ZooData] = {}
 
 def zoo_data(n_pool: int = 10_000, seed: int = 0) -> ZooData:
     """The seeded pool/test split of ``mnist`` (memoized per process)."""
-    from invlab.data.shifts import fingerprint, mnist_id_split
 
     if (n_pool, seed) not in _DATA:
         from invlab.data import exact_mean_std
@@ -72,7 +76,6 @@ def zoo_data(n_pool: int = 10_000, seed: int = 0) -> ZooData:
 
 def build_zoo_model(cfg: ZooModel) -> nn.Module:
     """The member's network, initialized from ``cfg.seed`` (global RNG untouched)."""
-    from invlab.models import create_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -171,8 +174,6 @@ def verified_metadata(path: str | Path, data_fingerprint: str) -> dict[str, Any]
     """The metadata of zoo checkpoint ``path`` if it proves what it is: the member config
     (``zoo``) and data fingerprint it records hash to the key in its name, and the
     fingerprint is ``data_fingerprint``. Raises :class:`invlab.cache.CacheMismatch`."""
-    from invlab.cache import CacheMismatch
-    from invlab.checkpoint import CheckpointError, read_metadata
 
     p = Path(path)
     try:
@@ -199,8 +200,6 @@ def load_zoo_checkpoint(cfg: ZooModel, data_fingerprint: str, root: str | Path,
     (:func:`verified_metadata`). A mismatched file is retrained (one WARNING line names it)
     when ``data()`` can supply the training data, else raises
     :class:`invlab.cache.CacheMismatch`."""
-    from invlab.cache import CacheMismatch
-    from invlab.checkpoint import CheckpointError, load_checkpoint
 
     path = checkpoint_path(cfg, data_fingerprint, root)
     try:
@@ -236,7 +235,6 @@ def train_zoo(cfgs: Sequence[ZooModel], data: ZooData, root: str | Path, *, stac
     Returns one row per member: ``model_id``, the config, ``checkpoint``, ``id_accuracy``,
     ``train_seconds`` (of its stack, divided by the stack size), ``reused``.
     """
-    from invlab.cache import acquire_all, holding
 
     rows: dict[ZooModel, dict[str, Any]] = {}
     todo: dict[tuple[Any, ...], list[ZooModel]] = {}
@@ -268,8 +266,6 @@ def train_zoo(cfgs: Sequence[ZooModel], data: ZooData, root: str | Path, *, stac
 
 def _cached_row(c: ZooModel, data: ZooData, root: str | Path,
                 told: set[Path]) -> dict[str, Any] | None:
-    from invlab.cache import CacheMismatch
-
     path = checkpoint_path(c, data.fingerprint, root)
     if not path.exists():
         return None
@@ -285,8 +281,6 @@ def _cached_row(c: ZooModel, data: ZooData, root: str | Path,
 
 def _train_chunk(chunk: list[ZooModel], data: ZooData, root: str | Path,
                  rows: dict[ZooModel, dict[str, Any]]) -> None:
-    from invlab.checkpoint import save_checkpoint
-
     t0 = time.perf_counter()
     models = train_stacked(chunk, data) if len(chunk) > 1 else [train_sequential(chunk[0], data)]
     secs = (time.perf_counter() - t0) / len(chunk)
@@ -311,7 +305,5 @@ def _row(c: ZooModel, path: Path, acc: float, secs: float, reused: bool) -> dict
 def write_zoo_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """The zoo table as CSV (atomic write)."""
     import pandas as pd
-
-    from invlab.sweep import atomic_write_text
 
     return atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))
