@@ -13,6 +13,7 @@ from __future__ import annotations
 from invlab._logging import configure_logging
 from invlab._version import __version__
 from invlab.checkpoint import load_checkpoint, save_checkpoint
+from invlab.errors import InvlabError
 from invlab.groups import create_group, list_groups
 from invlab.metrics import Measurement, measure
 from invlab.models import (
@@ -28,4 +29,4 @@ from invlab.transforms import create_transform, list_transforms
 __all__ = ["__version__", "configure_logging", "create_group", "list_groups", "create_transform",
            "list_transforms", "create_model", "list_models",
            "GroupPooled", "WeightTied", "model_factory", "save_checkpoint", "load_checkpoint", "measure", "Measurement",
-           "list_studies", "run_study"]
+           "list_studies", "run_study", "InvlabError"]
