@@ -54,7 +54,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("study", ["genuine", "drift", "spectral"])
 def test_every_study_command_has_the_flags(study: str) -> None:
     from invlab.cli import build_parser
-    from invlab.studies.cli import executor_from_flags
+    from invlab.cli.study import executor_from_flags
 
     args = build_parser().parse_args(["study", study, "--executor", "ray", "--ray-address",
                                       "auto", "--workers", "2"])

@@ -602,7 +602,7 @@ def test_debug_flag_and_env_show_the_traceback(tmp_path: Path,
 def test_quick_preset_with_threads_override_is_recorded(tmp_path: Path,
                                                         mnist_test_dir: Path) -> None:
     """``--threads`` reaches every cell and training config and config.json."""
-    from invlab.studies.cli import _genuine_overrides
+    from invlab.cli.study import _genuine_overrides
     from invlab.studies.genuine import genuine_cells, preset
 
     class Args:
@@ -798,7 +798,7 @@ def test_storage_errors_reach_the_cli_as_one_line(tmp_path: Path,
     def boom(args: argparse.Namespace) -> int:
         raise StorageError(f"{tmp_path}/store.sqlite: storage error: database or disk is full")
 
-    import invlab.cli as cli
+    import invlab.cli.app as cli
 
     parser = cli.build_parser()
     real = cli.build_parser

@@ -223,7 +223,7 @@ def test_cli_measure_json_and_table(tmp_path, monkeypatch, capsys, model):
 
     ck = pytest.importorskip("invlab.checkpoint")
     data = pytest.importorskip("invlab.data")
-    from invlab.metrics.cli import add_measure_parser, run_measure
+    from invlab.cli.measure import add_measure_parser, run_measure
 
     path = tmp_path / "m.safetensors"
     ck.save_checkpoint(model, path, group="r4", normalization={"mean": 0.0, "std": 1.0})
@@ -267,7 +267,7 @@ def test_cli_measure_transform_family_and_layers(tmp_path, monkeypatch, capsys, 
 
     ck = pytest.importorskip("invlab.checkpoint")
     data = pytest.importorskip("invlab.data")
-    from invlab.metrics.cli import add_measure_parser
+    from invlab.cli.measure import add_measure_parser
 
     path = tmp_path / "m.safetensors"
     ck.save_checkpoint(model, path, group="r4", normalization={"mean": 0.1, "std": 0.5})

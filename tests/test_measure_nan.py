@@ -125,7 +125,7 @@ def test_cli_nan_checkpoint_exits_2_with_the_reason(tmp_path, monkeypatch, capsy
     import argparse
 
     from invlab import checkpoint, data
-    from invlab.metrics.cli import add_measure_parser
+    from invlab.cli.measure import add_measure_parser
 
     path = tmp_path / "nan.safetensors"
     checkpoint.save_checkpoint(_nan_model(), path, group="r4",

@@ -345,7 +345,7 @@ def test_n_si_bad_values_and_cli_flag(tmp_path, monkeypatch, capsys):
         with pytest.raises(MeasureError, match="n_si must be a positive int"):
             measure(_model(), x, metrics=["SI"], n_si=bad)
     from invlab import checkpoint as ck
-    from invlab.metrics.cli import add_measure_parser
+    from invlab.cli.measure import add_measure_parser
 
     data = pytest.importorskip("invlab.data")
     path = tmp_path / "m.safetensors"

@@ -352,8 +352,8 @@ def test_matplotlib_is_imported_only_where_a_figure_is_drawn() -> None:
     code = ("import sys, invlab, invlab.cli, invlab.audit, invlab.report, "
             "invlab.report.html, invlab.report.genuine, invlab.report.drift, "
             "invlab.report.spectral, invlab.report.origins, invlab.report.generalization, "
-            "invlab.studies.cli, invlab.studies.genuine, invlab.studies.origins, "
-            "invlab.studies.generalization, invlab.metrics.cli; "
+            "invlab.cli.study, invlab.studies.genuine, invlab.studies.origins, "
+            "invlab.studies.generalization, invlab.cli.measure; "
             "print('matplotlib' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)

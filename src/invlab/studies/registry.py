@@ -13,7 +13,7 @@ out = invlab.run_study("genuine", preset="demo", out="runs/demo", workers=2)
 ```
 
 ``invlab study NAME`` and ``invlab report DIR`` dispatch through :func:`get_study`, so a
-sixth study is one more :func:`register` call (plus its flags in ``studies/cli.py``).
+sixth study is one more :func:`register` call (plus its flags in ``cli/study.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``invlab measure``: measure a checkpoint's invariance on a data source.
 
 Wired into :mod:`invlab.cli` through :func:`add_measure_parser`; :func:`run_measure` is the
-handler. Checkpoint and data loading are imported lazily so this module imports without them.
+handler (:func:`run_measure_checked` with the data-fingerprint check). Checkpoint and data
+loading are imported lazily so this module imports without them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from invlab.metrics.errors import MeasureError
 from invlab.metrics.registry import REGISTRY
 from invlab.metrics.transform import resolve_members, resolve_transform
 
-__all__ = ["add_measure_parser", "add_metrics_parser", "format_table", "run_measure",
-           "run_metrics_list"]
+__all__ = ["add_measure_parser", "format_table", "run_measure", "run_measure_checked"]
 
 DEFAULT_CLI_METRICS = "kl,logit_l2,effective_invariance,saliency_similarity"
 _PROGRESS_MIN_WORK = 20_000  # images × members (× IG steps) above which a bar is shown
@@ -249,40 +249,38 @@ def run_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_metrics_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``invlab metrics list``: every registered metric with its declarations."""
-    p = subparsers.add_parser("metrics", help="invariance metrics: list")
-    lp = p.add_subparsers(dest="metrics_command", metavar="ACTION").add_parser(
-        "list", help="each metric: aliases, which direction is better, range, summary "
-                     "statistic, what it needs")
-    lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lp.set_defaults(func=run_metrics_list)
-    return p
+def run_measure_checked(args: argparse.Namespace) -> int:
+    """``invlab measure`` with the data-fingerprint check: refuse a checkpoint measured on
+    other data than it was trained on unless ``--allow-data-mismatch``; then say so in the
+    header (table) or a ``data_check`` field (JSON)."""
+    import io
+    from contextlib import redirect_stdout
 
+    from invlab.data import data_mismatch_allowed, last_data_check
 
-def run_metrics_list(args: argparse.Namespace) -> int:
-    """Handler of ``invlab metrics list`` (from :func:`invlab.metrics.registry.metric_rows`)."""
-    from invlab.metrics.registry import metric_rows
+    buf = io.StringIO()
+    with data_mismatch_allowed(bool(args.allow_data_mismatch)), redirect_stdout(buf):
+        code = run_measure(args)
+        check = last_data_check()
+    text = buf.getvalue()
+    if code == 0 and check is not None:
+        if args.json:
+            doc = json.loads(text)
+            doc["data_check"] = check
+            text = json.dumps(doc, indent=2) + "\n"
+        elif check["mismatch"]:
+            t, f = check["trained_on"], check["measured_on"]
+            text = (f"WARNING: DATA MISMATCH (--allow-data-mismatch): trained on {t['images']:,} "
+                    f"{t['source']} images ({t['hash']}), measured on {f['images']:,} "
+                    f"({f['hash']}); splits differ from training\n") + text
+        elif check.get("external"):
+            e = check["external"]
+            text = (f"note: your own images ({e['path']}, {e['images']:,} images"
+                    + (f", {e['dropped']:,} of the class the checkpoint was trained without "
+                       "dropped" if e["dropped"] else "")
+                    + "); not checked against the checkpoint's training data\n") + text
+        elif not check["verified"]:
+            text = "note: the checkpoint records no data fingerprint; data not verified\n" + text
+    sys.stdout.write(text)
+    return code
 
-    rows = metric_rows()
-    if getattr(args, "json", False):
-        print(json.dumps(rows, indent=2))
-        return 0
-    cols = ["name", "aliases", "better", "range", "summary", "needs"]
-    table = [cols] + [[r[c] for c in cols] for r in rows]
-    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
-    lines = []
-    for j, t in enumerate(table):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    lines.append("")
-    lines += [f"{r['name']}: {r['description']}" for r in rows]
-    lines += ["", "options (measure(options={name: {...}}) or a configured metric, e.g. "
-                  "SaliencySimilarity(n_steps=8)):"]
-    lines += [f"  {r['name']}: {r['options']}" for r in rows if r["options"] != "-"]
-    lines.append("\nbetter: which direction means more invariant (- : a descriptive measure); "
-                 "summary: the statistic Measurement.summary reports (median for "
-                 "Bouchacourt et al.'s measures, with quartiles; mean otherwise).")
-    print("\n".join(lines))
-    return 0
