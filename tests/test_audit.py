@@ -40,6 +40,10 @@ def module_only():
     return cnn()
 
 
+def not_a_model():
+    return "a model"
+
+
 def bad_norm():
     return cnn(), {"mean": [0.5]}
 
@@ -156,8 +160,8 @@ def test_verdict_rules(di: float, agr: float, si: float | None, inv: bool, label
 @pytest.mark.parametrize(("model", "data", "extra", "message"), [
     ("user_model.py:nope", "test.npz", [], "defines no function 'nope' (found: bad_norm, build, cnn"),
     ("missing.py:build", "test.npz", [], "no such file"),
-    ("user_model.py:module_only", "test.npz", [],
-     "the factory must return (torch.nn.Module, {'mean': [...], 'std': [...]}), found a Sequential"),
+    ("user_model.py:not_a_model", "test.npz", [],
+     "the factory must return (torch.nn.Module, {'mean': [...], 'std': [...]}), found a str"),
     ("user_model.py:bad_norm", "test.npz", [], "normalization must be a dict {'mean': [...], "),
     ("user_model.py:three_channels", "test.npz", [], "normalization has 3 means / 3 stds but the "
                                                      "images have 1 channel(s)"),
@@ -286,3 +290,15 @@ def test_a_model_at_chance_is_never_called_invariant(files: Path) -> None:
     from invlab.audit import format_summary
 
     assert "WARNING: the model is at chance" in format_summary(doc)
+
+
+def test_a_factory_returning_a_bare_module_is_audited_in_pixel_space(
+        files: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """A plain ``nn.Sequential`` from a factory: no normalization (pixel space), said once."""
+    code = main(["audit", "--model", str(files / "user_model.py:module_only"), "--data",
+                 str(files / "test.npz"), "--transforms", "flip", "--n-si", "2", "--ig-steps",
+                 "4", "--n-sensitivity", "2", "--out", str(files / "bare"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((files / "bare" / "audit.json").read_text())
+    assert doc["normalization"] == {"mean": [0.0], "std": [1.0]}
+    assert "bare module and no normalization" in caplog.text

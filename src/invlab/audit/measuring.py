@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -82,11 +83,22 @@ def check_normalization(norm: Any, where: str) -> dict[str, list[float]]:
 
 def call_factory(fn: Any, where: str, kwargs: dict[str, Any] | None = None
                  ) -> tuple[nn.Module, dict[str, list[float]]]:
-    """``fn(**kwargs)`` checked to return ``(nn.Module, normalization)``."""
+    """``fn(**kwargs)`` checked to return ``(nn.Module, normalization)``, or a bare
+    ``nn.Module``: then its ``normalization`` attribute if it has one, else none (the model
+    gets the images in pixel space [0, 1]; a warning line says so)."""
     try:
         out = fn(**(kwargs or {}))
     except (Exception, SystemExit) as e:  # sys.exit() in a factory is an error, not an exit
         raise AuditError(str(user_code_error(where, "the factory", e))) from e
+    if isinstance(out, nn.Module):
+        norm = getattr(out, "normalization", None)
+        if norm is None:
+            logging.getLogger("invlab").warning(
+                "%s: the factory returned a bare module and no normalization: the model gets "
+                "the images in pixel space [0, 1] (return (model, {'mean': [...], 'std': "
+                "[...]}) if it was trained on normalized inputs)", where)
+            norm = {"mean": [0.0], "std": [1.0]}
+        return out, check_normalization(norm, where)
     if not (isinstance(out, tuple) and len(out) == 2):
         got = type(out).__name__ + (f" of length {len(out)}" if isinstance(out, tuple) else "")
         raise AuditError(f"{where}: the factory must return (torch.nn.Module, {{'mean': [...], "
