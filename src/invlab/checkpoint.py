@@ -388,3 +388,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, meta
+
+
+def load_as_recorded(path: str | os.PathLike[str], meta: dict[str, Any]
+                     ) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_checkpoint` of a cache entry whose metadata ``meta`` was already verified
+    against its key: the file must still be readable and hold exactly ``meta``.
+
+    Raises:
+        invlab.cache.CacheMismatch: unreadable, or changed since ``meta`` was read.
+    """
+    from invlab.cache import CacheMismatch
+
+    try:
+        model, loaded = load_checkpoint(path)
+    except (CheckpointError, OSError) as e:
+        raise CacheMismatch(Path(path), f"not a readable checkpoint ({e})") from e
+    if loaded != meta:
+        raise CacheMismatch(Path(path), "the file changed while it was read")
+    return model, loaded

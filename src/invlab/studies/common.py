@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from invlab.cache import CacheMismatch, load_or_create
-from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from invlab.checkpoint import CheckpointError, load_as_recorded, read_metadata
 from invlab.checkpoint_index import write_index
 from invlab.config import from_dict, id_dict
 from invlab.data import (
@@ -125,13 +125,7 @@ def load_verified(path: str | Path, data_cfg: DataConfig) -> tuple[nn.Module, di
     if found is None or found != data_cfg.source_hash:
         raise CacheMismatch(p, f"it was trained on data {found}, but its key stands for data "
                                f"{data_cfg.source_hash}")
-    try:
-        model, loaded = load_checkpoint(p)
-    except (CheckpointError, OSError) as e:
-        raise CacheMismatch(p, f"not a readable checkpoint ({e})") from e
-    if loaded != meta:
-        raise CacheMismatch(p, "the file changed while it was read")
-    return model, loaded
+    return load_as_recorded(p, meta)
 
 
 def trained_model(train_cfg: TrainConfig, data_cfg: DataConfig, checkpoints: str | Path,

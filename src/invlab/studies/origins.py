@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from invlab.cache import CacheMismatch, load_or_create
-from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from invlab.checkpoint import CheckpointError, load_as_recorded, read_metadata
 from invlab.config import ID_IF_NOT_DEFAULT, from_dict, id_dict
 from invlab.data import TransformingData, load_source, open_images
 from invlab.data.transforming import Split
@@ -372,13 +372,7 @@ def load_verified(path: Path, spec: ModelSpec, data: OriginsData
             or (data.source_hash is not None and found != data.source_hash):
         raise CacheMismatch(path, f"it was trained on data {found}, but its key stands for data "
                                   f"{data.source_hash}")
-    try:
-        model, loaded = load_checkpoint(path)
-    except (CheckpointError, OSError) as e:
-        raise CacheMismatch(path, f"not a readable checkpoint ({e})") from e
-    if loaded != meta:
-        raise CacheMismatch(path, "the file changed while it was read")
-    return model, loaded
+    return load_as_recorded(path, meta)
 
 
 def _transforming(s: Splits) -> Any:

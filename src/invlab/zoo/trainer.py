@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from invlab.cache import CacheMismatch, acquire_all, holding
-from invlab.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from invlab.checkpoint import CheckpointError, load_as_recorded, read_metadata, save_checkpoint
 from invlab.data.shifts import fingerprint, mnist_id_split
 from invlab.io import atomic_write_text
 from invlab.models import create_model
@@ -204,13 +204,7 @@ def load_zoo_checkpoint(cfg: ZooModel, data_fingerprint: str, root: str | Path,
     path = checkpoint_path(cfg, data_fingerprint, root)
     try:
         meta = verified_metadata(path, data_fingerprint)
-        try:
-            model, loaded = load_checkpoint(path)
-        except (CheckpointError, OSError) as e:
-            raise CacheMismatch(path, f"not a readable checkpoint ({e})") from e
-        if loaded != meta:
-            raise CacheMismatch(path, "the file changed while it was read")
-        return model, loaded
+        return load_as_recorded(path, meta)
     except CacheMismatch as e:
         if data is None:
             raise
