@@ -59,9 +59,11 @@ def _same(dump: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
+def cluster(mnist_test_dir: Path) -> Iterator[str]:
     """A local Ray instance for the module; yields its GCS address. Workers import the test
-    helpers through PYTHONPATH (inherited from this process's environment)."""
+    helpers through PYTHONPATH and find the data through $INVLAB_DATA, both inherited from
+    this process's environment: ``mnist_test_dir`` first, because on a fresh clone it points
+    $INVLAB_DATA at the bundled subset, and workers started before would not see it."""
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), *([old] if old else [])])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
