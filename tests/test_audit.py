@@ -161,7 +161,7 @@ def test_verdict_rules(di: float, agr: float, si: float | None, inv: bool, label
     ("user_model.py:nope", "test.npz", [], "defines no function 'nope' (found: bad_norm, build, cnn"),
     ("missing.py:build", "test.npz", [], "no such file"),
     ("user_model.py:not_a_model", "test.npz", [],
-     "the factory must return (torch.nn.Module, {'mean': [...], 'std': [...]}), found a str"),
+     "the factory must return a torch.nn.Module (or (Module, normalization)), found a str"),
     ("user_model.py:bad_norm", "test.npz", [], "normalization must be a dict {'mean': [...], "),
     ("user_model.py:three_channels", "test.npz", [], "normalization has 3 means / 3 stds but the "
                                                      "images have 1 channel(s)"),

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from invlab.audit.verdicts import THRESHOLDS, _summarize, model_health
-from invlab.errors import InvlabError, user_code_error
+from invlab.errors import InvlabError
+from invlab.models.factory import FactoryError, build_from_factory, import_factory
 
 DEFAULT_TRANSFORMS = ("r4", "rotate", "translate_x", "brightness_up")
 OUTPUT_METRICS = ("kl", "logit_l2", "effective_invariance", "agreement")
@@ -55,7 +56,6 @@ class AuditSettings:
 
 def _import_factory(spec: str) -> Any:
     """``FILE.py:function`` or ``package.module:function`` → the function."""
-    from invlab.models.factory import FactoryError, import_factory
 
     try:
         return import_factory(spec, trusted=True)
@@ -83,30 +83,22 @@ def check_normalization(norm: Any, where: str) -> dict[str, list[float]]:
 
 def call_factory(fn: Any, where: str, kwargs: dict[str, Any] | None = None
                  ) -> tuple[nn.Module, dict[str, list[float]]]:
-    """``fn(**kwargs)`` checked to return ``(nn.Module, normalization)``, or a bare
-    ``nn.Module``: then its ``normalization`` attribute if it has one, else none (the model
-    gets the images in pixel space [0, 1]; a warning line says so)."""
+    """:func:`invlab.models.factory.build_from_factory` (a module, or ``(module,
+    normalization)``) with the normalization checked; a bare module without a
+    ``normalization`` attribute gets none (the model sees the images in pixel space [0, 1];
+    a warning line says so)."""
     try:
-        out = fn(**(kwargs or {}))
-    except (Exception, SystemExit) as e:  # sys.exit() in a factory is an error, not an exit
-        raise AuditError(str(user_code_error(where, "the factory", e))) from e
-    if isinstance(out, nn.Module):
-        norm = getattr(out, "normalization", None)
-        if norm is None:
-            logging.getLogger("invlab").warning(
-                "%s: the factory returned a bare module and no normalization: the model gets "
-                "the images in pixel space [0, 1] (return (model, {'mean': [...], 'std': "
-                "[...]}) if it was trained on normalized inputs)", where)
-            norm = {"mean": [0.0], "std": [1.0]}
-        return out, check_normalization(norm, where)
-    if not (isinstance(out, tuple) and len(out) == 2):
-        got = type(out).__name__ + (f" of length {len(out)}" if isinstance(out, tuple) else "")
-        raise AuditError(f"{where}: the factory must return (torch.nn.Module, {{'mean': [...], "
-                         f"'std': [...]}}), found a {got}")
-    model, norm = out
-    if not isinstance(model, nn.Module):
-        raise AuditError(f"{where}: the factory's first value must be a torch.nn.Module, found "
-                         f"{type(model).__name__}")
+        model, norm = build_from_factory(fn, kwargs, where)
+    except FactoryError as e:
+        raise AuditError(str(e)) from e
+    if norm is None:
+        norm = getattr(model, "normalization", None)
+    if norm is None:
+        logging.getLogger("invlab").warning(
+            "%s: the factory returned a bare module and no normalization: the model gets the "
+            "images in pixel space [0, 1] (return (model, {'mean': [...], 'std': [...]}) if it "
+            "was trained on normalized inputs)", where)
+        norm = {"mean": [0.0], "std": [1.0]}
     return model, check_normalization(norm, where)
 
 

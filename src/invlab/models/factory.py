@@ -132,5 +132,5 @@ def build_from_factory(fn: Callable[..., Any], kwargs: dict[str, Any] | None = N
         out, norm = out
     if not isinstance(out, nn.Module):
         raise FactoryError(f"{where}: the factory must return a torch.nn.Module (or (Module, "
-                           f"normalization)), found {type(out).__name__}")
+                           f"normalization)), found a {type(out).__name__}")
     return out, norm
