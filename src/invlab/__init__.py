@@ -23,10 +23,10 @@ from invlab.models import (
     list_models,
     model_factory,
 )
-from invlab.studies import list_studies, run_study
+from invlab.studies import build_report, list_studies, run_study
 from invlab.transforms import create_transform, list_transforms
 
 __all__ = ["__version__", "configure_logging", "create_group", "list_groups", "create_transform",
            "list_transforms", "create_model", "list_models",
            "GroupPooled", "WeightTied", "model_factory", "save_checkpoint", "load_checkpoint", "measure", "Measurement",
-           "list_studies", "run_study", "InvlabError"]
+           "list_studies", "run_study", "build_report", "InvlabError"]

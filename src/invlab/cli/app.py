@@ -10,7 +10,20 @@ import errno
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
+
+from invlab._logging import configure_logging
+from invlab._version import __version__
+from invlab.allocator import keep_freed_memory
+from invlab.cli.audit import add_audit_parser
+from invlab.cli.catalog import add_catalog_parsers, add_metrics_parser
+from invlab.cli.data import add_data_parser
+from invlab.cli.measure import add_measure_parser, run_measure_checked
+from invlab.cli.study import add_study_parsers
+from invlab.cli.zoo import add_zoo_parser
+from invlab.errors import InvlabError
+from invlab.sweep import StudyError
 
 
 class Terminated(BaseException):
@@ -19,8 +32,6 @@ class Terminated(BaseException):
 
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -36,8 +47,6 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _error_types() -> tuple[type[BaseException], ...]:
-    from invlab.errors import InvlabError
-
     return (InvlabError, ValueError, OSError)  # InvlabError: every error invlab raises
 
 
@@ -54,8 +63,6 @@ def _message(e: BaseException) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from invlab import __version__
-
     p = argparse.ArgumentParser(
         prog="invlab",
         description="Measure, train and study invariance in image classifiers.",
@@ -69,41 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show tracebacks instead of one-line errors (or INVLAB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    from invlab.cli.data import add_data_parser
-
     add_data_parser(sub)
-    from invlab.cli.catalog import add_catalog_parsers
-
     add_catalog_parsers(sub)
-
-    try:
-        from invlab.cli.measure import add_measure_parser, run_measure_checked
-        mp = add_measure_parser(sub)
-        mp.add_argument("--allow-data-mismatch", action="store_true",
-                        help="measure even if the data found differs from the checkpoint's "
-                             "training data (reported in the output)")
-        mp.set_defaults(func=run_measure_checked)
-        from invlab.cli.catalog import add_metrics_parser
-        add_metrics_parser(sub)
-    except ImportError:  # pragma: no cover - engine not built
-        pass
-    from invlab.cli.zoo import add_zoo_parser
+    mp = add_measure_parser(sub)
+    mp.add_argument("--allow-data-mismatch", action="store_true",
+                    help="measure even if the data found differs from the checkpoint's "
+                         "training data (reported in the output)")
+    mp.set_defaults(func=run_measure_checked)
+    add_metrics_parser(sub)
     add_zoo_parser(sub)
-    from invlab.cli.audit import add_audit_parser
-
     add_audit_parser(sub)
-    try:
-        from invlab.cli.study import add_study_parsers
-        add_study_parsers(sub)
-    except ImportError:  # pragma: no cover
-        pass
+    add_study_parsers(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from invlab._logging import configure_logging
-    from invlab.allocator import keep_freed_memory
-
     keep_freed_memory()  # ~10 % faster training on glibc (invlab.allocator); values unchanged
     # [invlab] lines on the process's stderr (the library itself installs no handler)
     configure_logging(stream=sys.__stderr__ or sys.stderr)
@@ -123,7 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     debug = bool(args.debug) or os.environ.get("INVLAB_DEBUG", "") not in ("", "0")
-    from invlab.sweep import StudyError
 
     try:
         with _sigterm_raises():

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from invlab.audit import DEFAULT_TRANSFORMS, AuditSettings, audit, format_summary
+from invlab.devices import add_device_argument, resolve_device
 
 
 def add_audit_parser(sub: Any) -> Any:
@@ -50,8 +51,6 @@ def add_audit_parser(sub: Any) -> Any:
                    help=f"images for σ_max (default {d.n_sensitivity}; 0 skips it)")
     p.add_argument("--ig-steps", type=int, default=d.ig_steps,
                    help=f"integrated-gradient steps for SI (default {d.ig_steps})")
-    from invlab.devices import add_device_argument
-
     add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/audit", help="output folder (default runs/audit)")
@@ -67,8 +66,6 @@ def _csv(s: str | None) -> tuple[str, ...] | None:
 
 
 def _cmd_audit(args: Any) -> int:
-    from invlab.devices import resolve_device
-
     args.device = str(resolve_device(args.device))  # one line before any work
     s = AuditSettings(transforms=_csv(args.transforms) or (), layers=_csv(args.layers),
                       limit=args.limit, n_si=args.n_si, n_sensitivity=args.n_sensitivity,

@@ -6,23 +6,23 @@ import argparse
 import json
 from typing import Any
 
+from invlab import models as invlab_models  # its functions are looked up per call (tests patch them)
 from invlab.cli._table import _table
+from invlab.groups import create_group, list_groups
+from invlab.metrics.registry import metric_rows
+from invlab.transforms import transform_rows
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
-    from invlab.models import create_model, list_models
-
     rows = []
-    for name, desc in list_models().items():
-        n = sum(p.numel() for p in create_model(name).parameters())
+    for name, desc in invlab_models.list_models().items():
+        n = sum(p.numel() for p in invlab_models.create_model(name).parameters())
         rows.append({"name": name, "params (36x36, 9 classes)": f"{n:,}", "description": desc})
     print(_table(rows, ["name", "params (36x36, 9 classes)", "description"]))
     return 0
 
 
 def _cmd_groups_list(args: argparse.Namespace) -> int:
-    from invlab.groups import create_group, list_groups
-
     rows = []
     for name, desc in list_groups().items():
         g = create_group("t3" if name == "t<n>" else name)
@@ -33,8 +33,6 @@ def _cmd_groups_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_transforms_list(args: argparse.Namespace) -> int:
-    from invlab.transforms import transform_rows
-
     h, _, w = args.size.lower().partition("x")
     try:
         height, width = int(h), int(w or h)
@@ -87,8 +85,6 @@ def add_metrics_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_metrics_list(args: argparse.Namespace) -> int:
     """Handler of ``invlab metrics list`` (from :func:`invlab.metrics.registry.metric_rows`)."""
-    from invlab.metrics.registry import metric_rows
-
     rows = metric_rows()
     if getattr(args, "json", False):
         print(json.dumps(rows, indent=2))

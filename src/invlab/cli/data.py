@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from invlab.cli._table import _table
+from invlab.data import describe_sources, fetch
+from invlab.data.sources import MIRRORS
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
-    from invlab.data import describe_sources
-
     rows = describe_sources()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -21,8 +21,6 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from invlab.data import fetch
-
     print(f"downloaded to {fetch(args.name)}")
     return 0
 
@@ -34,8 +32,6 @@ def add_data_parser(sub: Any) -> None:
     dl = dsub.add_parser("list", help="each source, where it was found, and its size")
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=_cmd_data_list)
-    from invlab.data.sources import MIRRORS
-
     fetchable = ", ".join(MIRRORS)
     df = dsub.add_parser("fetch", help=f"download a source into the user cache (needs internet;"
                          f" fetchable: {fetchable})",

@@ -8,13 +8,22 @@ loading are imported lazily so this module imports without them.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
+from contextlib import redirect_stdout
 from typing import Any
 
+import torch
+
+from invlab import data as invlab_data  # its functions are looked up per call (tests patch them)
+from invlab.checkpoint import load_checkpoint
+from invlab.checkpoint_index import training_label
+from invlab.devices import add_device_argument, resolve_device
 from invlab.metrics.engine import ALIASES, DEFAULT_N_SI, METRICS, measure, resolve_metrics
 from invlab.metrics.errors import MeasureError
+from invlab.metrics.orbit import normalizer
 from invlab.metrics.registry import REGISTRY
 from invlab.metrics.transform import resolve_members, resolve_transform
 
@@ -77,8 +86,6 @@ def add_measure_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "metrics use all images")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for randomized metrics (representation invariance)")
-    from invlab.devices import add_device_argument
-
     add_device_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -147,8 +154,6 @@ def _pixel_space(t: Any, images: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
     """Images as given for exact groups (they commute with the normalization); otherwise
     back to pixel space with the checkpoint's statistics, which ``measure`` re-applies after
     the transform."""
-    from invlab.metrics.orbit import normalizer
-
     norm = meta.get("normalization")
     if getattr(t, "is_exact", True) or not norm:
         return images, None
@@ -158,11 +163,6 @@ def _pixel_space(t: Any, images: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any, dict]:
-    import torch
-
-    from invlab.checkpoint import load_checkpoint
-    from invlab.data import load_for_checkpoint
-
     if args.limit is not None and args.limit < 1:
         raise MeasureError(f"--limit must be >= 1, found {args.limit}")
     n_si = _n_si(args.n_si)
@@ -173,12 +173,10 @@ def _measure_checkpoint(args: argparse.Namespace, names: list[str]) -> tuple[Any
             raise MeasureError(f"{flag} {v!r} selects nothing; give a spec, e.g. r4 or rotate:30 "
                                "(`invlab transforms list`), or leave it out")
 
-    from invlab.devices import resolve_device
-
     device = resolve_device(getattr(args, "device", "cpu"))  # before any work
     model, meta = load_checkpoint(args.checkpoint)
     pre = getattr(args, "preprocess", None)
-    images, labels = load_for_checkpoint(args.data, meta, args.limit,
+    images, labels = invlab_data.load_for_checkpoint(args.data, meta, args.limit,
                                          **({"preprocess": pre} if pre else {}))
     t = resolve_transform(args.transform or args.group or meta.get("group") or "r4")
     k = len(resolve_members(t, None, args.include_identity))
@@ -218,10 +216,7 @@ def run_measure(args: argparse.Namespace) -> int:
     except (MeasureError, ValueError, FileNotFoundError) as e:
         print(f"invlab: error: {e}", file=sys.stderr)
         return 2
-    from invlab.checkpoint_index import training_label
-    from invlab.data import last_data_check
-
-    ext = (last_data_check() or {}).get("external") or {}
+    ext = (invlab_data.last_data_check() or {}).get("external") or {}
     d = m.to_dict()
     result = {
         "model": meta.get("model", "?") + (training_label(meta) + f" ({args.checkpoint})"
@@ -253,15 +248,10 @@ def run_measure_checked(args: argparse.Namespace) -> int:
     """``invlab measure`` with the data-fingerprint check: refuse a checkpoint measured on
     other data than it was trained on unless ``--allow-data-mismatch``; then say so in the
     header (table) or a ``data_check`` field (JSON)."""
-    import io
-    from contextlib import redirect_stdout
-
-    from invlab.data import data_mismatch_allowed, last_data_check
-
     buf = io.StringIO()
-    with data_mismatch_allowed(bool(args.allow_data_mismatch)), redirect_stdout(buf):
+    with invlab_data.data_mismatch_allowed(bool(args.allow_data_mismatch)), redirect_stdout(buf):
         code = run_measure(args)
-        check = last_data_check()
+        check = invlab_data.last_data_check()
     text = buf.getvalue()
     if code == 0 and check is not None:
         if args.json:

@@ -6,6 +6,13 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
+
+from invlab.devices import add_device_argument, set_study_device
+from invlab.studies.generalization import BUILTIN_SETS, check_test_sets
+from invlab.studies.generalization import preset as generalization_preset
+from invlab.studies.registry import build_report, get_study
+from invlab.sweep import ConfigError, choose_executor
 
 
 def _csv(s: str | None, flag: str = "a list") -> tuple[str, ...] | None:
@@ -15,8 +22,6 @@ def _csv(s: str | None, flag: str = "a list") -> tuple[str, ...] | None:
         return None
     items = tuple(x.strip() for x in s.split(",") if x.strip())
     if not items:
-        from invlab.sweep import ConfigError
-
         raise ConfigError(None, f"{flag} {s!r} selects nothing; give a comma list or leave the flag out")
     return items
 
@@ -26,8 +31,6 @@ def _seeds(n: int | None) -> tuple[int, ...] | None:
     if n is None:
         return None
     if n < 1:
-        from invlab.sweep import ConfigError
-
         raise ConfigError(None, f"--seeds {n} selects no seeds; give N >= 1 (runs seeds 0..N-1)")
     return tuple(range(n))
 
@@ -75,8 +78,6 @@ def add_executor_flags(p: argparse.ArgumentParser) -> None:
                         "host:port or ray://host:10001 another one (default: start a local "
                         "instance with --workers CPUs). Multi-node: --out and --checkpoints on a "
                         "shared filesystem, INVLAB_DATA set on every node")
-    from invlab.devices import add_device_argument
-
     add_device_argument(p, "the cells train and measure")
 
 
@@ -90,8 +91,6 @@ def _ckpt(args: argparse.Namespace) -> str:
 def executor_from_flags(args: argparse.Namespace) -> object:
     """The executor of a study command: :func:`invlab.sweep.choose_executor` of
     ``--executor``, ``--workers`` and ``--ray-address`` (the one place they are read)."""
-    from invlab.sweep import choose_executor
-
     study_device_from_flags(args)
     return choose_executor(args.executor, args.workers, ray_address=args.ray_address)
 
@@ -102,8 +101,6 @@ def study_device_from_flags(args: argparse.Namespace) -> str:
     store's ``device`` column). Off the CPU, the per-cell thread counts (``--threads``) and
     the glibc allocator setting (:mod:`invlab.allocator`) still apply, to the CPU-side work
     only (data preparation, orbit indexing); this is said on stderr."""
-    from invlab.devices import set_study_device
-
     dev = set_study_device(getattr(args, "device", "auto"))
     if dev.type != "cpu":
         print(f"note: cells train and measure on {dev}; --threads and the allocator setting "
@@ -122,10 +119,9 @@ def _genuine_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace, study: str, **overrides: object) -> int:
-    """Run ``study`` through the registry (:func:`invlab.run_study`) with the common flags,
-    then print its tables and claims and where its outputs are."""
-    from invlab.studies.registry import get_study
-
+    """Run ``study`` through the registry (:func:`invlab.run_study`: its cells, then its
+    report) with the common flags, then print its tables and claims and where its outputs
+    are."""
     s, name = get_study(study), _preset_name(args)
     t0 = time.perf_counter()
     out = s.run(name, args.out, checkpoints=_ckpt(args), workers=args.workers,
@@ -178,9 +174,6 @@ def _cmd_origins(args: argparse.Namespace) -> int:
 def _kv(items: list[str] | None, own_models: bool = False) -> dict[str, str]:
     """``--test-set NAME=PATH`` values; names checked (built-in, ``|``, twice, ...). With your
     own models (``--models``) the built-in sets are not measured, so their names are free."""
-    from invlab.studies.generalization import BUILTIN_SETS, check_test_sets
-    from invlab.sweep import ConfigError
-
     pairs = []
     for it in items or []:
         name, sep, path = it.partition("=")
@@ -201,9 +194,7 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
     test_sets = _kv(args.test_set, own_models=args.models is not None)
     transforms = tuple(args.transform) if args.transform else None
     if name == "quick":
-        from invlab.studies.generalization import preset
-
-        p = preset(name, n_pool=args.n_pool, transforms=transforms, n_train=args.n_train,
+        p = generalization_preset(name, n_pool=args.n_pool, transforms=transforms, n_train=args.n_train,
                    n_eval=args.n_test)
         print(f"(preset 'quick': a {len(p.zoo)}-model zoo and {len(p.reference)} reference models "
               f"sized to fit the 5,000 MNIST images bundled with invlab: a "
@@ -216,13 +207,12 @@ def _cmd_generalization(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from invlab.report import build_report
-
+    """``invlab report DIR [--html]``: :func:`invlab.build_report` (the paths it wrote, one a
+    line); with ``--html`` in a folder without a store, redraw what its files hold instead."""
     if args.html and Path(args.dir).is_dir() and not (Path(args.dir) / "store.sqlite").exists():
         # e.g. committed results: the page renders from the tables and figures already there
-        from invlab.report import redraw_from_files
+        from invlab.report import redraw_from_files  # lazy: startup (invlab.report imports pandas)
+        from invlab.report.html import write_html_report  # lazy: startup, as above
 
         print(f"note: no results store in {args.dir}; redrawing what its files hold and "
               "rendering the page from them", file=sys.stderr)
@@ -231,19 +221,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
             print(p)
         for n in notes:
             print(f"note: {n}", file=sys.stderr)
-    else:
-        for p in build_report(args.dir):
-            print(p)
-    if args.html:
-        from invlab.report.html import write_html_report
-
         print(write_html_report(args.dir))
+        return 0
+    for p in build_report(args.dir, html=args.html):
+        print(p)
     return 0
 
 
-def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    study = sub.add_parser("study", help="run a paper's study end to end (resumable)")
-    ssub = study.add_subparsers(dest="study_command", metavar="STUDY")
+def _add_m23_parsers(ssub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``invlab study genuine``, ``drift`` and ``spectral`` (Moskalev et al. 2023)."""
     g = ssub.add_parser("genuine", help="M23 Table 1, Figs. 2-3: DA vs WT vs IR")
     _common(g, "runs/genuine")
     g.add_argument("--datasets", default=None,
@@ -258,6 +244,10 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     s = ssub.add_parser("spectral", help="M23 Fig. 5: sigma_max of the input Jacobian")
     _common(s, "runs/spectral")
     s.set_defaults(func=_cmd_spectral)
+
+
+def _add_origins_parser(ssub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``invlab study origins`` (Bouchacourt et al. 2021)."""
     o = ssub.add_parser("origins", help="B21: where invariance comes from (data, augmentation, "
                         "architecture); profiles, ablation, factors of variation")
     _common(o, "runs/origins")
@@ -272,6 +262,10 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     o.add_argument("--archs", default=None, help="comma list of registry models, e.g. "
                    "mlp5,cnn_small,vit_tiny")
     o.set_defaults(func=_cmd_origins)
+
+
+def _add_generalization_parser(ssub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``invlab study generalization`` (Deng et al. 2022): its own flags, not ``_common``'s."""
     gz = ssub.add_parser("generalization",
                          help="D22: does invariance (EI) predict accuracy across a zoo and shifts?")
     gz.add_argument("--quick", action="store_true", help="small zoo: minutes on 2 CPU cores")
@@ -304,6 +298,15 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                     help="study your own models: FILE.py defines models() yielding "
                          "(name, nn.Module, {'mean': [...], 'std': [...]})")
     gz.set_defaults(func=_cmd_generalization)
+
+
+def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``invlab study NAME`` (one sub-command per study) and ``invlab report DIR``."""
+    study = sub.add_parser("study", help="run a paper's study end to end (resumable)")
+    ssub = study.add_subparsers(dest="study_command", metavar="STUDY")
+    _add_m23_parsers(ssub)
+    _add_origins_parser(ssub)
+    _add_generalization_parser(ssub)
     r = sub.add_parser("report", help="rebuild every table and figure of DIR from its store")
     r.add_argument("dir")
     r.add_argument("--html", action="store_true",

@@ -6,11 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
+from invlab.errors import check_writable
+from invlab.zoo import load_zoo_spec, train_zoo, write_zoo_table, zoo_data
+
 
 def _cmd_zoo_train(args: argparse.Namespace) -> int:
-    from invlab.errors import check_writable
-    from invlab.zoo import load_zoo_spec, train_zoo, write_zoo_table, zoo_data
-
     models = load_zoo_spec(args.spec)
     check_writable(args.checkpoints, "--checkpoints")  # preflight: before any training
     check_writable(Path(args.table).parent, "--table folder")

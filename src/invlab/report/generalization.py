@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -561,6 +562,7 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
                          "Measures ranked by correlation strength |Spearman ρ| with accuracy")
     paths += write_claims(out, cl)
     paths += figures(wide, stats, out)
+    paths += figure_test_sets_from_store(out)
     return paths
 
 
@@ -607,6 +609,24 @@ def print_table(out_dir: str | Path) -> str:
     cs = read_claims(out)
     tail = render_text(cs) if cs is not None else (out / "claims.md").read_text()
     return "\n".join(lines) + "\n\n" + tail
+
+
+def figure_test_sets_from_store(out: Path) -> list[str]:
+    """:func:`figure_test_sets` of the test sets the current cells (``current_cells.json``)
+    measured, read from the cache files their stored configs name; nothing when the folder
+    has no store or current cells, or a cache file is gone (e.g. a store from elsewhere)."""
+    if not (out / "store.sqlite").exists() or not (out / "current_cells.json").exists():
+        return []
+    keep = set(json.loads((out / "current_cells.json").read_text())["cells"])
+    cfg = next((c["config"] for c in ResultsStore(out / "store.sqlite").cells(STUDY)
+                if c["cell_id"] in keep), None)
+    if cfg is None:
+        return []
+    refs = [SimpleNamespace(name=r["name"], digest=r["digest"]) for r in cfg["test_sets"]]
+    sets_dir = Path(cfg["sets_dir"])
+    if not refs or not all((sets_dir / f"{r.name}-{r.digest}.npz").exists() for r in refs):
+        return []
+    return figure_test_sets(sets_dir, refs, out)
 
 
 def figure_test_sets(sets_dir: str | Path, refs: list[Any], out: Path, n: int = 8) -> list[str]:

@@ -24,14 +24,17 @@ import torch
 
 from invlab.data import DataConfig, DataError, Split
 from invlab.metrics import measure
+from invlab.studies import genuine
 from invlab.studies.common import (
     NOT_IN_ID,
+    TrainCell,
     add_sample_means,
     get_data,
     model_label,
     open_study,
     pin_source,
     resolve_train,
+    run_train_cell,
     source_fingerprint,
     trained_model,
 )
@@ -137,9 +140,8 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
               progress: bool = True, preset_name: str = "custom",
               genuine_overrides: dict[str, Any] | None = None,
               executor: str | Executor | None = None) -> Path:
-    from invlab.report.drift import build_report
-    from invlab.studies import genuine
-
+    """Run the study's cells into ``out`` (store ``out/store.sqlite``, resolved config);
+    returns ``out``. The report is the next step (:func:`invlab.build_report`)."""
     gp = genuine.preset(p.genuine_preset, **(genuine_overrides or {}))
     try:  # before anything runs: the drift target is not bundled with invlab
         fps = {d: source_fingerprint(d) for d in ("mnist", "fashion-mnist")}
@@ -153,8 +155,6 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
         executor = choose_executor(executor, workers)
         models = genuine.trained_cells(gp, store, checkpoints, out, workers, progress,
                                        executor=executor)
-        from invlab.studies.common import TrainCell, run_train_cell
-
         run_study([TrainCell(m.data, m.train, checkpoints, m.tune) for m in models],
                   run_train_cell, store, "drift-models", executor=executor, workers=workers,
                   progress=progress, root=out)
@@ -167,9 +167,5 @@ def run_drift(p: DriftPreset, out: str | Path, checkpoints: str, workers: int = 
         run_study(cells, run_drift_cell, store, STUDY, executor=executor, workers=workers,
                   progress=progress, root=out)
         log.info("drift finished in %.1f min", (time.perf_counter() - t0) / 60)
-        build_report(out)
-        from invlab.report.html import write_html_report
-
-        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 

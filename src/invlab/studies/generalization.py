@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,19 @@ from invlab.data import load_images, shifts
 from invlab.data.shifts import cache_path, cached, fingerprint, load_cached
 from invlab.data.sources import cache_dir
 from invlab.errors import UserCodeError, UserCodeTypeError, check_writable, user_code_error
-from invlab.sweep import CellContext, CellResult, ConfigError, check, choose_executor, from_dict, run_study
+from invlab.studies.common import open_study
+from invlab.studies.generalization_measures import measure_model, pixel_transform
+from invlab.sweep import (
+    CellContext,
+    CellResult,
+    ConfigError,
+    atomic_write_json,
+    cell_id,
+    check,
+    choose_executor,
+    from_dict,
+    run_study,
+)
 from invlab.zoo import ZooModel, expand_zoo, load_zoo_checkpoint, train_zoo, write_zoo_table, zoo_data
 
 log = logging.getLogger("invlab.studies")
@@ -72,8 +85,6 @@ class GeneralizationPreset:
         check("natadv_rule", self.natadv_rule in ("any", "majority"),
               f"expected any or majority, found {self.natadv_rule!r}")
         check("n_eval", self.n_eval >= 10, f"must be >= 10, found {self.n_eval}")
-        from invlab.studies.generalization_measures import pixel_transform
-
         for spec in self.transforms:  # a misspelled spec fails here, not after training
             try:
                 pixel_transform(spec)
@@ -90,9 +101,6 @@ class Preset:
 
 def preset(name: str, **overrides: Any) -> Preset:
     """Preset ``name`` of ``generalization.yaml`` (``quick``, ``full``) plus overrides."""
-    from importlib import resources
-
-
     doc = yaml.safe_load(resources.files("invlab.studies").joinpath(f"{STUDY}.yaml").read_text())
     if name not in doc:
         raise ConfigError("preset", f"unknown preset {name!r} for study {STUDY!r}; valid: "
@@ -197,8 +205,6 @@ def _load_sets(refs: tuple[TestSetRef, ...], sets_dir: str) -> Iterator[tuple[st
 
 def _measure_all(model: nn.Module, norm: Mapping[str, Any], refs: tuple[TestSetRef, ...],
                  sets_dir: str, transforms: tuple[str, ...], extra: dict[str, Any]) -> CellResult:
-    from invlab.studies.generalization_measures import measure_model
-
     res = CellResult(extra=extra)
     for name, x, y in _load_sets(refs, sets_dir):
         for k, v in measure_model(model, x, y, norm["mean"], norm["std"], transforms).items():
@@ -419,16 +425,72 @@ def _train_stage(models: list[ZooModel], p: Preset, data: Any, store: Any, out: 
               progress=progress, root=out)
 
 
+def _user_model_names(models_file: str) -> list[str]:
+    """The names of the models ``models_file`` yields (unique, at least one): a broken file
+    fails here, before the reference panel trains."""
+    names = [n for n, _, _ in iter_user_models(models_file)]
+    if not names:
+        raise UserCodeError(f"--models {models_file}: models() yielded no models")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--models {models_file}: model names must be unique, got {names}")
+    return names
+
+
+def _check_pool(p: Preset, zoo: list[ZooModel]) -> None:
+    """Every zoo and reference model trains on at most ``n_pool`` images (else fail before
+    any training, not cell by cell)."""
+    too_big = sorted({m.n_train for m in zoo + list(p.reference) if m.n_train > p.settings.n_pool})
+    if too_big:
+        raise ValueError(
+            f"zoo or reference models train on n_train = {', '.join(map(str, too_big))} images, more "
+            f"than the training pool n_pool = {p.settings.n_pool}; use a larger pool (it needs "
+            "more MNIST: `invlab data fetch mnist` or the IDX files in $INVLAB_DATA/mnist)"
+            " or a zoo whose n_train fits")
+
+
+def _builtin_stage(p: Preset, own_models: bool, store: Any, out: Path, checkpoints: str,
+                   sets_dir: str, workers: int, progress: bool, executor: Any
+                   ) -> tuple[Any, list[TestSetRef]]:
+    """Train the zoo (none with your own models) and the reference panel, write ``zoo.csv``,
+    and build the built-in test sets; returns ``(zoo data, built-in test-set refs)``."""
+    s = p.settings
+    data = zoo_data(s.n_pool, s.data_seed)
+    zoo = [] if own_models else list(p.zoo)
+    _check_pool(p, zoo)
+    _train_stage(zoo + list(p.reference), p, data, store, out, checkpoints, workers,
+                 progress, executor)
+    if zoo:
+        write_zoo_table(train_zoo(zoo, data, checkpoints), out / "zoo.csv")
+    return data, builtin_test_sets(p, data, checkpoints, sets_dir)
+
+
+def _measure_cells(p: Preset, refs: list[TestSetRef], data: Any, models_file: str | None,
+                   names: list[str], checkpoints: str, sets_dir: str) -> tuple[list[Any], Any]:
+    """The measuring cells (one per zoo model, or per model of ``models_file``) and their
+    cell function."""
+    s = p.settings
+    if models_file is None:
+        return ([ZooMeasureCell(m, data.fingerprint, tuple(refs), s.transforms, s.n_pool,
+                                s.data_seed, checkpoints, sets_dir, s.threads) for m in p.zoo],
+                run_zoo_measure_cell)
+    fp = file_fingerprint(models_file)
+    return ([ExternalMeasureCell(n, fp, tuple(refs), s.transforms,
+                                 str(Path(models_file).resolve()), sets_dir, s.threads)
+             for n in names], run_external_measure_cell)
+
+
 def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: int = 1,
                        progress: bool = True, preset_name: str = "custom",
                        test_sets: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
                        models_file: str | None = None,
                        executor: Any = None, preprocess: str | None = None) -> Path:
-    """Run the study into ``out`` (resumable); returns ``out``.
+    """Run the study's cells into ``out`` (resumable); returns ``out``. The report is the
+    next step (:func:`invlab.build_report`).
 
     Args:
         p: preset (:func:`preset`).
-        out: output folder (store, ``zoo.csv``, ``summary.json``, ``models.csv``, figures).
+        out: output folder (store, resolved config, ``zoo.csv``, ``current_cells.json``: the
+            cells and test sets of this run, which the report reads).
         checkpoints: checkpoint cache root (zoo checkpoints under ``<checkpoints>/zoo/``).
         workers: process-pool size.
         test_sets: extra ``{name: path}`` test sets (``.npz`` or image folders), or
@@ -436,9 +498,6 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
         models_file: a ``.py`` whose ``models()`` yields the models to study instead of the zoo.
         preprocess: spec applied to the ``test_sets`` (e.g. ``"resize=36,crop=32"``).
     """
-    from invlab.report.generalization import build_report
-    from invlab.studies.common import open_study
-
     s = p.settings
     executor = choose_executor(executor, workers)
     test_sets = check_test_sets(test_sets or {}, BUILTIN_SETS if models_file is None else ())
@@ -449,59 +508,21 @@ def run_generalization(p: Preset, out: str | Path, checkpoints: str, workers: in
            **({"preprocess": preprocess} if preprocess else {})}
     with open_study(out, STUDY, cfg) as (out, store):
         t0 = time.perf_counter()
-        threads = s.threads
-        use_builtin = models_file is None or not test_sets
-        refs: list[TestSetRef] = []
         # read and check the external sets before any training (shape/classes of the zoo)
         shape, classes = ((1, 28, 28), 10) if models_file is None else (None, None)
         ext_refs = external_test_sets(test_sets, sets_dir, s.n_eval, s.shift_seed, shape, classes,
                                       preprocess)
-        if models_file is not None:  # a broken file fails here, not after the reference panel
-            names = [n for n, _, _ in iter_user_models(models_file)]
-            if not names:
-                raise UserCodeError(f"--models {models_file}: models() yielded no models")
-            if len(set(names)) != len(names):
-                raise ValueError(f"--models {models_file}: model names must be unique, got {names}")
-        if use_builtin or models_file is None:
-            data = zoo_data(s.n_pool, s.data_seed)
-            zoo = [] if models_file else list(p.zoo)
-            too_big = sorted({m.n_train for m in zoo + list(p.reference) if m.n_train > s.n_pool})
-            if too_big:  # fail before any training, not cell by cell
-                raise ValueError(
-                    f"zoo or reference models train on n_train = {', '.join(map(str, too_big))} images, more "
-                    f"than the training pool n_pool = {s.n_pool}; use a larger pool (it needs "
-                    "more MNIST: `invlab data fetch mnist` or the IDX files in $INVLAB_DATA/mnist)"
-                    " or a zoo whose n_train fits")
-            _train_stage(zoo + list(p.reference), p, data, store, out, checkpoints, workers,
-                         progress, executor)
-            if zoo:
-                write_zoo_table(train_zoo(zoo, data, checkpoints), out / "zoo.csv")
-            refs = builtin_test_sets(p, data, checkpoints, sets_dir)
+        names = [] if models_file is None else _user_model_names(models_file)
+        data, refs = None, []
+        if models_file is None or not test_sets:
+            data, refs = _builtin_stage(p, models_file is not None, store, out, checkpoints,
+                                        sets_dir, workers, progress, executor)
         refs += ext_refs
-        if models_file is None:
-            cells: list[Any] = [ZooMeasureCell(m, data.fingerprint, tuple(refs), s.transforms,
-                                               s.n_pool, s.data_seed, checkpoints, sets_dir, threads)
-                                for m in p.zoo]
-            fn: Any = run_zoo_measure_cell
-        else:
-            fp = file_fingerprint(models_file)
-            cells = [ExternalMeasureCell(n, fp, tuple(refs), s.transforms,
-                                         str(Path(models_file).resolve()), sets_dir, threads)
-                     for n in names]
-            fn = run_external_measure_cell
+        cells, fn = _measure_cells(p, refs, data, models_file, names, checkpoints, sets_dir)
         log.info("generalization: %d models x %d test sets", len(cells), len(refs))
-        from invlab.report.generalization import figure_test_sets
-
-        figure_test_sets(sets_dir, refs, out)
-        from invlab.sweep import atomic_write_json, cell_id
-
         atomic_write_json(out / "current_cells.json", {"cells": [cell_id(c) for c in cells],
                                                        "test_sets": [r.name for r in refs]})
         run_study(cells, fn, store, STUDY, executor=executor,
                   workers=workers, progress=progress, root=out)
         log.info("generalization finished in %.1f min", (time.perf_counter() - t0) / 60)
-        build_report(out, n_boot=s.n_boot, seed=s.boot_seed)
-        from invlab.report.html import write_html_report
-
-        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out

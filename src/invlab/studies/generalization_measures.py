@@ -22,6 +22,8 @@ from torch import nn
 from invlab.devices import study_device
 from invlab.metrics import functional as fm
 from invlab.metrics import measure
+from invlab.metrics.memory_format import channels_last_convs
+from invlab.metrics.slicing import rows_per_call
 from invlab.transforms import create_transform
 
 ROTATION_MEASURES = {"ei": "effective_invariance", "agreement": "agreement", "neg_js": "js",
@@ -56,8 +58,6 @@ def _logits(model: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
 def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float],
                   std: Sequence[float], transforms: Sequence[str] = ()) -> dict[str, float]:
     """Every measure of this module for one model on one test set (pixel images ``x``)."""
-    from invlab.metrics.memory_format import channels_last_convs
-
     dev = study_device()  # invlab study --device (the CPU by default)
     model.to(dev)
     x, y = x.to(dev), y.to(dev)
@@ -73,8 +73,6 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequ
 def _measure_model(model: nn.Module, x: torch.Tensor, xn: torch.Tensor, y: torch.Tensor,
                    norm: Callable[[torch.Tensor], torch.Tensor],
                    transforms: Sequence[str]) -> dict[str, float]:
-    from invlab.metrics.slicing import rows_per_call
-
     rows = rows_per_call(model, model, xn[:1], len(xn))  # once for every pass of this model
     lg = _logits(model, xn, rows)
     out = {"accuracy": float((lg.argmax(1) == y).float().mean()),

@@ -50,7 +50,7 @@ from invlab.sweep import (
     DynamicCell,
     Executor,
     ResultsStore,
-    StudyError,
+    cell_id,
     check,
     choose_executor,
 )
@@ -215,8 +215,6 @@ def run_genuine_cell(cell: GenuineCell, ctx: CellContext) -> CellResult:
                              "data_fingerprint": meta.get("data_fingerprint"),
                              "measure_seconds": round(time.perf_counter() - t0, 2)}
     if cell.tune is not None:
-        from invlab.sweep import cell_id
-
         extra["tune_cell"] = cell_id(cell.tune)
     if cell.figures:
         extra["figures"] = figure_data(model, test.images, test.labels, cell.train.group,
@@ -267,13 +265,12 @@ def check_sizes(p: GenuinePreset) -> None:
 def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path | None = None,
                 workers: int = 1, progress: bool = True, preset_name: str = "custom",
                 executor: str | Executor | None = None) -> Path:
-    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report.
+    """Run the study's cells into ``out`` (store ``out/store.sqlite``, resolved config);
+    returns ``out``. The report is the next step (:func:`invlab.build_report`).
 
     ``executor``: ``serial``, ``process``, ``ray`` or an Executor; default from ``workers``
     (:func:`invlab.sweep.choose_executor`). Relative ``out``/``checkpoints`` are resolved
     where each cell runs, against the driver's working directory (``CellContext.cwd``)."""
-    from invlab.report.genuine import build_report
-
     check_sizes(preset)
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
     config = {"preset": preset_name, **asdict(preset), "checkpoints": ckpt, "workers": workers,
@@ -289,17 +286,9 @@ def run_genuine(preset: GenuinePreset, out: str | Path, checkpoints: str | Path 
         order = {"ir": 1, "wt": 2, "da": 3}
         jobs = [DynamicCell(c, run_genuine_cell, STUDY, order.get(c.train.method, 2))
                 for c in cells]
-        try:
-            tune_all(tcells, store, STUDY, executor=executor, workers=workers,
-                     progress=progress, root=out, cells=jobs)
-        except StudyError:
-            build_report(out)  # report whatever finished, then name the failures
-            raise
+        tune_all(tcells, store, STUDY, executor=executor, workers=workers,
+                 progress=progress, root=out, cells=jobs)
         log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
-        build_report(out)
-        from invlab.report.html import write_html_report
-
-        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 
 

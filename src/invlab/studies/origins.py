@@ -39,16 +39,18 @@ from torch import nn
 from invlab.cache import CacheMismatch, load_or_create
 from invlab.checkpoint import CheckpointError, load_as_recorded, read_metadata
 from invlab.config import ID_IF_NOT_DEFAULT, from_dict, id_dict
-from invlab.data import TransformingData, load_source, open_images
+from invlab.data import TransformingData, load_source, open_images, parse_preprocess
 from invlab.data.transforming import Split
 from invlab.devices import model_device, study_device
 from invlab.factors import B21_FAMILIES, factors_of_variation
 from invlab.metrics import measure
 from invlab.metrics.orbit import normalizer
+from invlab.studies.common import open_study
 from invlab.studies.origins_augment import REGIMES, AugConfig, make_augment
+from invlab.studies.origins_io import file_fingerprint, iter_user_models
 from invlab.studies.presets import load_preset
 from invlab.sweep import CellContext, CellResult, check, choose_executor, run_study
-from invlab.train import TrainConfig
+from invlab.train import TrainConfig, train
 from invlab.train.loop import LR_SCHEDULES, MEMORY_FORMATS, build_model
 from invlab.transforms import create_transform
 
@@ -399,8 +401,6 @@ def builtin_model(spec: ModelSpec, data: OriginsData, checkpoints: str | Path
     A cached checkpoint is used only if it proves what it is (:func:`load_verified`), else
     retrained with one WARNING line; training runs under the entry's lock
     (:func:`invlab.cache.load_or_create`), so a concurrent run waits and reuses it."""
-    from invlab.train import train
-
     s = get_splits(data)
     if spec.regime == "untrained":
         return untrained_model(spec, s), {}, False
@@ -424,8 +424,6 @@ def builtin_model(spec: ModelSpec, data: OriginsData, checkpoints: str | Path
 
 def user_model(ref: UserModel) -> tuple[nn.Module, dict[str, list[float]]]:
     """Model ``ref.index`` of the ``--models`` file (re-initialized if ``untrained``)."""
-    from invlab.studies.origins_io import file_fingerprint, iter_user_models
-
     if file_fingerprint(ref.path) != ref.file_hash:
         raise ValueError(f"--models {ref.path} changed since the study started; use a new --out")
     for i, (name, model, norm) in enumerate(iter_user_models(ref.path)):
@@ -655,8 +653,6 @@ def model_specs(p: OriginsPreset) -> list[ModelSpec]:
 def data_config(p: OriginsPreset, data: str | None = None,
                 preprocess: str | None = None) -> OriginsData:
     if data and (Path(data).exists() or data.endswith((".npz", ".npy", ".bin"))):
-        from invlab.data import parse_preprocess
-
         spec = parse_preprocess(preprocess).spec or None  # canonical (ids), typos refused
         return OriginsData("external", p.n_train, p.n_val, p.n_test, path=str(Path(data)),
                            preprocess=spec)
@@ -680,20 +676,18 @@ def plan_builtin(p: OriginsPreset, data: OriginsData, ckpt: str
     specs = model_specs(p)
     # longest first (augmented convolutional models train longest), so neither worker idles
     # through a long tail; the order changes no result
-    train = [OriginsTrainCell(data, m, ckpt) for m in
-             sorted((m for m in specs if m.regime != "untrained"), key=_expected_cost,
-                    reverse=True)]
+    train_cells = [OriginsTrainCell(data, m, ckpt) for m in
+                   sorted((m for m in specs if m.regime != "untrained"), key=_expected_cost,
+                          reverse=True)]
     cells: list[ProfileCell | FactorCell] = [
         ProfileCell(data, m, p.n_profile, p.inner_layers, p.threads, ckpt) for m in specs]
     ref = ModelSpec(p.factor_arch, "none", p.seeds[0], p.epochs, p.batch_size, p.lr,
                     p.patience, p.threads, p.aug, p.lr_schedule, p.memory_format)
     cells.append(FactorCell(data, ref, p.n_pairs, p.threads, ckpt))
-    return train, cells
+    return train_cells, cells
 
 
 def plan_user(p: OriginsPreset, data: OriginsData, models_file: str) -> list[Any]:
-    from invlab.studies.origins_io import file_fingerprint, iter_user_models
-
     fh = file_fingerprint(models_file)
     names = [n for n, _, _ in iter_user_models(models_file)]
     if not names:
@@ -720,11 +714,9 @@ def run_origins(p: OriginsPreset, out: str | Path, checkpoints: str | Path | Non
                 workers: int = 1, progress: bool = True, preset_name: str = "custom",
                 models_file: str | None = None, data: str | None = None,
                 executor: Any = None, preprocess: str | None = None) -> Path:
-    """Run the study into ``out`` (store ``out/store.sqlite``) and build its report.
+    """Run the study's cells into ``out`` (store ``out/store.sqlite``, resolved config);
+    returns ``out``. The report is the next step (:func:`invlab.build_report`).
     ``preprocess`` (e.g. ``"resize=36,crop=32"``) applies to ``data`` given as a path."""
-    from invlab.report.origins import build_report
-    from invlab.studies.common import open_study
-
     ckpt = str(Path(checkpoints) if checkpoints else Path(out) / "checkpoints")
     dcfg = pin_data(data_config(p, data, preprocess))
     if not models_file:  # fail once, before any cell, when the models cannot be trained
@@ -745,18 +737,14 @@ def run_origins(p: OriginsPreset, out: str | Path, checkpoints: str | Path | Non
             cells = plan_user(p, dcfg, models_file)
             log.info("%d cells for the models of %s", len(cells), models_file)
         else:
-            train, cells = plan_builtin(p, dcfg, ckpt)
-            log.info("stage 1/2: %d models to train (or load from %s)", len(train), ckpt)
-            run_study(train, run_cell, store, STUDY + "-train", executor=executor,
+            train_cells, cells = plan_builtin(p, dcfg, ckpt)
+            log.info("stage 1/2: %d models to train (or load from %s)", len(train_cells), ckpt)
+            run_study(train_cells, run_cell, store, STUDY + "-train", executor=executor,
                       workers=workers, progress=progress, root=out)
         log.info("stage 2/2: %d profile/factor cells", len(cells))
         run_study(cells, run_cell, store, STUDY, executor=executor, workers=workers,
                   progress=progress, root=out)
         log.info("study finished in %.1f min", (time.perf_counter() - t0) / 60)
-        build_report(out, store)
-        from invlab.report.html import write_html_report
-
-        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return Path(out)
 
 

@@ -2,14 +2,21 @@
 
 Each study is a :class:`Study` record: its name, a one-line description, the presets of its
 YAML file (``<name>.yaml`` beside this module), the function that builds a preset, the
-function that runs it into an output folder (resumable; it writes the report at its end),
-the function that rebuilds the report from a store, and the text the CLI prints.
+function that runs its cells into an output folder (resumable; it writes the store and the
+resolved config, never a report), the function that builds its report from the store, and
+the text the CLI prints.
+
+Running and reporting are two steps: :func:`run_study` runs the cells, records
+``provenance.json`` and then calls :func:`build_report`, the one path from a store to the
+tables, figures, ``summary.json``, claims and ``report.html`` (``invlab report DIR`` calls
+it too).
 
 ```python
 import invlab
 [s.name for s in invlab.studies.list_studies()]
 # genuine, drift, spectral, origins, generalization
 out = invlab.run_study("genuine", preset="demo", out="runs/demo", workers=2)
+invlab.build_report(out)  # again, e.g. after a change to the report code
 ```
 
 ``invlab study NAME`` and ``invlab report DIR`` dispatch through :func:`get_study`, so a
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,13 +37,18 @@ from typing import Any
 
 import yaml
 
-from invlab.sweep import ConfigError
+from invlab.io import remove_stale_temps
+from invlab.sweep import ConfigError, ResultsStore, StudyError, output_lock
 
-__all__ = ["Study", "get_study", "list_studies", "register", "run_study"]
+__all__ = ["Study", "build_report", "get_study", "list_studies", "register", "run_study"]
+
+RECORD_PROVENANCE = "invlab.report.html:record_provenance"  # provenance.json of a run
+WRITE_HTML = "invlab.report.html:write_html_report"  # report.html from a folder's files
 
 
 def _ref(path: str) -> Callable[..., Any]:
-    """``"module:function"`` → the function (imported on first use, so the registry is light)."""
+    """``"module:function"`` → the function (imported on first use, so the registry is light:
+    ``import invlab`` loads no study and no report module, hence no pandas)."""
     mod, _, name = path.partition(":")
     return getattr(importlib.import_module(mod), name)  # type: ignore[no-any-return]
 
@@ -50,8 +63,11 @@ class Study:
         module: the study's module; it defines ``preset(name, **fields)`` and the runner.
         runner: name of the run function in ``module``; called as
             ``runner(preset, out, checkpoints, workers=, progress=, preset_name=, executor=,
-            **run_options)`` and returns the output folder.
-        report_module: the report module; it defines ``build_report(out)`` and ``summary``.
+            **run_options)``, it runs the cells into ``out/store.sqlite`` (and writes
+            ``config.yaml``/``config.json``) and returns the output folder.
+        report_module: the report module; it defines ``build_report(out)`` (the study's
+            tables, figures, ``summary.json`` and claims from ``out/store.sqlite``) and
+            ``summary``.
         summary: name of the function in ``report_module`` that returns the text the CLI
             prints after a run (tables and claims) from the output folder.
         run_options: keyword arguments of the runner that are not preset fields (e.g.
@@ -60,6 +76,8 @@ class Study:
             study's models (drift, spectral): keywords that are not fields of that class
             override the genuine preset they come from.
         reduced_note: printed by the CLI after a run of any preset other than ``full``.
+        report_on_failure: when cells fail, :meth:`run` still builds the tables and figures
+            of what finished (no ``report.html``) before it raises the ``StudyError``.
     """
 
     name: str
@@ -71,6 +89,7 @@ class Study:
     run_options: tuple[str, ...] = ()
     genuine_models: str = ""
     reduced_note: str = ""
+    report_on_failure: bool = False
 
     @cached_property
     def presets(self) -> tuple[str, ...]:
@@ -108,9 +127,30 @@ class Study:
 
     def run(self, preset: str | Mapping[str, Any] = "full", out: str | Path | None = None, *,
             checkpoints: str | Path | None = None, workers: int = 1, executor: Any = None,
-            progress: bool = True, **overrides: Any) -> Path:
-        """Run the study into ``out`` (default ``runs/<name>``; resumable) and write its
-        report there; returns ``out``. See :func:`run_study`."""
+            progress: bool = True, report: bool = True, **overrides: Any) -> Path:
+        """Run the study's cells into ``out`` (default ``runs/<name>``; resumable), record
+        ``provenance.json`` and, unless ``report=False``, build the report there with
+        :func:`build_report`; returns ``out``. See :func:`run_study`."""
+        out = Path("runs") / self.name if out is None else out
+        t0 = time.perf_counter()
+        try:
+            out = Path(self.run_cells(preset, out, checkpoints=checkpoints, workers=workers,
+                                      executor=executor, progress=progress, **overrides))
+        except StudyError:
+            if report and self.report_on_failure:
+                build_report(out, html=False)  # report whatever finished, then name the failures
+            raise
+        with output_lock(out):  # provenance is the run's: wall time, data sources found here
+            _ref(RECORD_PROVENANCE)(out, time.perf_counter() - t0)
+        if report:
+            build_report(out)
+        return out
+
+    def run_cells(self, preset: str | Mapping[str, Any], out: str | Path, *,
+                  checkpoints: str | Path | None = None, workers: int = 1, executor: Any = None,
+                  progress: bool = True, **overrides: Any) -> Path:
+        """Only the running step: the study's runner on the resolved preset (cells into
+        ``out/store.sqlite``, the resolved config beside it); no provenance, no report."""
         opts = {k: overrides.pop(k) for k in list(overrides) if k in self.run_options}
         p, name, genuine = self.make_preset(preset, **overrides)
         if genuine:
@@ -119,14 +159,14 @@ class Study:
             base = name if isinstance(preset, str) else str(preset.get("base", "full"))
             checkpoints = str(Path("runs") / ("checkpoints" if base == "full"
                                               else f"checkpoints-{base}"))
-        out = Path("runs") / self.name if out is None else out
-        return _ref(f"{self.module}:{self.runner}")(
+        return Path(_ref(f"{self.module}:{self.runner}")(
             p, out, str(checkpoints), workers=workers, progress=progress, preset_name=name,
-            executor=executor, **opts)
+            executor=executor, **opts))
 
     def report(self, out: str | Path) -> list[str]:
-        """Rebuild the study's tables, figures and ``summary.json`` in ``out`` from
-        ``out/store.sqlite``; returns the paths written."""
+        """The study's own report step: its tables, figures, ``summary.json`` and claims in
+        ``out`` from ``out/store.sqlite``; returns the paths written. :func:`build_report`
+        calls it (under the folder's lock, then writes ``report.html``)."""
         return list(_ref(f"{self.report_module}:build_report")(out))
 
     def summary_text(self, out: str | Path) -> str:
@@ -163,8 +203,8 @@ def get_study(name: str) -> Study:
 def run_study(name: str, preset: str | Mapping[str, Any] = "full", *,
               out: str | Path | None = None, checkpoints: str | Path | None = None,
               workers: int = 1, executor: Any = None, progress: bool = True,
-              **overrides: Any) -> Path:
-    """Run study ``name`` end to end (resumable) and write its report; returns ``out``.
+              report: bool = True, **overrides: Any) -> Path:
+    """Run study ``name`` end to end (resumable), then build its report; returns ``out``.
 
     Args:
         name: one of :func:`list_studies` (``genuine``, ``drift``, ``spectral``, ``origins``,
@@ -179,6 +219,9 @@ def run_study(name: str, preset: str | Mapping[str, Any] = "full", *,
         workers: parallel cells; ``executor``: ``"serial"``, ``"process"``, ``"ray"`` or an
             executor object (default from ``workers``, :func:`invlab.sweep.choose_executor`).
         progress: progress bars on stderr.
+        report: build the report at the end (:func:`build_report`); ``False`` runs the cells
+            only (store, config, ``provenance.json``): ``invlab.build_report(out)`` or
+            ``invlab report DIR`` builds it later, with the same files.
         **overrides: preset fields (None ignored), e.g. ``seeds=(0,)``, ``epochs=5``; and the
             study's own options: ``models_file``/``data``/``preprocess`` (origins),
             ``test_sets``/``models_file``/``preprocess`` (generalization). Drift and spectral send fields that are not
@@ -187,12 +230,48 @@ def run_study(name: str, preset: str | Mapping[str, Any] = "full", *,
     Same store, same cells and same numbers as ``invlab study NAME`` with the same preset.
     """
     return get_study(name).run(preset, out, checkpoints=checkpoints, workers=workers,
-                               executor=executor, progress=progress, **overrides)
+                               executor=executor, progress=progress, report=report,
+                               **overrides)
+
+
+def build_report(out_dir: str | Path, *, html: bool = True) -> list[str]:
+    """Build the report of the study folder ``out_dir`` from ``out_dir/store.sqlite`` alone
+    (no checkpoint, data or training): the one path from a store to its outputs.
+
+    For every registered study whose cells the store holds (in registration order), its
+    :meth:`Study.report` (tables, figures, ``summary.json``, ``claims.json``/``claims.md``);
+    then, with ``html``, ``report.html`` (:func:`invlab.report.html.write_html_report`).
+    Holds the folder's writer lock meanwhile (a running study on it raises ``OutputLocked``).
+
+    Returns:
+        The paths written, ``report.html`` last.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no results store.
+        ValueError: the store holds no registered study.
+    """
+    path = Path(out_dir) / "store.sqlite"
+    if not path.exists():
+        raise FileNotFoundError(f"no results store at {path}; run a study with --out {out_dir}")
+    with output_lock(out_dir):  # a running study on this folder would race on the files
+        remove_stale_temps(out_dir)  # .fig_*.tmp etc. of a killed report writer
+        with ResultsStore(path) as store:
+            found = {r["study"] for r in store.cells()}
+        # the genuine study's ν-tuning cells also live in drift/spectral stores ("genuine-tune")
+        written: list[str] = []
+        for study in list_studies():  # registration order: genuine, drift, spectral, ...
+            if study.name in found:
+                written += study.report(out_dir)
+        if not written:
+            raise ValueError(f"{path} holds no known study (found: {sorted(found) or 'none'})")
+        if html:
+            written.append(str(_ref(WRITE_HTML)(out_dir)))
+    return written
 
 
 register(Study(
     "genuine", "M23 Table 1, Figs. 2-3: DA vs WT vs IR", "invlab.studies.genuine",
-    "run_genuine", "invlab.report.genuine",
+    "run_genuine", "invlab.report.genuine", report_on_failure=True,
     reduced_note="a reduced run. The paper's full study is `invlab study genuine --out "
                  "results/genuine`: 2 datasets x 2 groups x 4 seeds, 300 epochs, nu tuned per "
                  "dataset and group."))

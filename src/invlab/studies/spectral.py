@@ -21,6 +21,7 @@ from typing import Any
 from invlab.data import DataConfig
 from invlab.devices import model_device
 from invlab.metrics.functional import jacobian_spectral_norm
+from invlab.studies import genuine
 from invlab.studies.common import (
     NOT_IN_ID,
     get_data,
@@ -95,9 +96,8 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
                  progress: bool = True, preset_name: str = "custom",
                  genuine_overrides: dict[str, Any] | None = None,
                  executor: str | Executor | None = None) -> Path:
-    from invlab.report.spectral import build_report
-    from invlab.studies import genuine
-
+    """Run the study's cells into ``out`` (store ``out/store.sqlite``, resolved config);
+    returns ``out``. The report is the next step (:func:`invlab.build_report`)."""
     gp = replace(genuine.preset(p.genuine_preset, **(genuine_overrides or {})),
                  datasets=("mnist",))
     config = {"preset": preset_name, **asdict(p), "genuine": asdict(gp),
@@ -126,10 +126,6 @@ def run_spectral(p: SpectralPreset, out: str | Path, checkpoints: str, workers: 
                  cells=[DynamicCell(c, run_spectral_cell, STUDY, 2 if c.tune is None else 1)
                         for c in cells])
         log.info("spectral finished in %.1f min", (time.perf_counter() - t0) / 60)
-        build_report(out)
-        from invlab.report.html import write_html_report
-
-        write_html_report(out, wall_seconds=time.perf_counter() - t0)
     return out
 
 
