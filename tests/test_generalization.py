@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import invlab
 from invlab.zoo import (
     ZooData,
     ZooModel,
@@ -202,6 +203,7 @@ def test_own_models_and_image_folder(tmp_path: Path, monkeypatch: pytest.MonkeyP
                              test_sets={"folder": str(folder), "extra": str(tmp_path / "extra.npz"),
                                         "folder2": str(folder)},
                              models_file=str(tmp_path / "zoo.py"))
+    invlab.build_report(out)  # running and reporting are two steps
     df = pd.read_csv(out / "models.csv")
     assert sorted(df.model_id.unique()) == [f"random{i}" for i in range(4)]
     assert list(df.test_set.unique()) == ["folder", "extra", "folder2"]
@@ -244,6 +246,8 @@ def test_tiny_study_end_to_end_and_resume(mnist_test_dir, tmp_path: Path,
              labels=rng.integers(0, 10, 30))
     out = run_generalization(p, tmp_path / "out", str(tmp_path / "ck"), progress=False,
                              test_sets={"mine": str(nz)})
+    assert not (out / "summary.json").exists() and not (out / "test_sets.png").exists()
+    invlab.build_report(out)  # running and reporting are two steps
     zoo = pd.read_csv(out / "zoo.csv")
     assert len(zoo) == 8 and {"model_id", "checkpoint", "id_accuracy"} <= set(zoo.columns)
     assert zoo.id_accuracy.between(0, 1).all()
@@ -260,7 +264,7 @@ def test_tiny_study_end_to_end_and_resume(mnist_test_dir, tmp_path: Path,
                                                          "cannot be evaluated") for c in s["claims"])
     assert {"all", "mlp"} <= set(s["subgroups"])  # subgroups of < 5 models are left out
     assert all(g["n_models"] >= 5 for g in s["subgroups"].values())
-    for stem in ("scatter_ei", "grid_spearman", "ranking"):
+    for stem in ("scatter_ei", "grid_spearman", "ranking", "test_sets"):
         assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.svg").exists()
     text = print_table(out)
     assert "Claims check" in text and "EI" in text

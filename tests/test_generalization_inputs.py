@@ -116,15 +116,18 @@ def test_transform_flag_reaches_the_preset(tmp_path: Path, monkeypatch: pytest.M
                                            capsys: pytest.CaptureFixture[str]) -> None:
     import invlab.report.generalization as rep
     import invlab.studies.generalization as gen
+    import invlab.studies.registry as registry
     from invlab.cli import main
 
     seen: dict[str, Any] = {}
 
     def fake_run(p: Any, out: Any, *a: Any, **k: Any) -> Any:
         seen["preset"], seen["args"], seen["kw"] = p, a, k
+        Path(out).mkdir(parents=True, exist_ok=True)
         return out
 
     monkeypatch.setattr(gen, "run_generalization", fake_run)
+    monkeypatch.setattr(registry, "build_report", lambda out, **k: [])  # the run's next step
     monkeypatch.setattr(rep, "print_table", lambda out: "table")
     rc = main(["study", "generalization", "--quick", "--out", str(tmp_path / "o"),
                "--no-progress", "--transform", "rotate:30", "--transform", "grayscale",

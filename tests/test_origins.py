@@ -234,6 +234,7 @@ def _image_folder(root: Path, n_per_class: int = 8) -> Path:
 
 @pytest.mark.slow
 def test_bring_your_own_models_and_image_folder(tmp_path: Path) -> None:
+    from invlab import build_report
     from invlab.studies.origins import preset, run_origins
 
     mf = tmp_path / "my_models.py"
@@ -242,6 +243,7 @@ def test_bring_your_own_models_and_image_folder(tmp_path: Path) -> None:
     p = preset("quick", n_profile=16, n_pairs=4, n_train=0, n_val=0)
     out = run_origins(p, tmp_path / "out", workers=1, progress=False, models_file=str(mf),
                       data=str(folder))
+    build_report(out)  # running and reporting are two steps
     s = json.loads((out / "summary.json").read_text())
     prof = s["profiles_median"]["penultimate"]
     assert set(prof) == {"tiny_a", "tiny_b"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from invlab import build_report
 from invlab.cli import main
-from invlab.report import build_report
 from test_study_genuine import REPORT_FILES, shared_tiny_study
 
 
@@ -37,7 +37,8 @@ def _wipe(root: Path) -> str:
 def test_build_report_from_the_store_alone(study_copy: Path) -> None:
     summary = _wipe(study_copy)
     written = build_report(str(study_copy / "out"))
-    assert {Path(p).name for p in written} == set(REPORT_FILES)
+    assert {Path(p).name for p in written} == {*REPORT_FILES, "report.html"}
+    assert Path(written[-1]).name == "report.html"  # rendered from the files written before
     for name in REPORT_FILES:
         assert (study_copy / "out" / name).stat().st_size > 0, name
     assert (study_copy / "out" / "summary.json").read_text() == summary
@@ -87,3 +88,18 @@ def test_bad_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert "no results store" in err
     with pytest.raises((FileNotFoundError, ValueError)):
         build_report(str(d))
+
+
+def test_cli_report_html_writes_what_build_report_writes(study_copy: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`invlab report DIR --html` is `invlab.build_report(DIR)`: the same paths, printed in
+    order, with the same content (report.html aside: it records when it was rendered)."""
+    out = study_copy / "out"
+    written = build_report(str(out))
+    assert Path(written[-1]).name == "report.html"
+    first = {p: Path(p).read_bytes() for p in written[:-1]}
+    for p in written:
+        Path(p).unlink()
+    assert main(["report", str(out), "--html"]) == 0
+    assert capsys.readouterr().out.split() == written
+    assert {p: Path(p).read_bytes() for p in first} == first

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from invlab import build_report
 from invlab.data import load_source
 
 TINY = dict(groups=("r4",), seeds=(0,), epochs=2, n_train=600, n_val=200, n_test_max=200,
@@ -30,6 +31,7 @@ def drift_dir(tmp_path_factory, mnist_test_dir, fashion_available) -> Path:  # t
     out = tmp_path_factory.mktemp("drift")
     p = preset("quick", betas=(0.0, 0.5, 1.0), n_si=5, ig_steps=4)
     run_drift(p, out / "res", str(out / "ck"), progress=False, genuine_overrides=TINY)
+    build_report(out / "res")  # running and reporting are two steps
     return out / "res"
 
 
@@ -95,6 +97,7 @@ def test_spectral_tiny(tmp_path: Path, mnist_test_dir) -> None:  # type: ignore[
     p = preset("quick", regularizers=("kl", "logit_l2_normalized"), n_eval=16)
     out = run_spectral(p, tmp_path / "res", str(tmp_path / "ck"), progress=False,
                        genuine_overrides=TINY)
+    build_report(out)  # running and reporting are two steps
     rows = json.loads((out / "summary.json").read_text())
     assert rows and all(set(r) == {"group", "method", "regularizer", "metric", "mean", "std",
                                    "n_seeds"} for r in rows)

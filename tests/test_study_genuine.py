@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from invlab import build_report
 from invlab.studies.genuine import preset, run_genuine
 from invlab.sweep import ConfigError, ResultsStore
 
@@ -65,6 +66,7 @@ def shared_tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root.mkdir(exist_ok=True)
         with chdir(root):
             run_genuine(PRESET, "out", checkpoints="ck", workers=1, progress=False)
+            build_report("out")  # running and reporting are two steps
         marker.write_text("ok")
     return root
 
@@ -188,6 +190,7 @@ def test_rerun_is_a_no_op(study: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(common, "train", no_work)
     with chdir(root):
         run_genuine(PRESET, "out", checkpoints="ck", workers=1, progress=False)
+        build_report("out")
     after = ResultsStore(root / "out" / "store.sqlite").dump(include_provenance=True)
     assert after == before
     assert (root / "out" / "summary.json").read_text() == summary

@@ -4,6 +4,7 @@ and presets are one clear error; `import invlab` installs no log handler, the CL
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,8 +112,49 @@ def test_run_study_equals_the_cli(mnist_test_dir: Path, tmp_path: Path,
     assert py == cli
     # `invlab report DIR` rebuilds through the registry: the same files, the same table
     for d in ("py", "cli"):
-        assert sorted(invlab.report.build_report(d)) == sorted(get_study("genuine").report(d))
+        assert sorted(invlab.build_report(d, html=False)) == sorted(get_study("genuine").report(d))
     assert get_study("genuine").summary_text("cli") == py_text
+
+
+# what the report step writes in a demo-preset genuine folder (nu fixed: no nu-search plot)
+DEMO_REPORT = {"summary.json", "claims.json", "claims.md", "table1_mnist.md", "table1_mnist.csv",
+               "table1_mnist.json", "report.html",
+               *[f"{stem}_mnist_r4.{ext}" for stem in ("fig2_tsne", "fig3_saliency")
+                 for ext in ("png", "svg")]}
+RUN_FILES = {"store.sqlite", "config.yaml", "config.json", "provenance.json"}
+RENDERED_AT = re.compile(rb"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d)?( ?UTC|[+-]\d\d:\d\d|Z)?")
+
+
+def _contents(d: Path) -> dict[str, bytes]:
+    """Every report file of ``d``; ``report.html`` without its render time."""
+    return {n: RENDERED_AT.sub(b"T", (d / n).read_bytes()) if n == "report.html"
+            else (d / n).read_bytes() for n in sorted(DEMO_REPORT)}
+
+
+@pytest.mark.slow  # ~15-30 s on 2 cores (demo preset, one epoch)
+def test_running_and_reporting_are_two_steps(mnist_test_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`run_study(..., report=False)` writes the store, the config and provenance.json but no
+    report file; `invlab.build_report(out)` then writes the report (report.html last), and
+    `invlab report DIR --html` writes the same files with the same content, printing them."""
+    from invlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = invlab.run_study("genuine", TINY, out="r", checkpoints="ck", progress=False,
+                           report=False)
+    assert out == Path("r")
+    run_files = {p.name for p in out.iterdir() if not p.name.startswith("store.sqlite-")}
+    assert run_files == RUN_FILES  # nothing of the report
+    written = invlab.build_report(out)
+    assert {Path(p).name for p in written} == DEMO_REPORT and written[-1].endswith("report.html")
+    first = _contents(out)
+    for p in written:
+        Path(p).unlink()
+    capsys.readouterr()
+    assert main(["report", "r", "--html"]) == 0
+    assert capsys.readouterr().out.split() == written
+    assert _contents(out) == first
 
 
 def test_import_installs_no_log_handler() -> None:
