@@ -24,13 +24,15 @@ from typing import Any
 
 import pytest
 
-from invlab import build_report
+from invlab import build_report, run_study
 from invlab.studies.genuine import preset, run_genuine
 from invlab.sweep import ConfigError, ResultsStore
 
-PRESET = preset("quick", datasets=("mnist",), groups=("r4",), methods=("wt", "da", "ir"),
-                seeds=(0,), epochs=2, patience=None, n_train=600, n_val=200,
-                n_test_max=200, n_si=20, ig_steps=8, tune_n_val_si=20, tune_max_trials=2)
+TINY: dict[str, Any] = dict(datasets=("mnist",), groups=("r4",), methods=("wt", "da", "ir"),
+                            seeds=(0,), epochs=2, patience=None, n_train=600, n_val=200,
+                            n_test_max=200, n_si=20, ig_steps=8, tune_n_val_si=20,
+                            tune_max_trials=2)
+PRESET = preset("quick", **TINY)
 N_CELLS = 4  # study `genuine`: one ν-tuning cell + WT, DA, IR
 N_TRIALS = 2  # study `genuine-nu-trials`: one cell per ν trial (tune_max_trials=2)
 SUMMARY_KEYS = {"dataset", "group", "method", "metric", "mean", "std", "n_seeds"}
@@ -65,8 +67,9 @@ def shared_tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not marker.exists():
         root.mkdir(exist_ok=True)
         with chdir(root):
-            run_genuine(PRESET, "out", checkpoints="ck", workers=1, progress=False)
-            build_report("out")  # running and reporting are two steps
+            # the cells, provenance.json, then the report (tables, figures, report.html)
+            run_study("genuine", {"base": "quick", **TINY}, out="out", checkpoints="ck",
+                      workers=1, progress=False)
         marker.write_text("ok")
     return root
 
