@@ -25,6 +25,7 @@ sixth study is one more :func:`register` call (plus its flags in ``cli/study.py`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import time
@@ -137,8 +138,9 @@ class Study:
             out = Path(self.run_cells(preset, out, checkpoints=checkpoints, workers=workers,
                                       executor=executor, progress=progress, **overrides))
         except StudyError:
-            if report and self.report_on_failure:
-                build_report(out, html=False)  # report whatever finished, then name the failures
+            if report and self.report_on_failure:  # report whatever finished, then the failures
+                with contextlib.suppress(ValueError):  # none of the study's cells finished
+                    build_report(out, html=False)
             raise
         with output_lock(out):  # provenance is the run's: wall time, data sources found here
             _ref(RECORD_PROVENANCE)(out, time.perf_counter() - t0)
