@@ -531,7 +531,8 @@ def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | Non
     from invlab.report.tables import write_table
 
     out = Path(out_dir)
-    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    doc = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    cfg = doc.get("config", doc)  # config.json: {"study", "config": the resolved preset, ...}
     n_boot = int(cfg.get("n_boot", 1000) if n_boot is None else n_boot)
     seed = int(cfg.get("boot_seed", 0) if seed is None else seed)
     long = load_long(out)
