@@ -119,9 +119,8 @@ def _batch_size(batch_size: int | None, images: torch.Tensor, dtype: torch.dtype
         rows = min(target, max(1, (budget // 4) // max(row_bytes, 1)))
         batch_size = max(2, rows // (k + 1))
     if plan.features:
-        if n < 2:
-            raise MeasureError("representation_invariance / equivariance_alignment need at "
-                               "least 2 images")
+        if n < 2:  # a derangement of the chunk's samples needs two of them
+            raise MeasureError(f"{' / '.join(plan.having('features'))} need at least 2 images")
         batch_size = max(batch_size, 2)
     return batch_size
 
@@ -263,7 +262,7 @@ def _finish(run: Run, n: int) -> None:
             f"{', '.join(run.plan.names)}; check the inputs' preprocessing and the checkpoint")
     for layer, bad in run.bad_features.items():
         raise MeasureError(
-            f"representation_invariance: NaN/inf features at layer {layer!r} for "
+            f"{', '.join(run.plan.having('features'))}: NaN/inf features at layer {layer!r} for "
             f"{int(bad.sum())} of {n} samples (on x or on some T·x; first sample indices: "
             f"{bad.nonzero().flatten()[:5].tolist()}); check the model and the inputs")
     checks.check_finite_results(run.per, n)
