@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab.devices import DeviceError, resolve_device
 from invlab.metrics import checks
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture, resolve_layers
@@ -434,8 +435,6 @@ def measure(
                  resolve_request(metrics, options, legacy), batch_size, generator, progress)
     if device is None:
         return _measure(call, None)
-    from invlab.devices import DeviceError, resolve_device
-
     try:
         target = resolve_device(device, where="device")
     except DeviceError as e:
