@@ -560,7 +560,9 @@ REGISTRY: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 assert all(s.config.name == s.name for s in _SPECS), "a MetricSpec's config names another metric"
 
 METRICS: dict[str, str] = {s.name: s.description for s in _SPECS}
-"""Metric names accepted by :func:`invlab.metrics.measure` and one-line descriptions."""
+"""Every registered metric's name and one-line description: the names
+:func:`invlab.metrics.measure` accepts, and ``factors_of_variation``, which it refuses
+(:func:`check_measurable`)."""
 
 ALIASES: dict[str, str] = {
     "li": "logit_l2",
