@@ -54,6 +54,7 @@ from invlab.metrics.transform import resolve_transform
 __all__ = ["METHODS", "bilinear_warp", "check_family", "check_in_measure", "lie_derivative",
            "lie_forward", "lie_values"]
 
+
 def _forward(net: Any, cap: FeatureCapture | None, layer: str | None,
              x: torch.Tensor) -> torch.Tensor:
     if cap is None:
