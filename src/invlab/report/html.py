@@ -32,6 +32,7 @@ from string import Template
 from typing import Any
 
 from invlab.data import DataError, load_source
+from invlab.report.claims import read_claims, render_html
 from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json, atomic_write_text
 from invlab.sweep.provenance import git_revision, invlab_version
@@ -400,8 +401,6 @@ def _claims_section(out: Path) -> tuple[str, str]:
     """The claims check as the page's first section, rendered from ``claims.json``
     (:mod:`invlab.report.claims`). A directory written before claims were records (only
     ``claims.md``) shows that file as text, without a badge."""
-    from invlab.report.claims import read_claims, render_html
-
     cs = read_claims(out)
     if cs is not None:
         return "Claims check", render_html(cs)
