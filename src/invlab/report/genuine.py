@@ -34,14 +34,11 @@ PAPER_MNIST: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {
 }
 PAPER_METRICS = frozenset(m for row in PAPER_MNIST.values() for m in row)
 """The metrics M23's Table 1 reports (each gets a ``paper`` column on MNIST)."""
-METRIC_COLS: list[tuple[str, str, int]] = [
-    ("accuracy", "acc %", 1),
-    *[(m, column_label(m), digits) for m, digits in (("logit_l2", 2), ("kl", 3),
-                                                     ("saliency_similarity", 2),
-                                                     ("effective_invariance", 2))],
-    ("nu", "ν", 3)]
-"""Table 1's columns: (stored metric, header, decimals). An invariance measure's header is
-its short name and better direction from the metric registry (``LI ↓``, ``SI ↑``)."""
+METRIC_COLS: list[tuple[str, str | None, int]] = [
+    ("accuracy", "acc %", 1), ("logit_l2", None, 2), ("kl", None, 3),
+    ("saliency_similarity", None, 2), ("effective_invariance", None, 2), ("nu", "ν", 3)]
+"""Table 1's columns: (stored metric, header, decimals). A header of None is the metric's
+short name and better direction from the metric registry (``LI ↓``, ``SI ↑``)."""
 SUMMARY_METRICS = {"accuracy", "logit_l2", "kl", "effective_invariance", "saliency_similarity",
                    "nu", "epochs_run", "val_accuracy"}
 METHOD_ORDER = {"wt": 0, "da": 1, "ir": 2}
@@ -72,7 +69,8 @@ def table_frame(summary: list[dict[str, Any]], dataset: str) -> pd.DataFrame:
     out = []
     for g, m in keys:
         row: dict[str, Any] = {"group": g.upper(), "method": m.upper()}
-        for metric, col, digits in METRIC_COLS:
+        for metric, header, digits in METRIC_COLS:
+            col = column_label(metric) if header is None else header
             s = by.get((g, m, metric))
             row[col] = fmt_pm(s["mean"], s["std"], s["n_seeds"], digits) if s else "–"
             if dataset == "mnist" and metric in PAPER_METRICS:
