@@ -26,7 +26,7 @@ from invlab.metrics.orbit import Normalized
 from invlab.report import figures
 from invlab.report.claims import write_claims
 from invlab.report.html import escape, html_figures, html_table, read_figures, render_page
-from invlab.report.metric_labels import axis_label, higher_is_better, upper_bound
+from invlab.report.metric_labels import axis_label, higher_is_better, resolve, short_name, upper_bound
 
 # --------------------------------------------------------------------------- figures
 
@@ -153,8 +153,8 @@ def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
     ax.set_xlabel(f"{family} magnitude" + (f" ({unit})" if unit else ""), fontsize=10)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels() if ax2 is not None else ([], [])
-    # outside the axes, right of the DI axis: it covers no curve
-    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper left", bbox_to_anchor=(1.16, 1.0),
+    # outside the axes, right of the DI axis and its label: it covers no curve
+    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper left", bbox_to_anchor=(1.2, 1.0),
               borderaxespad=0, frameon=False)
     ax.set_title(f"invariance profile: {entry['name']}", fontsize=10)
     fig.tight_layout()
@@ -184,10 +184,18 @@ TABLE_COLUMNS = [("kl", "DI (KL)"), ("logit_l2", "LI (logit L2)"),
                  ("accuracy", "accuracy(T·x)"), ("saliency_similarity", "SI")]
 
 
+def _layer_columns(met: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(key, label)`` of the measured metrics beside :data:`TABLE_COLUMNS`: representation
+    invariance per layer, labelled with the registry's short name and the layer (``RI``,
+    ``RI@conv1``)."""
+    fixed = {k for k, _ in TABLE_COLUMNS}
+    return [(k, short_name(k) + k[len(r[0].name):]) for k in met
+            if k not in fixed and (r := resolve(k)) is not None]
+
+
 def _rows(entry: dict[str, Any], per_member: bool) -> list[list[str]]:
     met = entry["metrics"]
-    ri = [k for k in met if k.startswith("representation_invariance")]
-    cols = [k for k, _ in TABLE_COLUMNS] + ri
+    cols = [k for k, _ in TABLE_COLUMNS + _layer_columns(met)]
     if not per_member:
         return [[entry["name"], entry["verdict"], *[_fmt(entry["mean"].get(c)) for c in cols]]]
     return [[n, v["verdict"], *[_fmt(None if met.get(c) is None else met[c][j]) for c in cols]]
@@ -195,9 +203,8 @@ def _rows(entry: dict[str, Any], per_member: bool) -> list[list[str]]:
 
 
 def _columns(doc: dict[str, Any]) -> list[str]:
-    ri = [k for k in doc["transforms"][0]["metrics"] if k.startswith("representation_invariance")]
-    return ["transform", "verdict", *[label for _, label in TABLE_COLUMNS],
-            *[("RI" + k[len("representation_invariance"):]) for k in ri]]
+    extra = _layer_columns(doc["transforms"][0]["metrics"])
+    return ["transform", "verdict", *[label for _, label in TABLE_COLUMNS + extra]]
 
 
 _LI = {"holds": "pass", "does not hold": "fail", CANNOT: "na"}

@@ -24,6 +24,7 @@ from invlab.metrics.functional.factors import (  # noqa: E402
     chance_alignment,
     class_specificity,
 )
+from invlab.metrics.registry import summary_statistic  # noqa: E402
 from invlab.report.claims import ClaimSet, accuracy_gate, decide, read_claims, render_text, write_claims  # noqa: E402
 from invlab.report.figures import pyplot, save  # noqa: E402
 from invlab.report.metric_labels import axis_label, upper_bound  # noqa: E402
@@ -47,6 +48,8 @@ RI = "representation_invariance"
 """The metric of every profile (B21's representation invariance; stored as ``ri:...``)."""
 RI_TOP = upper_bound([RI], 1.0)
 """RI's largest value (the metric registry's range: 1 = invariant), where the axes stop."""
+RI_STAT = summary_statistic(RI)
+"""The statistic the profiles show: RI's summary in the metric registry (B21's median)."""
 
 
 # ------------------------------------------------------------------------------ load
@@ -118,7 +121,7 @@ def training_table(rows: list[tuple[str, str, int, str, float]]) -> pd.DataFrame
 
 def medians(prof: pd.DataFrame, layer: str = "penultimate") -> pd.DataFrame:
     """Seed-mean of the per-cell medians: index (arch, regime, transform), columns mag."""
-    d = prof[(prof.stat == "median") & (prof.layer == layer)]
+    d = prof[(prof.stat == RI_STAT) & (prof.layer == layer)]
     return d.groupby(["arch", "regime", "transform", "mag"])["value"].mean().unstack("mag")
 
 
