@@ -143,3 +143,12 @@ def test_audit_verdict_rules_point_the_registry_s_way(monkeypatch: pytest.Monkey
     _flip(monkeypatch, "kl")
     assert rules_text(OUTPUT_RULES, THRESHOLDS) == "DI ≥ 0.05 and agreement ≥ 0.95"
     assert verdict(0.01, 1.0, 0.95, True)[0] == "not invariant"
+
+
+def test_generalization_measures_all_point_up() -> None:
+    """The generalization report compares signed ρ(accuracy, measure) across measures ("stronger
+    but negative"): that needs every invariance measure oriented higher = more invariant, as
+    the registry says of EI and agreement and of the negated −JS, −KL, −LI."""
+    from invlab.report.generalization import INVARIANCE_MEASURES
+
+    assert all(ml.higher_is_better(m) is True for m in INVARIANCE_MEASURES)

@@ -107,7 +107,8 @@ def _profile_scores(ax: Any, xs: list[float], met: dict[str, Any]) -> None:
     ax.set_ylim(lo - 0.05 * (top - lo) - 0.02, top + 0.05)
     if lo < 0:
         ax.axhline(0, color="0.6", lw=0.6, ls=":")
-    ax.set_ylabel(axis_label(f"score ({top:g} = invariant)", names[0][0]), fontsize=10)
+    ax.set_ylabel(axis_label(f"score ({top:g} = invariant)", names[0][0] if names else ""),
+                  fontsize=10)
 
 
 def _profile_errors(ax: Any, xs: list[float], met: dict[str, Any]) -> Any:
