@@ -146,7 +146,8 @@ def test_each_metric_declares_its_options_and_defaults() -> None:
                      r"measure-wide members, include_identity, n_si, num_workers, "
                      r"memory_budget_bytes; per metric \(saliency_similarity: n_steps, "
                      r"ig_method, baseline, ratio, kernel_size, sigma, boundary; "
-                     r"representation_invariance: distance\)"),
+                     r"representation_invariance: distance; lie_derivative: eps, method, "
+                     r"at, layer\)"),
     ({"SI": {"steps": 4}}, r"unknown option 'steps' for metric saliency_similarity in "
                            r"options\['SI'\]; valid options: n_steps, ig_method, baseline, "
                            r"ratio, kernel_size, sigma, boundary"),

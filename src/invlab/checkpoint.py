@@ -14,10 +14,13 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from invlab._version import __version__
+from invlab.cache import CacheMismatch
 from invlab.errors import InvlabError
 from invlab.io import atomic_write, remove_stale_temps
 from invlab.models import GroupPooled, WeightTied, create_model, list_models
@@ -92,8 +95,6 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, factory: 
         >>> save_checkpoint(my_cnn, "cnn.safetensors", factory="mylab.models:cnn",
         ...                 factory_kwargs={"width": 32})
     """
-    from safetensors.torch import save_file
-
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     meta = {**_describe(model, factory, factory_kwargs), **metadata,
@@ -104,7 +105,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, factory: 
         raise CheckpointError(f"checkpoint metadata must be JSON-serializable: {e}") from e
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     remove_stale_temps(p.parent)
-    atomic_write(p, lambda tmp: save_file(tensors, str(tmp), metadata={"invlab": meta_json}))
+    atomic_write(p, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata={"invlab": meta_json}))
     return p
 
 
@@ -128,8 +129,6 @@ def _check_header(p: Path) -> None:
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint's invlab metadata, without loading weights."""
-    from safetensors import safe_open
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {p}")
@@ -282,8 +281,6 @@ def _validate_wrapper(wrapper: Any, p: Path) -> None:
 
 def _header_shapes(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{name: (shape, dtype)}`` from the safetensors header, without loading tensors."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(p), framework="pt") as f:
             return {k: (tuple(f.get_slice(k).get_shape()), str(f.get_slice(k).get_dtype()))
@@ -315,8 +312,6 @@ def _build(meta: dict[str, Any], p: Path) -> nn.Module:
         raise CheckpointError(f"{p}: metadata does not describe a known model ({e})") from e
     wrapper = meta.get("wrapper") or {}
     if "weight_tied" in wrapper:
-        from invlab.models import WeightTied
-
         wt = wrapper["weight_tied"]
         try:
             model = WeightTied(model, wt["group"], in_shape=wt["in_shape"])
@@ -374,15 +369,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
             metadata, or weights that do not match the model the metadata describes (names
             the keys/shapes).
     """
-    from safetensors.torch import load_file
-
     p = Path(path)
     remove_stale_temps(p.parent)
     meta = read_metadata(p)  # schema-validated
     check_shapes(meta, p)    # header vs a meta-device model: nothing allocated yet
     model = _build(meta, p)
     try:
-        state = load_file(str(p))
+        state = safetensors.torch.load_file(str(p))
     except Exception as e:
         raise CheckpointError(f"{p}: corrupt safetensors file ({e})") from e
     model.load_state_dict(state, strict=True)
@@ -398,8 +391,6 @@ def load_as_recorded(path: str | os.PathLike[str], meta: dict[str, Any]
     Raises:
         invlab.cache.CacheMismatch: unreadable, or changed since ``meta`` was read.
     """
-    from invlab.cache import CacheMismatch
-
     try:
         model, loaded = load_checkpoint(path)
     except (CheckpointError, OSError) as e:

@@ -38,7 +38,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any, TypeVar, Union
 
@@ -190,139 +190,208 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Coerce ``value`` to annotation ``tp`` where the conversion is obvious, else raise."""
+def _mismatch(value: Any, tp: Any, path: str) -> ConfigError:
+    """The one message for a value that does not fit its annotation."""
+    return ConfigError(path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
-    def fail(extra: str = "") -> ConfigError:
-        return ConfigError(
-            path,
-            f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}{extra}",
-        )
 
-    if tp is Any or tp is object:
+def _coerce_union(value: Any, tp: Any, path: str) -> Any:
+    """``Optional[X]`` / ``X | Y``: None where allowed, an exact member type as is, else the
+    first member the value coerces to."""
+    args = typing.get_args(tp)
+    if value is None:
+        if _NoneType in args:
+            return None
+        raise _mismatch(value, tp, path)
+    # exact type match first, so Union[int, str] keeps "3" a str
+    for a in args:
+        if a is not _NoneType and isinstance(a, type) and type(value) is a:
+            return value
+    for a in args:
+        if a is _NoneType:
+            continue
+        try:
+            return _coerce(value, a, path)
+        except ConfigError:
+            pass
+    raise _mismatch(value, tp, path)
+
+
+def _coerce_literal(value: Any, tp: Any, path: str) -> Any:
+    """``Literal[...]``: an allowed value of the same type, else one the value coerces to."""
+    allowed = typing.get_args(tp)
+    for a in allowed:
+        if value == a and type(value) is type(a):
+            return a
+    for a in allowed:  # "3" -> 3 for Literal[1, 3] from the command line
+        try:
+            if _coerce(value, type(a), path) == a:
+                return a
+        except ConfigError:
+            pass
+    raise ConfigError(path, f"expected one of {list(allowed)}, got {value!r}")
+
+
+def _coerce_sequence(value: Any, tp: Any, path: str) -> Any:
+    """``tuple[X, Y]`` (fixed length), ``tuple[X, ...]``, ``list[X]``, ``set[X]``,
+    ``frozenset[X]``: any list/tuple/set (not a str), item by item."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise _mismatch(value, tp, path)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(value) != len(args):
+            raise ConfigError(
+                path, f"expected {len(args)} items ({_type_name(tp)}), got {len(value)}"
+            )
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in
+                     enumerate(zip(value, args)))
+    elem = args[0] if args else Any
+    items = [_coerce(v, elem, f"{path}[{i}]") for i, v in enumerate(value)]
+    return origin(items)
+
+
+def _coerce_mapping(value: Any, tp: Any, path: str) -> Any:
+    """``dict[str, X]`` / ``Mapping[str, X]`` / ``dict``: keys as str, values coerced."""
+    if not isinstance(value, Mapping):
+        raise _mismatch(value, tp, path)
+    args = typing.get_args(tp)
+    vt = args[1] if len(args) == 2 else Any
+    return {str(k): _coerce(v, vt, f"{path}.{k}") for k, v in value.items()}
+
+
+def _coerce_dataclass(value: Any, tp: Any, path: str) -> Any:
+    """A nested config: an instance as is, a mapping through :func:`from_dict`."""
+    if isinstance(value, tp):
         return value
+    if isinstance(value, Mapping):
+        return from_dict(tp, value, _prefix=path)
+    raise _mismatch(value, tp, path)
+
+
+def _coerce_enum(value: Any, tp: Any, path: str) -> Any:
+    """An Enum: a member as is, else by value, else by name."""
+    if isinstance(value, tp):
+        return value
+    try:
+        return tp(value)
+    except ValueError:
+        try:
+            return tp[value]
+        except (KeyError, TypeError):
+            pass
+    raise ConfigError(path, f"expected one of {[m.value for m in tp]}, got {value!r}")
+
+
+def _coerce_bool(value: Any, tp: Any, path: str) -> bool:
+    """A bool, 0/1, or true/yes/on/1 and false/no/off/0 (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _mismatch(value, tp, path)
+
+
+def _coerce_int(value: Any, tp: Any, path: str) -> int:
+    """An int (not a bool), a whole float, or a str spelling either."""
+    if isinstance(value, bool):
+        raise _mismatch(value, tp, path)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+        try:
+            f = float(value)
+        except ValueError:
+            raise _mismatch(value, tp, path) from None
+        if f.is_integer():
+            return int(f)
+    raise _mismatch(value, tp, path)
+
+
+def _coerce_float(value: Any, tp: Any, path: str) -> float:
+    """An int or float (not a bool), or a str spelling one."""
+    if isinstance(value, bool):
+        raise _mismatch(value, tp, path)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            raise _mismatch(value, tp, path) from None
+    raise _mismatch(value, tp, path)
+
+
+def _coerce_str(value: Any, tp: Any, path: str) -> str:
+    """A str, or a path as its str."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    raise _mismatch(value, tp, path)
+
+
+def _coerce_path(value: Any, tp: Any, path: str) -> Any:
+    """A ``Path``-like annotation: from a str or another path."""
+    if isinstance(value, (str, PurePath)):
+        return tp(value)
+    raise _mismatch(value, tp, path)
+
+
+def _coerce_instance(value: Any, tp: Any, path: str) -> Any:
+    """Any other class: an instance is accepted as is, nothing is converted."""
+    if isinstance(value, tp):
+        return value
+    raise _mismatch(value, tp, path)
+
+
+_Coercer = Callable[[Any, Any, str], Any]
+_SCALARS: dict[type, _Coercer] = {
+    bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str,
+}
+
+
+def _coercer_for(tp: Any) -> _Coercer | None:
+    """The coercer for annotation ``tp``, by its form; None for a form left unchecked
+    (``Any``, a string forward reference, a TypeVar, …)."""
+    if tp is Any or tp is object:
+        return None
     if _is_union(tp):
-        args = typing.get_args(tp)
-        if value is None:
-            if _NoneType in args:
-                return None
-            raise fail()
-        # exact type match first, so Union[int, str] keeps "3" a str
-        for a in args:
-            if a is not _NoneType and isinstance(a, type) and type(value) is a:
-                return value
-        errors = []
-        for a in args:
-            if a is _NoneType:
-                continue
-            try:
-                return _coerce(value, a, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise fail()
+        return _coerce_union
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
-        allowed = typing.get_args(tp)
-        for a in allowed:
-            if value == a and type(value) is type(a):
-                return a
-        for a in allowed:  # "3" -> 3 for Literal[1, 3] from the command line
-            try:
-                if _coerce(value, type(a), path) == a:
-                    return a
-            except ConfigError:
-                pass
-        raise ConfigError(path, f"expected one of {list(allowed)}, got {value!r}")
+        return _coerce_literal
     if origin in (tuple, list, set, frozenset):
-        if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
-            raise fail()
-        args = typing.get_args(tp)
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise ConfigError(
-                    path, f"expected {len(args)} items ({_type_name(tp)}), got {len(value)}"
-                )
-            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in
-                         enumerate(zip(value, args)))
-        elem = args[0] if args else Any
-        items = [_coerce(v, elem, f"{path}[{i}]") for i, v in enumerate(value)]
-        return origin(items)
+        return _coerce_sequence
     if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise fail()
-        args = typing.get_args(tp)
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(v, vt, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, Mapping):
-            return from_dict(tp, value, _prefix=path)
-        raise fail()
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        if isinstance(value, tp):
-            return value
-        try:
-            return tp(value)
-        except ValueError:
-            try:
-                return tp[value]
-            except (KeyError, TypeError):
-                pass
-        raise ConfigError(path, f"expected one of {[m.value for m in tp]}, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise fail()
-    if tp is int:
-        if isinstance(value, bool):
-            raise fail()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-            try:
-                f = float(value)
-            except ValueError:
-                raise fail() from None
-            if f.is_integer():
-                return int(f)
-        raise fail()
-    if tp is float:
-        if isinstance(value, bool):
-            raise fail()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise fail() from None
-        raise fail()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, PurePath):
-            return str(value)
-        raise fail()
-    if isinstance(tp, type) and issubclass(tp, PurePath):
-        if isinstance(value, (str, PurePath)):
-            return tp(value)
-        raise fail()
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise fail()
-    return value  # unknown annotation form: leave as is
+        return _coerce_mapping
+    if not isinstance(tp, type):
+        return None
+    if dataclasses.is_dataclass(tp):
+        return _coerce_dataclass
+    if issubclass(tp, enum.Enum):
+        return _coerce_enum
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    if issubclass(tp, PurePath):
+        return _coerce_path
+    return _coerce_instance
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Coerce ``value`` to annotation ``tp`` where the conversion is obvious, else raise
+    :class:`ConfigError` naming ``path``. Dispatches on the annotation's form
+    (:func:`_coercer_for`); an unknown form leaves the value as is."""
+    coercer = _coercer_for(tp)
+    return value if coercer is None else coercer(value, tp, path)
 
 
 @functools.cache

@@ -23,6 +23,7 @@ from torch import nn
 
 from invlab.metrics.features import FeatureCapture, resolve_layers
 from invlab.metrics.functional.factors import (
+    B21_FAMILIES,
     factor_deltas,
     factor_stats,
     rank_factors,
@@ -32,11 +33,6 @@ from invlab.metrics.orbit import normalizer
 from invlab.transforms import Family, create_transform
 
 __all__ = ["B21_FAMILIES", "FactorResult", "embed", "factors_of_variation"]
-
-B21_FAMILIES: tuple[str, ...] = (
-    "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "zoom_in", "zoom_out",
-    "posterize", "solarize", "brightness_up", "brightness_down", "contrast_up", "contrast_down")
-"""B21's 13 transformations (invlab family names), geometric first."""
 
 GEOMETRIC: frozenset[str] = frozenset(B21_FAMILIES[:7])
 

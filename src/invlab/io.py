@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import socket
 import tempfile
 import time
@@ -123,8 +124,6 @@ def private_temp_path(path: str | os.PathLike[str]) -> Path:
     """A fresh name ``.<name>~<host>.<pid>.<random>.tmp`` beside ``path`` (no file is
     created), in the temporary format :func:`remove_stale_temps` understands: a process that
     dies while holding it leaves a file the next clean-up removes."""
-    import secrets
-
     p = Path(path)
     return p.parent / f".{p.name}~{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 

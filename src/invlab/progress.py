@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+from tqdm.auto import tqdm
+
 __all__ = ["LogProgress", "fmt_seconds", "progress_bar"]
 
 DEFAULT_INTERVAL = 10.0
@@ -208,8 +210,6 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, total: float | None =
         except ValueError:
             raise ValueError(f"INVLAB_PROGRESS_INTERVAL must be a number of seconds, found "
                              f"{env_interval!r}") from None
-    from tqdm.auto import tqdm
-
     if disable or mode == "off":
         return tqdm(iterable, total=total, disable=True)
     notebook = "ipykernel" in sys.modules and stream is sys.stderr  # tqdm.auto: a widget

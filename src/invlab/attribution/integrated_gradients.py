@@ -196,36 +196,68 @@ def integrated_gradients(
         >>> attr.shape, float(delta.abs().max()) < 1e-5
         (torch.Size([3, 1, 2, 2]), True)
     """
+    _check_inputs(inputs, memory_budget_bytes)
+    steps, alphas = quadrature(method, n_steps)
+    n = inputs.shape[0]
+    x = inputs.detach()
+    base = _expand_baseline(baselines, x)
+    tgt = _target_index(target, n, x.device)
+    if n == 0:
+        total = torch.zeros_like(x)
+        return (total, x.new_zeros(0)) if return_convergence_delta else total
+    diff = x - base
+    zero_base = not isinstance(baselines, torch.Tensor) and float(baselines) == 0.0
+    rows = _chunk_rows(forward, x, memory_budget_bytes)
+    total = _step_weighted_gradients(forward, diff, None if zero_base else base, tgt,
+                                     steps, alphas, rows, on_chunk)
+    attributions = total * diff
+    if not return_convergence_delta:
+        return attributions
+    delta = attributions.flatten(1).sum(1) - _endpoint_difference(
+        forward, x, base, tgt, rows
+    )
+    return attributions, delta
+
+
+def _check_inputs(inputs: torch.Tensor, memory_budget_bytes: int) -> None:
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 1:
         raise ValueError("inputs must be a tensor [N, ...]")
     if not inputs.is_floating_point():
         raise ValueError(f"inputs must be floating point, found {inputs.dtype}")
     if memory_budget_bytes <= 0:
         raise ValueError(f"memory_budget_bytes must be > 0, found {memory_budget_bytes}")
-    steps, alphas = quadrature(method, n_steps)
-    n = inputs.shape[0]
-    x = inputs.detach()
-    base = _expand_baseline(baselines, x)
-    tgt = _target_index(target, n, x.device)
-    total = torch.zeros_like(x)
-    if n == 0:
-        return (total, x.new_zeros(0)) if return_convergence_delta else total
-    diff = x - base
-    zero_base = not isinstance(baselines, torch.Tensor) and float(baselines) == 0.0
-    alpha_t = torch.tensor(alphas, dtype=x.dtype, device=x.device)
-    step_t = torch.tensor(steps, dtype=x.dtype, device=x.device)
+
+
+def _chunk_rows(forward: Forward, x: torch.Tensor, memory_budget_bytes: int) -> int:
+    """Interpolated inputs per forward/backward pass: as many as the memory budget allows
+    (autograd's saved bytes per row, probed), at most :data:`MAX_CHUNK_ROWS`, and within
+    :data:`CHUNK_BYTES` for rows small enough to fit it."""
     per_row = _bytes_per_row(forward, x)
     # the cache-sized cap helps only rows that fit it; a row beyond it (a 224-px ImageNet
     # model saves ~80 MiB per row) would run one row per pass, far slower than the
     # memory budget allows (EfficientNet-Lite0: benchmarks/bench_pretrained.py)
     budget = min(memory_budget_bytes, CHUNK_BYTES if per_row <= CHUNK_BYTES // 4
                  else memory_budget_bytes)
-    rows = max(1, min(MAX_CHUNK_ROWS, int(budget // max(per_row, 1))))
-    # A chunk is a block of samples × a block of steps (all steps of several samples when
-    # they fit): the interpolated inputs are written once, by broadcasting, into the chunk.
+    return max(1, min(MAX_CHUNK_ROWS, int(budget // max(per_row, 1))))
+
+
+def _step_weighted_gradients(forward: Forward, diff: torch.Tensor, base: torch.Tensor | None,
+                             tgt: torch.Tensor | None, steps: list[float], alphas: list[float],
+                             rows: int, on_chunk: Callable[[int], None] | None) -> torch.Tensor:
+    r"""``Σ_s w_s ∂f_t(b + α_s (x − b))/∂x`` ``[N, *D]`` (``diff = x − b``; ``base`` None
+    for the zero baseline), in chunks of at most ``rows`` interpolated inputs.
+
+    A chunk is a block of samples × a block of steps (all steps of several samples when
+    they fit): the interpolated inputs are written once, by broadcasting, into the chunk,
+    and one backward pass of ``Σ_s w_s f_t(x_s)`` yields the step-weighted gradients.
+    """
+    n, n_steps = diff.shape[0], len(alphas)
+    alpha_t = torch.tensor(alphas, dtype=diff.dtype, device=diff.device)
+    step_t = torch.tensor(steps, dtype=diff.dtype, device=diff.device)
+    total = torch.zeros_like(diff)
     s_blk = min(n_steps, rows)
     i_blk = max(1, rows // s_blk)
-    dims = x.shape[1:]
+    dims = diff.shape[1:]
     feat = (1,) * len(dims)
     with torch.enable_grad():
         for i0 in range(0, n, i_blk):
@@ -235,9 +267,9 @@ def integrated_gradients(
             for s0 in range(0, n_steps, s_blk):
                 s1 = min(s0 + s_blk, n_steps)
                 ns = s1 - s0
-                scaled = torch.empty((m, ns, *dims), dtype=x.dtype, device=x.device)
+                scaled = torch.empty((m, ns, *dims), dtype=diff.dtype, device=diff.device)
                 torch.mul(d, alpha_t[s0:s1].view(1, ns, *feat), out=scaled)
-                if not zero_base:
+                if base is not None:
                     scaled.add_(base[i0:i1].unsqueeze(1))
                 scaled.requires_grad_(True)
                 out = forward(scaled.view(m * ns, *dims))
@@ -247,13 +279,7 @@ def integrated_gradients(
                 total[i0:i1] += _weighted_grad((out * step_t[s0:s1]).sum(), scaled).sum(1)
                 if on_chunk is not None:
                     on_chunk(m * ns)
-    attributions = total * diff
-    if not return_convergence_delta:
-        return attributions
-    delta = attributions.flatten(1).sum(1) - _endpoint_difference(
-        forward, x, base, tgt, rows
-    )
-    return attributions, delta
+    return total
 
 
 def _weighted_grad(objective: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

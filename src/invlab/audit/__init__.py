@@ -42,6 +42,7 @@ from invlab.audit.measuring import (
 from invlab.audit.rendering import format_summary, profile_plot, render_audit_html, saliency_grid, write_audit
 from invlab.audit.verdicts import CANNOT, HEALTH, THRESHOLDS, audit_claims, model_health, verdict
 from invlab.errors import InvlabError, check_writable, user_code_error
+from invlab.sweep.provenance import invlab_version
 
 __all__ = ["CANNOT", "DEFAULT_TRANSFORMS", "HEALTH", "OUTPUT_METRICS", "THRESHOLDS",
            "AuditError", "AuditSettings", "audit", "audit_claims", "call_factory",
@@ -55,8 +56,6 @@ def audit(model_spec: str, data_spec: str | None, settings: AuditSettings | None
           preprocess: str | None = None) -> dict[str, Any]:
     """Load, measure, write: the whole ``invlab audit`` (returns the audit.json document).
     ``preprocess`` (e.g. ``"resize=256,crop=224"``) applies to image files and ``photos``."""
-    from invlab.sweep.provenance import invlab_version
-
     s = settings or AuditSettings()
     if out is not None:  # preflight: a read-only --out fails now, not after the audit
         check_writable(out, "--out")

@@ -15,8 +15,16 @@ import torch
 from torch import nn
 
 from invlab.audit.verdicts import THRESHOLDS, _summarize, model_health
+from invlab.checkpoint import load_checkpoint
+from invlab.data import load_for_checkpoint, load_source, open_images
 from invlab.errors import InvlabError
+from invlab.metrics import measure
+from invlab.metrics.functional import jacobian_spectral_norm
+from invlab.metrics.orbit import Normalized
 from invlab.models.factory import FactoryError, build_from_factory, import_factory
+from invlab.models.pretrained import PRETRAINED, PretrainedError, load_pretrained
+from invlab.progress import progress_bar
+from invlab.transforms import TransformError, create_transform
 
 DEFAULT_TRANSFORMS = ("r4", "rotate", "translate_x", "brightness_up")
 OUTPUT_METRICS = ("kl", "logit_l2", "effective_invariance", "agreement")
@@ -113,8 +121,6 @@ def load_user_model(spec: str, device: str = "cpu"
     """
     p = Path(spec)
     info: dict[str, Any] = {"spec": spec}
-    from invlab.models.pretrained import PRETRAINED, PretrainedError, load_pretrained
-
     if spec in PRETRAINED and not p.exists():  # a pretrained name: efficientnet_lite0
         try:
             model = load_pretrained(spec)
@@ -123,8 +129,6 @@ def load_user_model(spec: str, device: str = "cpu"
         norm = check_normalization(model.normalization, f"--model {spec}")
         info.update(kind="pretrained", preprocess=model.preprocess)
     elif p.suffix == ".safetensors" or (p.is_file() and ":" not in p.name):
-        from invlab.checkpoint import load_checkpoint
-
         model, meta = load_checkpoint(p)
         norm = meta.get("normalization") or {"mean": [0.0], "std": [1.0]}
         info.update(kind="checkpoint", metadata=meta)
@@ -151,8 +155,6 @@ def _read_external(spec: str, limit: int, seed: int, preprocess: str | None
     """Images of a path (``.npz``, ``.npy``, CIFAR ``.bin``, an image folder) or ``photos``,
     read lazily by :func:`invlab.data.open_images` (its errors name the file): only the
     ``limit`` images of the seeded subset are decoded. Labels are None for unlabelled data."""
-    from invlab.data import open_images
-
     ds = open_images(spec, preprocess=preprocess)
     total = len(ds)
     idx = torch.arange(total)
@@ -194,15 +196,11 @@ def load_audit_data(spec: str, info: dict[str, Any], limit: int, seed: int = 0,
         raise AuditError(f"--preprocess applies to image files (a folder, .npz, .npy, .bin or "
                          f"photos), not to the invlab source {spec!r}")
     if meta is not None:
-        from invlab.data import load_for_checkpoint
-
         x, y = load_for_checkpoint(spec if ":" in spec else f"{spec}:test", meta)
         n = meta.get("normalization") or {"mean": 0.0, "std": 1.0}
         x = (x * n["std"] + n["mean"]).clamp(0, 1)  # back to pixel space
         desc = f"{spec} (the checkpoint's test split, {len(y):,} images)"
     else:
-        from invlab.data import load_source
-
         try:
             ds = load_source(spec.partition(":")[0])
         except ValueError as e:
@@ -222,8 +220,6 @@ def load_audit_data(spec: str, info: dict[str, Any], limit: int, seed: int = 0,
 
 
 def _resolve_transform(spec: str, images: torch.Tensor) -> Any:
-    from invlab.transforms import TransformError, create_transform
-
     try:
         t = create_transform(spec)
         t.check_input(images[:1])
@@ -235,8 +231,6 @@ def _resolve_transform(spec: str, images: torch.Tensor) -> Any:
 def _probe(model: nn.Module, norm: dict[str, list[float]], x: torch.Tensor,
            device: str) -> int:
     """Run the model on two images; return its number of classes (clear error otherwise)."""
-    from invlab.metrics.orbit import Normalized
-
     c = x.shape[1]
     if len(norm["mean"]) not in (1, c) or len(norm["std"]) not in (1, c):
         raise AuditError(f"normalization has {len(norm['mean'])} means / {len(norm['std'])} "
@@ -270,8 +264,6 @@ def _measure_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, t: A
                  si_note: str | None = None) -> dict[str, Any]:
     """All metrics of one transform: ``{metric: [k values]}`` over its non-identity members.
     ``si_note``: why SI is not applicable (then not measured), None when it is."""
-    from invlab.metrics import measure
-
     gen = torch.Generator().manual_seed(s.seed)
     metrics = [*OUTPUT_METRICS, "representation_invariance"] + (["accuracy"] if y is not None
                                                                 else [])
@@ -317,9 +309,6 @@ def _jsonable(v: Any) -> Any:
 
 def _sensitivity(model: nn.Module, x: torch.Tensor, norm: dict[str, Any], n: int,
                  device: str, seed: int) -> dict[str, Any]:
-    from invlab.metrics.functional import jacobian_spectral_norm
-    from invlab.metrics.orbit import Normalized
-
     if n == 0:  # --n-sensitivity 0: skipped (σ_max of a large model costs ~100 passes/image)
         return {"sigma_max_mean": None, "sigma_max_std": None, "n": 0}
     m = Normalized(model, torch.tensor(norm["mean"]), torch.tensor(norm["std"])).to(device)
@@ -340,8 +329,6 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
         labels: ``[N]`` or None.
         normalization: ``{"mean": [...], "std": [...]}`` applied after every transform.
     """
-    from invlab.progress import progress_bar
-
     s = settings or AuditSettings()
     t0 = time.perf_counter()
     transforms = [_resolve_transform(spec, images) for spec in s.transforms]
@@ -350,8 +337,6 @@ def run_audit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | Non
     doc: dict[str, Any] = {"settings": {**asdict(s), "transforms": list(s.transforms)},
                            "classes": classes, "transforms": []}
     with torch.no_grad():
-        from invlab.metrics.orbit import Normalized
-
         nm = Normalized(model, torch.tensor(normalization["mean"]),
                         torch.tensor(normalization["std"])).to(s.device)
         pred = torch.cat([nm(images[i:i + 512].to(s.device)).argmax(1).cpu()

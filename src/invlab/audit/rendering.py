@@ -5,21 +5,33 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
 from invlab.audit.measuring import AuditSettings, _member_name, _resolve_transform
-from invlab.audit.verdicts import CANNOT, audit_claims
+from invlab.audit.verdicts import (
+    CANNOT,
+    MECHANISM_RULES,
+    OUTPUT_RULES,
+    audit_claims,
+    rules_text,
+)
+from invlab.io import atomic_write, remove_stale_temps
+from invlab.metrics.orbit import Normalized
+from invlab.report import figures
+from invlab.report.claims import write_claims
+from invlab.report.html import escape, html_figures, html_table, read_figures, render_page
+from invlab.report.metric_labels import axis_label, higher_is_better, resolve, short_name, upper_bound
 
 # --------------------------------------------------------------------------- figures
 
 
 def _slug(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "t"
 
 
@@ -27,17 +39,9 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
                   s: AuditSettings, out: Path) -> Path | None:
     """PNG: rows = images; columns = image, its saliency m(x), then T⁻¹m(T·x) (masked) for up
     to 3 members. Identical maps across a row = saliency invariance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from invlab.attribution import boundary_for_group, integrated_gradients, saliency_map
-    from invlab.metrics.orbit import Normalized
-    from invlab.report.figures import enforce_min_font
-
     if not t.is_invertible:
         return None
+    plt = figures.pyplot()
     members = list(t.non_identity)
     members = [members[i] for i in sorted({round(j * (len(members) - 1) / 2)
                                            for j in range(min(3, len(members)))})]
@@ -75,10 +79,53 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
     fig.suptitle(f"saliency over {t.name}, realigned by T⁻¹", fontsize=10)
     fig.tight_layout()
     path = out / f"saliency_{_slug(t.name)}.png"
-    enforce_min_font(fig)
+    figures.enforce_min_font(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+PROFILE_CURVES = (("agreement", "agreement", ""), ("effective_invariance", "EI", ""),
+                  ("accuracy", "accuracy(T·x)", ""), ("saliency_similarity", "SI", ""),
+                  ("representation_invariance", "RI", ""), ("kl", "DI = KL", "nats"))
+"""A family's profile: ``(metric, legend name, unit)``. Scores where higher is better (the
+metric registry's ``higher_is_better``) share the left axis; those where lower is better are
+dashed on the right axis."""
+
+
+def _profile_scores(ax: Any, xs: list[float], met: dict[str, Any]) -> None:
+    """The higher-is-better curves on ``ax``, from a little below the lowest value (RI is
+    unbounded below: all of it stays on the plot) to just above the scores' top (1 =
+    invariant)."""
+    names = [(m, name) for m, name, _ in PROFILE_CURVES if higher_is_better(m)]
+    lo = 0.0
+    for m, name in names:
+        if met.get(m) is not None:
+            ax.plot(xs, met[m], marker="o", ms=4, label=name)
+            lo = min(lo, *(v for v in met[m] if v is not None and math.isfinite(v)))
+    top = upper_bound([m for m, _ in names], 1.0)
+    ax.set_ylim(lo - 0.05 * (top - lo) - 0.02, top + 0.05)
+    if lo < 0:
+        ax.axhline(0, color="0.6", lw=0.6, ls=":")
+    ax.set_ylabel(axis_label(f"score ({top:g} = invariant)", names[0][0] if names else ""),
+                  fontsize=10)
+
+
+def _profile_errors(ax: Any, xs: list[float], met: dict[str, Any]) -> Any:
+    """The lower-is-better curves (DI) dashed on a right axis twin of ``ax`` (returned; None
+    when there is no such curve)."""
+    curves = [c for c in PROFILE_CURVES if higher_is_better(c[0]) is False]
+    if not curves:
+        return None
+    ax2 = ax.twinx()
+    for i, (m, name, _) in enumerate(curves):
+        if met.get(m) is not None:
+            ax2.plot(xs, met[m], "--", color="k" if i == 0 else None, marker="x", ms=4,
+                     label=f"{name} (right axis)")
+    text = " / ".join(f"{name} ({unit})" if unit else name for _, name, unit in curves)
+    ax2.set_ylabel(axis_label(text, curves[0][0]), fontsize=10)
+    ax2.tick_params(labelsize=9)
+    return ax2
 
 
 def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
@@ -86,16 +133,10 @@ def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
     """PNG for a family: agreement, EI, accuracy, SI and RI (left axis; 1 = invariant, RI
     may be negative) and DI (right axis) against the magnitude in the family's own unit
     (degrees, factors; pixels for a translation when ``t`` and the canvas ``hw`` = (H, W)
-    are given)."""
+    are given). Each axis says which way is better (:data:`PROFILE_CURVES`)."""
     if entry["kind"] != "family":
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from invlab.report.figures import enforce_min_font
-
+    plt = figures.pyplot()
     h, w = (None, None) if hw is None else (int(hw[0]), int(hw[1]))
     raw = [float(m) for m in entry["members"]]
     xv = [float(t.display_magnitude(m, h, w)) if hasattr(t, "display_magnitude") else m
@@ -105,34 +146,21 @@ def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
     xs = [xv[j] for j in order]
     fig, ax = plt.subplots(figsize=(7.4, 3.8))
     met = {k: None if v is None else [v[j] for j in order] for k, v in entry["metrics"].items()}
-    lo = 0.0
-    for name, label in (("agreement", "agreement"), ("effective_invariance", "EI"),
-                        ("accuracy", "accuracy(T·x)"), ("saliency_similarity", "SI"),
-                        ("representation_invariance", "RI")):
-        if met.get(name) is not None:
-            ax.plot(xs, met[name], marker="o", ms=4, label=label)
-            lo = min(lo, *(v for v in met[name] if v is not None and math.isfinite(v)))
-    ax.set_ylim(lo - 0.05 * (1.0 - lo) - 0.02, 1.05)  # RI is unbounded below: keep it all
-    if lo < 0:
-        ax.axhline(0, color="0.6", lw=0.6, ls=":")
-    ax.set_ylabel("score (1 = invariant)", fontsize=10)
-    ax2 = ax.twinx()
-    ax2.plot(xs, met["kl"], "k--", marker="x", ms=4, label="DI = KL (right axis)")
-    ax2.set_ylabel("DI = KL (nats)", fontsize=10)
+    _profile_scores(ax, xs, met)
+    ax2 = _profile_errors(ax, xs, met)
     ax.set_xticks(xs, [f"{v:.3g}" for v in xs], fontsize=9, rotation=45)
     ax.tick_params(labelsize=9)
-    ax2.tick_params(labelsize=9)
     family = entry["name"].split(":")[0]
     ax.set_xlabel(f"{family} magnitude" + (f" ({unit})" if unit else ""), fontsize=10)
     h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    # outside the axes, right of the DI axis: it covers no curve
-    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper left", bbox_to_anchor=(1.16, 1.0),
+    h2, l2 = ax2.get_legend_handles_labels() if ax2 is not None else ([], [])
+    # outside the axes, right of the DI axis and its label: it covers no curve
+    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper left", bbox_to_anchor=(1.2, 1.0),
               borderaxespad=0, frameon=False)
     ax.set_title(f"invariance profile: {entry['name']}", fontsize=10)
     fig.tight_layout()
     path = out / f"profile_{_slug(entry['name'])}.png"
-    enforce_min_font(fig)
+    figures.enforce_min_font(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -157,10 +185,18 @@ TABLE_COLUMNS = [("kl", "DI (KL)"), ("logit_l2", "LI (logit L2)"),
                  ("accuracy", "accuracy(T·x)"), ("saliency_similarity", "SI")]
 
 
+def _layer_columns(met: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(key, label)`` of the measured metrics beside :data:`TABLE_COLUMNS`: representation
+    invariance per layer, labelled with the registry's short name and the layer (``RI``,
+    ``RI@conv1``)."""
+    fixed = {k for k, _ in TABLE_COLUMNS}
+    return [(k, short_name(k) + k[len(r[0].name):]) for k in met
+            if k not in fixed and (r := resolve(k)) is not None]
+
+
 def _rows(entry: dict[str, Any], per_member: bool) -> list[list[str]]:
     met = entry["metrics"]
-    ri = [k for k in met if k.startswith("representation_invariance")]
-    cols = [k for k, _ in TABLE_COLUMNS] + ri
+    cols = [k for k, _ in TABLE_COLUMNS + _layer_columns(met)]
     if not per_member:
         return [[entry["name"], entry["verdict"], *[_fmt(entry["mean"].get(c)) for c in cols]]]
     return [[n, v["verdict"], *[_fmt(None if met.get(c) is None else met[c][j]) for c in cols]]
@@ -168,9 +204,8 @@ def _rows(entry: dict[str, Any], per_member: bool) -> list[list[str]]:
 
 
 def _columns(doc: dict[str, Any]) -> list[str]:
-    ri = [k for k in doc["transforms"][0]["metrics"] if k.startswith("representation_invariance")]
-    return ["transform", "verdict", *[label for _, label in TABLE_COLUMNS],
-            *[("RI" + k[len("representation_invariance"):]) for k in ri]]
+    extra = _layer_columns(doc["transforms"][0]["metrics"])
+    return ["transform", "verdict", *[label for _, label in TABLE_COLUMNS + extra]]
 
 
 _LI = {"holds": "pass", "does not hold": "fail", CANNOT: "na"}
@@ -186,8 +221,6 @@ def _health_warning(doc: dict[str, Any]) -> str:
 
 def render_audit_html(doc: dict[str, Any], out: Path) -> str:
     """``audit.html``: verdicts, numbers, figures, settings (the report template)."""
-    from invlab.report.html import escape, html_figures, html_table, read_figures, render_page
-
     e = escape
     verdicts = "".join(
         f'<li class="{_LI.get(t.get("status"), "fail")}"><strong>{e(t["name"])}'
@@ -201,10 +234,11 @@ def render_audit_html(doc: dict[str, Any], out: Path) -> str:
              f"{min(doc['settings']['n_si'], doc['data']['images'])} for SI, "
              f"{sens['n']} for σ_max. Clean accuracy: {e(_fmt(acc))}. "
              f"Jacobian σ_max: {_sigma(sens)}.</p>"
-             f'<p class="note">Verdict rules: outputs invariant when DI ≤ {th["di_max"]} and '
-             f"agreement ≥ {th['agreement_min']}; mechanism invariant when SI ≥ "
-             f"{th['si_min']} (SI only for invertible transforms). A model at chance or whose "
-             f"predictions collapse to one class is never called invariant.</p>")
+             f'<p class="note">Verdict rules: outputs invariant when '
+             f"{rules_text(OUTPUT_RULES, th)}; mechanism invariant when "
+             f"{rules_text(MECHANISM_RULES, th)} (SI only for invertible transforms). A model "
+             "at chance or whose predictions collapse to one class is never called "
+             "invariant.</p>")
     if _health_warning(doc):
         intro = f'<p class="no">{e(_health_warning(doc))}</p>' + intro
     cols = _columns(doc)
@@ -228,8 +262,6 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
                 ) -> list[Path]:
     """Write ``audit.json``, the figures (when ``model``/``images`` are given) and
     ``audit.html`` into ``out``; returns the paths."""
-    from invlab.io import atomic_write, remove_stale_temps
-
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(d)  # temporaries of a killed earlier audit
@@ -245,8 +277,6 @@ def write_audit(doc: dict[str, Any], out: str | Path, model: nn.Module | None = 
                 if p is not None:
                     written.append(p)
     written.append(Path(atomic_write(d / "audit.json", json.dumps(doc, indent=2) + "\n")))
-    from invlab.report.claims import write_claims
-
     written += [Path(p) for p in write_claims(d, audit_claims(doc))]
     written.append(Path(atomic_write(d / "audit.html", render_audit_html(doc, d))))
     return written
@@ -271,5 +301,6 @@ def format_summary(doc: dict[str, Any]) -> str:
             + (_health_warning(doc) + "\n" if _health_warning(doc) else ""))
     verdicts = "\n".join(f"  {t['name']}: {t['text']}" for t in doc["transforms"])
     return (head + "\n" + line(cols) + "\n" + "\n".join(line(r) for r in rows)
-            + "\n\nverdicts (outputs invariant: DI <= {di_max}, agreement >= {agreement_min}; "
-              "mechanism: SI >= {si_min}):\n".format(**s["thresholds"]) + verdicts)
+            + f"\n\nverdicts (outputs invariant: "
+              f"{rules_text(OUTPUT_RULES, s['thresholds'], ', ', ascii=True)}; mechanism: "
+              f"{rules_text(MECHANISM_RULES, s['thresholds'], ascii=True)}):\n" + verdicts)

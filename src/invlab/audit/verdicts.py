@@ -1,16 +1,28 @@
 """The audit's verdicts: thresholds (:data:`THRESHOLDS`), the model's health
 (:data:`HEALTH`, :func:`model_health`), the verdict text per transform and member
-(:func:`verdict`) and the verdicts as claim records (:func:`audit_claims`)."""
+(:func:`verdict`) and the verdicts as claim records (:func:`audit_claims`).
+
+Which way each threshold points (DI at most, agreement and SI at least) is the metric's better
+direction in the metric registry (:func:`invlab.report.metric_labels.meets`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from invlab.report.claims import CANNOT as NOT_EVALUATED
+from invlab.report.claims import FAILS, HOLDS, ClaimSet, decide
+from invlab.report.metric_labels import comparison, meets, short_name
+
 THRESHOLDS = {"di_max": 0.05, "agreement_min": 0.95, "si_min": 0.9}
 """Verdict thresholds: outputs invariant iff DI ≤ di_max and agreement ≥ agreement_min;
 mechanism invariant iff SI ≥ si_min."""
+OUTPUT_RULES = (("kl", "di_max"), ("agreement", "agreement_min"))
+"""Outputs invariant iff every ``(metric, threshold key)`` is met (:func:`meets_rules`)."""
+MECHANISM_RULES = (("saliency_similarity", "si_min"),)
+"""Mechanism invariant iff SI meets ``si_min``."""
 HEALTH = {"chance_margin": 0.05, "collapse_share": 0.9}
 """Preconditions of a verdict (:func:`model_health`): a model whose clean accuracy is within
 ``chance_margin`` (5 points) of chance 1/K, or whose clean predictions put more than
@@ -18,6 +30,19 @@ HEALTH = {"chance_margin": 0.05, "collapse_share": 0.9}
 called invariant — a constant predictor agrees with itself under every transform. Its
 verdict is ``cannot be evaluated`` unless its outputs visibly change (``not invariant``)."""
 CANNOT = "cannot be evaluated"
+
+
+def meets_rules(rules: Sequence[tuple[str, str]], values: dict[str, float],
+                th: dict[str, float]) -> bool:
+    """Every ``values[metric]`` meets its threshold ``th[key]`` in the metric's better
+    direction (``≤`` for DI, ``≥`` for agreement and SI: the metric registry's)."""
+    return all(meets(m, values[m], th[k]) for m, k in rules)
+
+
+def rules_text(rules: Sequence[tuple[str, str]], th: dict[str, float], sep: str = " and ",
+               ascii: bool = False) -> str:
+    """The rules in words: ``DI ≤ 0.05 and agreement ≥ 0.95`` (``<=``/``>=`` with ``ascii``)."""
+    return sep.join(f"{short_name(m)} {comparison(m, ascii)} {th[k]}" for m, k in rules)
 
 
 def _nums(di: float, agreement: float, si: float | None) -> str:
@@ -31,14 +56,14 @@ def verdict(di: float, agreement: float, si: float | None, invertible: bool,
     measured`` or ``not invariant``, with the numbers behind it."""
     th = th or THRESHOLDS
     nums = _nums(di, agreement, si)
-    out_ok = di <= th["di_max"] and agreement >= th["agreement_min"]
+    out_ok = meets_rules(OUTPUT_RULES, {"kl": di, "agreement": agreement}, th)
     if not out_ok:
         return "not invariant", f"not invariant in its outputs: {nums}"
     if si is None:
         why = why or ("not invertible" if not invertible else "not measured")
         return ("outputs only (mechanism not measured)",
                 f"invariant in its outputs; its mechanism cannot be checked (SI: {why}): {nums}")
-    if si >= th["si_min"]:
+    if meets_rules(MECHANISM_RULES, {"saliency_similarity": si}, th):
         return "invariant", f"invariant in its outputs and in its mechanism: {nums}"
     return ("outputs only",
             f"invariant in its outputs but not in its mechanism: {nums}")
@@ -119,37 +144,31 @@ def _summarize(t: Any, res: dict[str, Any], th: dict[str, float],
 
 def _status(label: str) -> str:
     """The three-way outcome of "the model is invariant to T" (outputs and mechanism)."""
-    from invlab.report.claims import CANNOT as C
-    from invlab.report.claims import FAILS, HOLDS
-
-    return {"invariant": HOLDS, CANNOT: C,
-            "outputs only (mechanism not measured)": C}.get(label, FAILS)
+    return {"invariant": HOLDS, CANNOT: NOT_EVALUATED,
+            "outputs only (mechanism not measured)": NOT_EVALUATED}.get(label, FAILS)
 
 
-def audit_claims(doc: dict[str, Any]) -> Any:
+def audit_claims(doc: dict[str, Any]) -> ClaimSet:
     """The audit's verdicts as claim records (:mod:`invlab.report.claims`), two per
     transform: invariant in its outputs; invariant in its mechanism (SI)."""
-    from invlab.report.claims import ClaimSet, decide
-
     th = doc["settings"]["thresholds"]
     problems = (doc.get("model_health") or {}).get("problems") or []
     out = []
     for t in doc["transforms"]:
         m = t["mean"]
-        vals = {"DI": m.get("kl"), "agreement": m.get("agreement")}
-        ok = (None if None in vals.values() else
-              vals["DI"] <= th["di_max"] and vals["agreement"] >= th["agreement_min"])
+        vals = {short_name(k): m.get(k) for k, _ in OUTPUT_RULES}  # {"DI": .., "agreement": ..}
+        ok = (None if None in vals.values() else meets_rules(OUTPUT_RULES, m, th))
         out.append(decide(f"invariant to {t['name']} in its outputs",
-                          f"mean DI ≤ {th['di_max']} and agreement ≥ {th['agreement_min']}",
+                          f"mean {rules_text(OUTPUT_RULES, th)}",
                           vals, ok, scope=t["name"],
                           reason="; ".join(problems) if problems and ok else ""))
         si = m.get("saliency_similarity")
+        si_ok = None if si is None else meets_rules(MECHANISM_RULES, m, th)
         why = ("" if si is not None else "SI not measured: the transform is not invertible"
                if not t.get("invertible", True) else "SI not measured")
         out.append(decide(f"invariant to {t['name']} in its mechanism (saliency)",
-                          f"mean SI ≥ {th['si_min']}", {"SI": si},
-                          None if si is None else si >= th["si_min"], scope=t["name"],
-                          reason=why or ("; ".join(problems) if problems and si is not None
-                                         and si >= th["si_min"] else "")))
+                          f"mean {rules_text(MECHANISM_RULES, th)}", {"SI": si},
+                          si_ok, scope=t["name"],
+                          reason=why or ("; ".join(problems) if problems and si_ok else "")))
     return ClaimSet("Audit verdicts", tuple(out))
 

@@ -121,7 +121,7 @@ def _is_16bit(im: Any) -> bool:
 def _header(path: Path) -> tuple[int, int, str]:
     """``(width, height, mode)`` from the file header (no pixel decoding); refuses modes that
     cannot be converted exactly."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: import time (0.09 s), image files only
 
     try:
         with Image.open(path) as im:
@@ -156,7 +156,7 @@ def decode_image(path: str | os.PathLike[str], channels: int | None = None) -> n
     Raises:
         DataError: unreadable file, unsupported mode, float values outside [0, 1].
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: import time (0.09 s), image files only
 
     p = Path(path)
     try:
@@ -636,6 +636,8 @@ def _visible(p: Path) -> bool:
 
 def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preprocess
                  ) -> ImageDataset:
+    """A class folder (``ROOT/<class>/<file>``) when ``root`` has sub-folders, else a flat
+    folder of images (labelled by a labels file, or unlabelled)."""
     entries = sorted(p for p in root.iterdir() if _visible(p))
     subdirs = [p for p in entries if p.is_dir()]
     top_files = [p for p in entries if p.is_file()]
@@ -645,25 +647,36 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
     if any(re.fullmatch(r"data_batch_\d+|test_batch", p.name) for p in top_files):
         raise _pickle_message(root)  # cifar-10-batches-py/: pickles without a suffix
     if subdirs:
-        if labels is not None:
-            raise DataError(f"{root}: a class folder takes its labels from the sub-folder names; "
-                            "labels= is for a flat folder of images or a .npy")
-        if top_files:
-            log.warning("%s: %d file(s) beside the class folders are ignored (e.g. %s)", root,
-                        len(top_files), top_files[0].name)
-        files: list[Path] = []
-        names: list[str] = []
-        for d in subdirs:
-            for f in sorted(d.iterdir()):
-                if f.is_file() and _visible(f):
-                    files.append(f)
-                    names.append(d.name)
-        if not files:
-            raise DataError(f"{root}: the class folders hold no files")
-        y, mapping = _index_names(names, str(root))
-        classes = sorted(mapping, key=mapping.__getitem__) if mapping else None
-        return _files_dataset(str(root), "class-folder", root, files, y, classes, mapping, pre)
-    # flat folder
+        return _open_class_folder(root, subdirs, top_files, labels, pre)
+    return _open_flat_folder(root, top_files, labels, pre)
+
+
+def _open_class_folder(root: Path, subdirs: list[Path], top_files: list[Path],
+                       labels: str | os.PathLike[str] | None, pre: Preprocess) -> ImageDataset:
+    """``ROOT/<class>/<file>``: each file labelled by its sub-folder's name."""
+    if labels is not None:
+        raise DataError(f"{root}: a class folder takes its labels from the sub-folder names; "
+                        "labels= is for a flat folder of images or a .npy")
+    if top_files:
+        log.warning("%s: %d file(s) beside the class folders are ignored (e.g. %s)", root,
+                    len(top_files), top_files[0].name)
+    files: list[Path] = []
+    names: list[str] = []
+    for d in subdirs:
+        for f in sorted(d.iterdir()):
+            if f.is_file() and _visible(f):
+                files.append(f)
+                names.append(d.name)
+    if not files:
+        raise DataError(f"{root}: the class folders hold no files")
+    y, mapping = _index_names(names, str(root))
+    classes = sorted(mapping, key=mapping.__getitem__) if mapping else None
+    return _files_dataset(str(root), "class-folder", root, files, y, classes, mapping, pre)
+
+
+def _labels_file_for(root: Path, labels: str | os.PathLike[str] | None) -> Path | None:
+    """The flat folder's labels file: ``labels`` if given, else ``ROOT/labels.csv`` or
+    ``ROOT/labels.txt`` if present (logged; both present is an error), else None."""
     lab_path: Path | None = Path(labels) if labels is not None else None
     if lab_path is None:
         found = [root / n for n in LABEL_FILES if (root / n).is_file()]
@@ -675,12 +688,31 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
             log.info("%s: labels from %s", root, lab_path)
     if lab_path is not None and not lab_path.is_file():
         raise DataError(f"{lab_path}: no such labels file")
+    return lab_path
+
+
+def _open_flat_folder(root: Path, top_files: list[Path],
+                      labels: str | os.PathLike[str] | None, pre: Preprocess) -> ImageDataset:
+    """``ROOT/<file>``: labelled by its labels file (:func:`_labels_file_for`), if any."""
+    lab_path = _labels_file_for(root, labels)
     images = [p for p in top_files if p.name not in LABEL_FILES
               and (lab_path is None or p.resolve() != lab_path.resolve())]
     if lab_path is None:
         return _files_dataset(str(root), "flat-folder", root, images, None, None, None, pre)
     table = _read_labels_file(lab_path)
-    # a listed name is a file name, or a file name without its extension when that is unique
+    key = _listed_names(root, images, table, lab_path)
+    y, mapping = _index_names([table[key[p.name]] for p in images], str(lab_path), "label")
+    classes = sorted(mapping, key=mapping.__getitem__) if mapping else None
+    ds = _files_dataset(str(root), "flat-folder", root, images, y, classes, mapping, pre)
+    ds.labels_file = str(lab_path)
+    return ds
+
+
+def _listed_names(root: Path, images: list[Path], table: dict[str, str],
+                  lab_path: Path) -> dict[str, str]:
+    """``{file name: its name in the labels file}``. A listed name is a file name, or a file
+    name without its extension when that is unique; every listed name must match a file and
+    every file a listed name (else a one-line error)."""
     stems: dict[str, int] = {}
     for p in images:
         stems[p.stem] = stems.get(p.stem, 0) + 1
@@ -695,11 +727,7 @@ def _open_folder(root: Path, labels: str | os.PathLike[str] | None, pre: Preproc
     if unlisted:
         raise DataError(f"{root}: {len(unlisted):,} file(s) are not in the labels file "
                         f"{lab_path.name} (e.g. {unlisted[0]}); list them or move them out")
-    y, mapping = _index_names([table[key[p.name]] for p in images], str(lab_path), "label")
-    classes = sorted(mapping, key=mapping.__getitem__) if mapping else None
-    ds = _files_dataset(str(root), "flat-folder", root, images, y, classes, mapping, pre)
-    ds.labels_file = str(lab_path)
-    return ds
+    return {name: k for name, k in key.items() if k is not None}  # every file is listed
 
 
 def _open_array(path: Path, fmt: str, x: np.ndarray, y: np.ndarray | None, pre: Preprocess,

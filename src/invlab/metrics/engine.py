@@ -23,9 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from invlab.devices import DeviceError, resolve_device
 from invlab.metrics import checks
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture, resolve_layers
+from invlab.metrics.lie import check_in_measure
 from invlab.metrics.memory_format import channels_last_convs
 from invlab.metrics.options import (
     DEFAULT_N_SI,
@@ -40,6 +42,7 @@ from invlab.metrics.passes import (
     Run,
     feature_keys,
     features_pass,
+    lie_pass,
     logits_pass,
     saliency_pass,
     sensitivity_pass,
@@ -98,6 +101,15 @@ def _resolve(transform: Any, group: Any, names: list[str], members: Any,
     return t, els
 
 
+def _check_derivatives(model: Any, t: Any, images: torch.Tensor, names: list[str],
+                       configs: Mapping[str, Metric]) -> None:
+    """Up front, for each ``family_derivative`` metric (the Lie derivative): ``t`` is a
+    continuous family with valid magnitudes at ``m₀ ± ε`` and its ``layer`` exists."""
+    for m in names:
+        if "family_derivative" in REGISTRY[m].needs:
+            check_in_measure(model, t, images, **configs[m].options())
+
+
 def _batch_size(batch_size: int | None, images: torch.Tensor, dtype: torch.dtype, k: int,
                 plan: Plan, budget: int, n: int) -> int:
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -108,9 +120,8 @@ def _batch_size(batch_size: int | None, images: torch.Tensor, dtype: torch.dtype
         rows = min(target, max(1, (budget // 4) // max(row_bytes, 1)))
         batch_size = max(2, rows // (k + 1))
     if plan.features:
-        if n < 2:
-            raise MeasureError("representation_invariance / equivariance_alignment need at "
-                               "least 2 images")
+        if n < 2:  # a derangement of the chunk's samples needs two of them
+            raise MeasureError(f"{' / '.join(plan.having('features'))} need at least 2 images")
         batch_size = max(batch_size, 2)
     return batch_size
 
@@ -156,7 +167,8 @@ def _work(plan: Plan, n: int, k: int, n_steps: int,
     base = n * (k + 1) * (1 if plan.need_orbit else 0)
     si = 3.0 * ng * (k + 1) * n_steps if plan.gradients else 0.0
     sens = 30.0 * ng if plan.jacobian else 0.0
-    total = base + si + sens
+    lie = 2.0 * n if plan.family_derivative else 0.0
+    total = base + si + sens + lie
     return total, (si / total if total else 0.0)
 
 
@@ -207,6 +219,8 @@ def _loop(run: Run, src: ImageSource, bounds: list[tuple[int, int]], device: Any
                 continue
         if plan.features:
             features_pass(run, orbit, a, b)
+        if plan.family_derivative:
+            lie_pass(run, xb, a, b)
         if run.progress is not None:
             run.progress.update((b - a) * (1 - si_share))
         if preds is not None and pred is not None:
@@ -249,7 +263,7 @@ def _finish(run: Run, n: int) -> None:
             f"{', '.join(run.plan.names)}; check the inputs' preprocessing and the checkpoint")
     for layer, bad in run.bad_features.items():
         raise MeasureError(
-            f"representation_invariance: NaN/inf features at layer {layer!r} for "
+            f"{', '.join(run.plan.having('features'))}: NaN/inf features at layer {layer!r} for "
             f"{int(bad.sum())} of {n} samples (on x or on some T·x; first sample indices: "
             f"{bad.nonzero().flatten()[:5].tolist()}); check the model and the inputs")
     checks.check_finite_results(run.per, n)
@@ -296,12 +310,20 @@ def measure(
     - ``equivariance_alignment`` (any transform): B21's alignment measure of equivariance
       ``cos_dist(b_i, b_π(i)) − cos_dist(d_i, d_π(i))`` with ``d = z − z_T`` and ``b`` = ``d``
       with each feature shuffled over the chunk's samples, on the same features and π as
-      representation invariance (median summary).
+      representation invariance (median summary);
+    - ``lie_derivative`` (a continuous family such as ``rotate``; ``[N, 1]``): the outputs'
+      rate of change along the family at its identity, ``‖f(T_{+ε}x) − f(T_{−ε}x)‖₂ / 2ε``
+      per unit of magnitude (or Gruver et al.'s forward-mode derivative,
+      ``LieDerivative(method="jvp")``), equal to :func:`invlab.metrics.lie_derivative`.
+
+    ``factors_of_variation`` is in the registry too, but it is a dataset-level analysis
+    (:func:`invlab.factors.factors_of_variation`): naming it here raises.
 
     **Options.** Each metric declares its options with their defaults in the registry
     (:mod:`invlab.metrics.registry`): ``saliency_similarity``: ``n_steps=50``,
     ``ig_method="gausslegendre"``, ``baseline=0.0``, ``ratio=0.9``, ``kernel_size=3``,
-    ``sigma=1.0``, ``boundary=None``; ``representation_invariance``: ``distance="cosine"``.
+    ``sigma=1.0``, ``boundary=None``; ``representation_invariance``: ``distance="cosine"``;
+    ``lie_derivative``: ``eps=0.01``, ``method="central"``, ``at=None``, ``layer=None``.
     Set them with a configured metric, ``metrics=["kl", SaliencySimilarity(n_steps=8)]``,
     or in ``options``, per metric (``{"saliency_similarity": {"n_steps": 8}}``, a name or
     alias as key) or flat (``{"n_steps": 8}``: every metric declaring it). ``options`` also
@@ -413,8 +435,6 @@ def measure(
                  resolve_request(metrics, options, legacy), batch_size, generator, progress)
     if device is None:
         return _measure(call, None)
-    from invlab.devices import DeviceError, resolve_device
-
     try:
         target = resolve_device(device, where="device")
     except DeviceError as e:
@@ -497,6 +517,7 @@ def _measure(call: _Call, run_device: torch.device | None) -> Measurement:
     head = checks.check_images(model, src.head)
     t, els = _resolve(call.transform, call.group, names, req.common.members,
                       req.common.include_identity, head)
+    _check_derivatives(model, t, head, names, req.configs)
     if src.streams_labels:
         lab: torch.Tensor | None = torch.zeros(src.n, dtype=torch.long)  # filled per chunk
     else:

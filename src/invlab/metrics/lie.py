@@ -34,6 +34,9 @@ radians and in fractions of the half-width: multiply by ``180/π`` for rotate, b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,13 +45,14 @@ from torch import nn
 from invlab.metrics import checks
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture, resolve_layers
+from invlab.metrics.functional.lie import METHODS, Forward, _op, bilinear_warp, lie_values
+from invlab.metrics.functional.lie import _image_jvp as _image_jvp  # re-exported (tests)
+from invlab.metrics.functional.lie import _positions as _positions  # re-exported (tests)
 from invlab.metrics.orbit import Normalized, chunks, normalizer
 from invlab.metrics.transform import resolve_transform
-from invlab.transforms import sampling
 
-__all__ = ["METHODS", "bilinear_warp", "lie_derivative"]
-
-METHODS = ("central", "jvp")
+__all__ = ["METHODS", "bilinear_warp", "check_family", "check_in_measure", "lie_derivative",
+           "lie_forward", "lie_values"]
 
 
 def _forward(net: Any, cap: FeatureCapture | None, layer: str | None,
@@ -62,10 +66,16 @@ def _forward(net: Any, cap: FeatureCapture | None, layer: str | None,
     return cap.out.pop(layer)  # type: ignore[arg-type]
 
 
-def _op(t: Any) -> Any:
-    """The family's op (:class:`invlab.transforms.ops.Op`) when it has one, else None."""
-    op = getattr(t, "op", None)
-    return op if op is not None and hasattr(op, "check") else None
+def lie_forward(net: Any, model: Any, layer: str | None) -> Forward:
+    """The function the Lie derivative differentiates: ``net``'s checked logits, or (with
+    ``layer``) the flattened output of ``model``'s submodule ``layer`` captured during
+    ``net``'s forward (``net`` is ``model`` or :class:`~invlab.metrics.orbit.Normalized`
+    around it, whose normalization runs first)."""
+    if layer is None:
+        return partial(_forward, net, None, None)
+    (name,) = resolve_layers(model, [layer])
+    pre = net.normalize if isinstance(net, Normalized) else None
+    return partial(_forward, net, FeatureCapture(model, [name], pre=pre), name)
 
 
 def _check_magnitudes(t: Any, m0: float, eps: float, images: torch.Tensor) -> None:
@@ -90,103 +100,64 @@ def _check_magnitudes(t: Any, m0: float, eps: float, images: torch.Tensor) -> No
                                f"magnitude with valid neighbours") from e
 
 
-def _apply_pm(t: Any, x: torch.Tensor, ms: list[float]) -> torch.Tensor:
-    """``T_m x`` for magnitudes in the op's own unit (pixels for translate, even for the
-    family whose grid is in fractions of the canvas): ``[k, N, C, H, W]``."""
-    op = _op(t)
-    if op is not None:
-        op.check_input(t.name, x)
-        return op.apply_all(x, torch.tensor(ms, dtype=torch.float64), False)
-    return t.apply_all(x, ms)
+def check_family(family: Any, at: float | None = None) -> tuple[Any, float]:
+    """``(t, m₀)``: the resolved family and the magnitude to differentiate at (``at``,
+    default the family's identity).
 
-
-def _positions(op: Any, m: torch.Tensor, height: int, width: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling positions ``(ix, iy)`` ``[H, W]`` in pixel indices (float64) of the warp at
-    magnitude ``m`` (0-dim, op unit): the input is read at ``A⁻¹(q − b)`` for output pixel
-    ``q`` (:mod:`invlab.transforms.sampling`); differentiable in ``m``."""
-
-    fw = op.geometric(m.reshape(1).to(torch.float64), height, width)
-    theta = sampling.sampling_theta(fw, height, width, torch.float64)
-    grid = sampling.affine_grid(theta, height, width, torch.float64)[0]  # [H, W, 2]
-    ix = ((grid[..., 0] + 1) * width - 1) / 2
-    iy = ((grid[..., 1] + 1) * height - 1) / 2
-    return ix, iy
-
-
-def bilinear_warp(x: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
-    """Bilinear resampling of ``x [N, C, H, W]`` at pixel positions ``ix, iy`` ``[H', W']``
-    with zero fill, differentiable (forward and reverse mode) in the positions.
-
-    Equal to ``F.grid_sample(..., mode="bilinear", padding_mode="zeros",
-    align_corners=False)`` at the same positions. A position within ``1e-6`` of a pixel
-    index is snapped to it before ``floor``, so at the pixel grid the derivative is
-    deterministically the one towards the next pixel (``x[j+1] − x[j]``), as grid_sample's
-    with exact arithmetic.
+    Raises:
+        MeasureError: a group, a fixed transform or a family without a numeric identity.
     """
-    h, w = x.shape[-2:]
-
-    def base(p: torch.Tensor) -> torch.Tensor:
-        p = p.detach()
-        r = p.round()
-        return torch.floor(torch.where((p - r).abs() < 1e-6, r, p))
-
-    fx, fy = base(ix), base(iy)
-    ax, ay = ix - fx, iy - fy
-    x0, y0 = fx.long(), fy.long()
-    flat = x.flatten(-2)
-    out = None
-    for dy, wy in ((0, 1 - ay), (1, ay)):
-        for dx, wx in ((0, 1 - ax), (1, ax)):
-            xi, yi = x0 + dx, y0 + dy
-            valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            idx = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).reshape(-1)
-            val = flat.index_select(-1, idx).reshape(*x.shape[:-2], *ix.shape)
-            term = val * (wx * wy * valid).to(x.dtype)
-            out = term if out is None else out + term
-    return out  # type: ignore[return-value]
+    t = resolve_transform(family)
+    m0 = getattr(t, "identity", None) if at is None else at
+    if isinstance(m0, bool) or not isinstance(m0, (int, float)) or getattr(t, "kind", "") == "group":
+        raise MeasureError(f"lie_derivative needs a continuous family with a numeric identity "
+                           f"magnitude; {t.name} ({getattr(t, 'kind', '?')}) has identity {m0!r}")
+    return t, m0
 
 
-def _image_jvp(t: Any, x: torch.Tensor, m0: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(T_{m₀} x, ∂/∂m T_m x |_{m₀})``, each ``[N, C, H, W]``, by forward-mode AD."""
-    op = _op(t)
-    h, w = x.shape[-2:]
-    m = torch.tensor(float(m0), dtype=torch.float64)
-    one = torch.ones((), dtype=torch.float64)
-    if op is not None and op.geometric is not None:
-        def warp(mm: torch.Tensor) -> torch.Tensor:
-            return bilinear_warp(x, *_positions(op, mm, h, w))
-        return torch.func.jvp(warp, (m,), (one,))
-    if op is not None and op.pixel is not None and not op.seeded and not op.integer:
-        def pix(mm: torch.Tensor) -> torch.Tensor:
-            return op.pixel(x, mm.to(x.dtype).view(1, 1, 1, 1))
-        try:
-            return torch.func.jvp(pix, (m,), (one,))
-        except (RuntimeError, NotImplementedError) as e:
-            raise MeasureError(f"lie_derivative(method='jvp'): {t.name} cannot be "
-                               f"differentiated in its magnitude ({e}); use "
-                               f"method='central'") from e
-    raise MeasureError(f"lie_derivative(method='jvp') needs a geometric family (rotate, "
-                       f"translate_x, ...) or a differentiable photometric one (brightness, "
-                       f"contrast); {t.name} has none: use method='central'")
+def _check_args(family: Any, eps: float, layer: str | None, at: float | None,
+                method: str) -> tuple[Any, float]:
+    """The argument checks of :func:`lie_derivative`, in its order: ``(t, m₀)``."""
+    if method not in METHODS:
+        raise MeasureError(f"lie_derivative: unknown method {method!r}; valid: "
+                           f"{', '.join(METHODS)}")
+    t, m0 = check_family(family, at)
+    if method == "jvp" and layer is not None:
+        raise MeasureError("lie_derivative(method='jvp') is defined on the probabilities "
+                           "(Gruver et al.); drop layer= or use method='central'")
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise MeasureError(f"eps must be > 0 (in the family's unit: degrees, pixels, ...), "
+                           f"found {eps!r}")
+    return t, m0
 
 
-def _prob_jvp(net: Any, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``∂ softmax(net(y + s·v)) / ∂s`` at 0, ``[N, K]``: ``torch.func.jvp``, or two reverse
-    passes (the double-vjp trick of Gruver et al.'s ``jvp``) when an op lacks forward AD."""
-    def probs(z: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(checks.check_logits(net(z), z.shape[0]), dim=-1)
+def check_in_measure(model: Any, t: Any, images: torch.Tensor, eps: float, method: str,
+                     at: float | None, layer: str | None) -> None:
+    """Before :func:`invlab.metrics.measure` computes ``lie_derivative`` (options already
+    validated by :class:`~invlab.metrics.registry.LieDerivative`): ``t`` is a continuous
+    family, ``m₀ ± ε`` are valid magnitudes for ``images`` (central) and ``layer`` exists.
 
+    Raises:
+        MeasureError: as :func:`lie_derivative` for the same arguments.
+    """
+    _, m0 = check_family(t, at)
+    if method == "central":
+        _check_magnitudes(t, float(m0), float(eps), images)
+    if layer is not None:
+        resolve_layers(model, [layer])
+
+
+@contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """``model`` in eval mode inside the block; its previous mode restored after."""
+    was = model.training if isinstance(model, nn.Module) else None
+    if isinstance(model, nn.Module):
+        model.eval()
     try:
-        return torch.func.jvp(probs, (y,), (v,))[1]
-    except (RuntimeError, NotImplementedError):
-        with torch.enable_grad():
-            yy = y.detach().requires_grad_(True)
-            p = probs(yy)
-            u = torch.zeros_like(p, requires_grad=True)
-            (g,) = torch.autograd.grad(p, yy, u, create_graph=True)
-            (jv,) = torch.autograd.grad(g, u, v)
-        return jv.detach()
+        yield
+    finally:
+        if was is not None:
+            model.train(was)
 
 
 def lie_derivative(
@@ -233,20 +204,7 @@ def lie_derivative(
             ``eps`` out of range, bad images, or NaN/inf outputs (naming the number of
             samples).
     """
-    if method not in METHODS:
-        raise MeasureError(f"lie_derivative: unknown method {method!r}; valid: "
-                           f"{', '.join(METHODS)}")
-    t = resolve_transform(family)
-    m0 = getattr(t, "identity", None) if at is None else at
-    if isinstance(m0, bool) or not isinstance(m0, (int, float)) or getattr(t, "kind", "") == "group":
-        raise MeasureError(f"lie_derivative needs a continuous family with a numeric identity "
-                           f"magnitude; {t.name} ({getattr(t, 'kind', '?')}) has identity {m0!r}")
-    if method == "jvp" and layer is not None:
-        raise MeasureError("lie_derivative(method='jvp') is defined on the probabilities "
-                           "(Gruver et al.); drop layer= or use method='central'")
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise MeasureError(f"eps must be > 0 (in the family's unit: degrees, pixels, ...), "
-                           f"found {eps!r}")
+    t, m0 = _check_args(family, eps, layer, at, method)
     images = checks.check_images(model, images)
     checks.check_finite_images(images)
     checks.check_finite_weights(model, ["lie_derivative"], images.shape[0])
@@ -254,32 +212,11 @@ def lie_derivative(
         _check_magnitudes(t, float(m0), float(eps), images)
     norm = normalizer(normalization, images.shape[1], images.dtype, images.device)
     net = model if norm is None else Normalized(model, *norm)
-    cap = None
-    if layer is not None:
-        (layer,) = resolve_layers(model, [layer])
-        cap = FeatureCapture(model, [layer], pre=None if norm is None else net.normalize)
-    was = model.training if isinstance(model, nn.Module) else None
-    if isinstance(model, nn.Module):
-        model.eval()
+    forward = lie_forward(net, model, layer)
     out = images.new_empty(images.shape[0])
-    try:
+    with _eval_mode(model):
         for a, b in chunks(images.shape[0], batch_size):
-            x = images[a:b]
-            if method == "jvp":
-                y, v = _image_jvp(t, x, float(m0))
-                out[a:b] = _prob_jvp(net, y.detach(), v.detach()).abs().mean(-1).detach()
-                continue
-            with torch.no_grad():
-                try:
-                    y = _apply_pm(t, x, [m0 + eps, m0 - eps]).flatten(0, 1)
-                except ValueError as e:
-                    raise MeasureError(f"lie_derivative of {t.name} at {m0} ± {eps}: {e}; "
-                                       f"pass at= a magnitude with valid neighbours") from e
-                z = _forward(net, cap, layer, y).reshape(2, b - a, -1)
-                out[a:b] = (z[0] - z[1]).norm(dim=-1) / (2 * eps)
-    finally:
-        if was is not None:
-            model.train(was)
+            out[a:b] = lie_values(forward, t, images[a:b], m0, eps, method)
     bad = ~torch.isfinite(out)
     if bool(bad.any()):
         raise MeasureError(f"lie_derivative: NaN/inf outputs for {int(bad.sum())} of "

@@ -19,7 +19,9 @@ Precedence: the registry's default < a flat option < a per-metric section. A con
 metric object is complete: options that set one of its options to another value raise
 :class:`MeasureError` (configure a metric in one place). Options of a metric that is not
 requested are validated and otherwise ignored, so one ``options`` dict serves many calls.
-An unknown name raises :class:`MeasureError` with one line listing the valid ones.
+An unknown name raises :class:`MeasureError` with one line listing the valid ones; so does a
+measure ``measure`` does not compute (``factors_of_variation``, a dataset-level analysis:
+the message names :func:`invlab.factors.factors_of_variation`).
 
 The keyword arguments these replace (``group=``, ``n_steps=``, ``saliency_ratio=``,
 ``n_si=``, ...; :data:`LEGACY`) keep working for one release with a ``DeprecationWarning``
@@ -42,6 +44,8 @@ from invlab.metrics.registry import (
     REGISTRY,
     Metric,
     canonical_name,
+    check_measurable,
+    measured_specs,
     resolve_metrics,
 )
 
@@ -154,15 +158,15 @@ def _same(a: Any, b: Any) -> bool:
 def _declared() -> dict[str, list[str]]:
     """Option name → the metrics that declare it."""
     out: dict[str, list[str]] = {}
-    for name, spec in REGISTRY.items():
+    for spec in measured_specs():
         for opt in spec.config.option_names():
-            out.setdefault(opt, []).append(name)
+            out.setdefault(opt, []).append(spec.name)
     return out
 
 
 def _valid_line() -> str:
-    per = "; ".join(f"{n}: {', '.join(s.config.option_names())}"
-                    for n, s in REGISTRY.items() if s.config.option_names())
+    per = "; ".join(f"{s.name}: {', '.join(s.config.option_names())}"
+                    for s in measured_specs() if s.config.option_names())
     return (f"valid: measure-wide {', '.join(_MEASURE_KEYS)}; per metric ({per}), flat or "
             f"under the metric's name, e.g. {{'saliency_similarity': {{'n_steps': 8}}}}")
 
@@ -196,6 +200,8 @@ def _parse_metrics(metrics: Any) -> tuple[list[str], dict[str, Metric]]:
                                f"such as SaliencySimilarity(n_steps=8), found {type(m).__name__}")
     if not names:
         resolve_metrics([])  # raises "no metric requested", listing the valid names
+    for name in names:
+        check_measurable(name)  # factors_of_variation: names the function that computes it
     return names, objects
 
 
@@ -236,6 +242,7 @@ def _parse_options(options: Any, acc: _Assignments) -> None:
             continue
         metric = canonical_name(k)
         if metric is not None:
+            check_measurable(metric)
             cfg = REGISTRY[metric].config
             if isinstance(value, Metric):
                 if value.name != metric:

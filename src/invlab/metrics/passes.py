@@ -15,12 +15,13 @@ from invlab.metrics.checks import check_label_range, check_logits, expected_shap
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.features import FeatureCapture
 from invlab.metrics.functional.representation import derangement
+from invlab.metrics.lie import check_family, lie_forward
 from invlab.metrics.orbit import Orbit
 from invlab.metrics.plan import Plan
 from invlab.metrics.registry import REGISTRY, Metric, StackedLogits
 from invlab.metrics.slicing import MAX_ROWS
 
-__all__ = ["Run", "feature_keys", "features_pass", "logits_pass", "saliency_pass",
+__all__ = ["Run", "feature_keys", "features_pass", "lie_pass", "logits_pass", "saliency_pass",
            "sensitivity_pass"]
 
 
@@ -201,3 +202,18 @@ def sensitivity_pass(run: Run, xb: torch.Tensor, a: int, b: int) -> None:
             run.net, xb, generator=run.generator,
             memory_budget_bytes=run.opts["memory_budget_bytes"],
             **run.configs[m].call_kwargs()).float().cpu()
+
+
+def lie_pass(run: Run, xb: torch.Tensor, a: int, b: int) -> None:
+    """The ``family_derivative`` metrics per sample ``[n, 1]`` (the Lie derivative along the
+    family at ``m₀``: ``MetricSpec.fn`` with the configured ``eps`` / ``method``; ``at``
+    gives ``m₀``, ``layer`` the differentiated output), in model calls of at most
+    ``run.rows`` images (the central difference evaluates two copies of each)."""
+    step = max(1, run.rows // 2)
+    for m in run.plan.having("family_derivative"):
+        cfg = run.configs[m]
+        forward = lie_forward(run.net, run.model, cfg.layer)  # type: ignore[attr-defined]
+        _, m0 = check_family(run.transform, cfg.at)  # type: ignore[attr-defined]
+        for s in range(0, b - a, step):
+            v = REGISTRY[m].fn(forward, run.transform, xb[s:s + step], m0, **cfg.call_kwargs())
+            run.per[m][a + s:a + s + v.shape[0], 0] = v.float().cpu()

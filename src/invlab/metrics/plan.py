@@ -3,8 +3,8 @@
 Per chunk the pass builds the orbit once (when any metric needs ``T·x``), runs one forward
 for all ``logit_pairs`` metrics (with feature hooks registered only when a layer is
 requested), a features pass only when the default layer is ``model.forward_features``,
-integrated gradients only for ``saliency_similarity`` and Jacobians only for
-``sensitivity``.
+integrated gradients only for ``saliency_similarity``, Jacobians only for
+``sensitivity`` and the family derivative only for ``lie_derivative``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Plan:
         gradients: a ``gradients`` metric requested (saliency similarity; needs an
             invertible transform).
         jacobian: a ``jacobian`` metric requested (sensitivity).
+        family_derivative: a ``family_derivative`` metric requested (the Lie derivative;
+            needs a continuous family).
         need_logits: the forward pass on the orbit runs (pair metrics, accuracy, the SI
             target without labels, or hooked layers).
         need_orbit: the orbit is built.
@@ -42,6 +44,7 @@ class Plan:
     features: bool = False
     gradients: bool = False
     jacobian: bool = False
+    family_derivative: bool = False
     need_logits: bool = False
     need_orbit: bool = False
     layers: list[str] = field(default_factory=list)
@@ -79,8 +82,10 @@ def make_plan(names: list[str], has_labels: bool, layers: list[str],
     features = any("features" in v for v in needs.values())
     gradients = any("gradients" in v for v in needs.values())
     jacobian = any("jacobian" in v for v in needs.values())
+    family_derivative = any("family_derivative" in v for v in needs.values())
     hooked = features and any(not (s == "penultimate" and forward_features) for s in layers)
     need_logits = bool(pair) or bool(labelled) or (gradients and not has_labels) or hooked
     return Plan(names=names, pair=pair, labelled=labelled, features=features,
-                gradients=gradients, jacobian=jacobian, need_logits=need_logits,
+                gradients=gradients, jacobian=jacobian,
+                family_derivative=family_derivative, need_logits=need_logits,
                 need_orbit=need_logits or features, layers=layers if features else [])

@@ -19,6 +19,28 @@ per metric (:class:`Metric` and its subclasses :class:`SaliencySimilarity`,
 metric, accepted by ``measure(metrics=[SaliencySimilarity(n_steps=8)])``; the same names
 are the keys of ``measure(options={"saliency_similarity": {"n_steps": 8}})``
 (:mod:`invlab.metrics.options`).
+
+**Every measure of invariance invlab computes has an entry here**, including the two that
+are not columns of a per-sample, per-member table:
+
+- ``lie_derivative`` (:class:`LieDerivative`: ``eps``, ``method``, ``at``, ``layer``) is a
+  per-sample measure of one continuous family, so :func:`invlab.metrics.measure` computes
+  it (need ``family_derivative``, one ``[N, 1]`` column: the derivative at ``m₀``, not one
+  value per member): ``measure(model, x, transform="rotate",
+  metrics=[LieDerivative(method="jvp")])`` equals
+  ``invlab.metrics.lie_derivative(model, x, "rotate", method="jvp")``; both call the one
+  formula :func:`invlab.metrics.functional.lie.lie_values`.
+- ``factors_of_variation`` (:class:`FactorsOfVariation`: ``transforms``, ``n_pairs``,
+  ``layer``) is B21's **dataset-level** analysis: per class, which of many families bring
+  same-class pairs closer. It is not an invariance of one transform per sample, so it does
+  not fit ``measure(transform=...)``'s one pass; its entry declares
+  ``computed_by="invlab.factors.factors_of_variation"`` (a string: :mod:`invlab.factors`
+  sits a layer above :mod:`invlab.metrics`), ``invlab metrics list`` shows it, and
+  ``measure(metrics=["factors_of_variation"])`` raises one :class:`MeasureError` naming
+  that function (:func:`check_measurable`). Its per-pair formula is
+  :func:`invlab.metrics.functional.factors.factor_deltas` (``MetricSpec.fn``), and its
+  options are the keyword arguments of ``factors_of_variation``:
+  ``factors_of_variation(model, x, y, **FactorsOfVariation(n_pairs=50).options())``.
 """
 
 from __future__ import annotations
@@ -36,6 +58,9 @@ import torch.nn.functional as tF
 from invlab.attribution import BOUNDARIES, SUPPORTED_METHODS
 from invlab.metrics.errors import MeasureError
 from invlab.metrics.functional import output as out_fn
+from invlab.metrics.functional.factors import B21_FAMILIES, factor_deltas
+from invlab.metrics.functional.lie import METHODS as LIE_METHODS
+from invlab.metrics.functional.lie import lie_values
 from invlab.metrics.functional.representation import (
     DISTANCES,
     equivariance_alignment,
@@ -56,8 +81,10 @@ __all__ = [
     "Agreement",
     "EffectiveInvariance",
     "EquivarianceAlignment",
+    "FactorsOfVariation",
     "JS",
     "KL",
+    "LieDerivative",
     "LogitL2",
     "LogitL2Normalized",
     "LogitL2NormalizedDetached",
@@ -69,6 +96,8 @@ __all__ = [
     "StackedLogits",
     "base_metric",
     "canonical_name",
+    "check_measurable",
+    "measured_specs",
     "metric_rows",
     "no_member_keys",
     "regularizer",
@@ -77,10 +106,13 @@ __all__ = [
     "summary_statistic",
 ]
 
-NEEDS = ("logit_pairs", "labels", "features", "gradients", "invertible", "jacobian")
+NEEDS = ("logit_pairs", "labels", "features", "gradients", "invertible", "jacobian",
+         "family_derivative")
 """What a metric may need: ``logit_pairs`` (f(x), f(T x)), ``labels``, ``features`` (a
 layer's activations on x and T x), ``gradients`` (integrated gradients), ``invertible`` (a
-transform with an inverse and validity masks), ``jacobian`` (input-logit Jacobians)."""
+transform with an inverse and validity masks), ``jacobian`` (input-logit Jacobians),
+``family_derivative`` (the outputs' derivative in the magnitude of a continuous family
+with a numeric identity: ``f(T_{m₀±ε}x)`` or forward-mode AD)."""
 
 
 class StackedLogits:
@@ -318,6 +350,79 @@ class EquivarianceAlignment(Metric):
     name: ClassVar[str] = "equivariance_alignment"
 
 
+@dataclass(frozen=True)
+class LieDerivative(Metric):
+    """``lie_derivative``: the outputs' rate of change along a continuous family at ``m₀``
+    (:func:`invlab.metrics.lie_derivative`, whose keyword arguments these are).
+
+    Attributes:
+        eps: the central difference's half-width, in the family's unit (degrees, pixels,
+            the factor, ...); unused by ``jvp``.
+        method: ``central`` (``‖f(T_{m₀+ε}x) − f(T_{m₀−ε}x)‖₂ / 2ε`` on the logits or
+            ``layer``) or ``jvp`` (Gruver et al.: forward-mode derivative of the
+            probabilities, mean absolute value over classes).
+        at: the magnitude ``m₀`` (None: the family's identity).
+        layer: a submodule whose flattened output is differentiated (``central`` only);
+            None: the logits.
+    """
+
+    name: ClassVar[str] = "lie_derivative"
+    eps: float = 1e-2
+    method: str = "central"
+    at: float | None = None
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        n = self.name
+        if not _is_real(self.eps) or not math.isfinite(self.eps) or not self.eps > 0:
+            raise _bad(n, "eps", self.eps, "a number > 0 (in the family's unit)")
+        if self.method not in LIE_METHODS:
+            raise _bad(n, "method", self.method, f"one of {', '.join(LIE_METHODS)}")
+        if self.at is not None and (not _is_real(self.at) or not math.isfinite(self.at)):
+            raise _bad(n, "at", self.at, "None (the identity) or a finite magnitude")
+        if self.layer is not None and (not isinstance(self.layer, str) or not self.layer):
+            raise _bad(n, "layer", self.layer, "None (the logits) or a submodule name")
+        if self.method == "jvp" and self.layer is not None:
+            raise MeasureError(f"{n} option method='jvp' is defined on the probabilities "
+                               "(Gruver et al.); drop layer or use method='central'")
+
+    def call_kwargs(self) -> dict[str, Any]:
+        """``eps`` and ``method`` of :func:`~invlab.metrics.functional.lie.lie_values` (``at``
+        gives its ``m0``, ``layer`` its ``forward``)."""
+        return {"eps": self.eps, "method": self.method}
+
+
+@dataclass(frozen=True)
+class FactorsOfVariation(Metric):
+    """``factors_of_variation`` (B21 §3): a dataset-level analysis computed by
+    :func:`invlab.factors.factors_of_variation`, whose keyword arguments these are (not by
+    :func:`~invlab.metrics.measure`).
+
+    Attributes:
+        transforms: the family names ranked per class (default B21's 13).
+        n_pairs: same-class pairs per class.
+        layer: the embedding layer (None: the penultimate features).
+    """
+
+    name: ClassVar[str] = "factors_of_variation"
+    transforms: tuple[str, ...] = B21_FAMILIES
+    n_pairs: int = 200
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        n = self.name
+        ts = self.transforms
+        if isinstance(ts, str) or not isinstance(ts, (list, tuple)) or not ts \
+                or not all(isinstance(t, str) for t in ts):
+            raise _bad(n, "transforms", ts, "a non-empty list of family names")
+        object.__setattr__(self, "transforms", tuple(ts))
+        if not _is_int(self.n_pairs) or self.n_pairs < 1:
+            raise _bad(n, "n_pairs", self.n_pairs, "a positive int")
+        if self.layer is not None and (not isinstance(self.layer, str) or not self.layer):
+            raise _bad(n, "layer", self.layer, "None (the penultimate features) or a "
+                                                 "submodule name")
+
+
 def _ri_features(z: torch.Tensor, z_t: torch.Tensor, perm: torch.Tensor,
                  generator: torch.Generator | None, cfg: Metric) -> dict[str, torch.Tensor]:
     """RI's score and its two distances from features ``z = φ(x)``, ``z_t = φ(T·x)``
@@ -357,6 +462,9 @@ class MetricSpec:
             (representation invariance: its two distances ``_d_same``, ``_d_other``).
         from_features: for a ``features`` metric, ``(z, z_t, π, generator, config) ->
             {suffix: [k, n]}`` from one layer's features ``[k, n, D]`` (``""`` is the score).
+        computed_by: the import path of the function that computes a measure
+            :func:`~invlab.metrics.measure` does not (a dataset-level analysis:
+            ``factors_of_variation``); None for every metric ``measure`` computes.
     """
 
     name: str
@@ -373,6 +481,7 @@ class MetricSpec:
     config: type[Metric] = Metric
     derived: tuple[str, ...] = ()
     from_features: Callable[..., dict[str, torch.Tensor]] | None = None
+    computed_by: str | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -433,6 +542,17 @@ _SPECS = [
                "equivariance); higher: T moves every sample the same way",
                higher_is_better=None, value_range=(-2.0, 2.0), summary="median",
                config=EquivarianceAlignment, from_features=_align_features),
+    MetricSpec("lie_derivative", frozenset({"family_derivative"}), lie_values,
+               "‖f(T_{m₀+ε}x) − f(T_{m₀−ε}x)‖₂ / 2ε per sample along a continuous family "
+               "(rotate, translate_x, ...; method='jvp': Gruver et al.'s derivative of the "
+               "probabilities), per unit of magnitude", per_member=False,
+               higher_is_better=False, value_range=(0.0, _INF), config=LieDerivative),
+    MetricSpec("factors_of_variation", frozenset({"features", "labels"}), factor_deltas,
+               "share of same-class pairs (x1, x2) with cos(φ(x1), φ(T·x2)) > cos(φ(x1), "
+               "φ(x2)), per class and family (B21 §3); a dataset-level analysis, not "
+               "measure(): call invlab.factors.factors_of_variation(model, images, labels)",
+               per_member=False, higher_is_better=None, value_range=(0.0, 1.0),
+               config=FactorsOfVariation, computed_by="invlab.factors.factors_of_variation"),
 ]
 
 REGISTRY: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
@@ -440,7 +560,9 @@ REGISTRY: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 assert all(s.config.name == s.name for s in _SPECS), "a MetricSpec's config names another metric"
 
 METRICS: dict[str, str] = {s.name: s.description for s in _SPECS}
-"""Metric names accepted by :func:`invlab.metrics.measure` and one-line descriptions."""
+"""Every registered metric's name and one-line description: the names
+:func:`invlab.metrics.measure` accepts, and ``factors_of_variation``, which it refuses
+(:func:`check_measurable`)."""
 
 ALIASES: dict[str, str] = {
     "li": "logit_l2",
@@ -450,6 +572,7 @@ ALIASES: dict[str, str] = {
     "acc": "accuracy",
     "ri": "representation_invariance",
     "align": "equivariance_alignment",
+    "lie": "lie_derivative",
 }
 """Case-insensitive short names."""
 
@@ -490,6 +613,23 @@ def resolve_metrics(metrics: str | Iterable[str]) -> list[str]:
     return names
 
 
+def check_measurable(name: str) -> None:
+    """Raise one :class:`MeasureError` for a registered measure that
+    :func:`~invlab.metrics.measure` does not compute (``MetricSpec.computed_by``), naming the
+    function that does; nothing for the others."""
+    spec = REGISTRY[name]
+    if spec.computed_by is not None:
+        raise MeasureError(
+            f"{name} is a dataset-level analysis, not a per-sample measure of one transform: "
+            f"measure() does not compute it; call {spec.computed_by}(model, images, labels, "
+            f"...) with its options ({', '.join(spec.config.option_names())})")
+
+
+def measured_specs() -> list[MetricSpec]:
+    """The metrics :func:`~invlab.metrics.measure` computes (no ``computed_by``)."""
+    return [s for s in _SPECS if s.computed_by is None]
+
+
 def regularizer(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The differentiable pair function ``(logits, logits_t) -> [N]`` registered as ``name``
     (``logit_l2``, ``kl``, ``logit_l2_normalized``, ``logit_l2_normalized_detached``,
@@ -507,7 +647,8 @@ def regularizer(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 def regularizer_names() -> tuple[str, ...]:
     """The metrics usable as training regularizers: differentiable functions of the logit
     pair ``(f(x), f(T·x))`` alone (``invlab.train``'s ``REGULARIZERS``)."""
-    return tuple(s.name for s in _SPECS if s.differentiable and s.needs == {"logit_pairs"})
+    return tuple(s.name for s in measured_specs()
+                 if s.differentiable and s.needs == {"logit_pairs"})
 
 
 def base_metric(key: str) -> str | None:
@@ -526,8 +667,9 @@ def no_member_keys() -> frozenset[str]:
     """``per_sample`` keys without a transform member (``[N, 1]``): the metrics declared
     ``per_member=False`` and the clean counterpart ``clean_<name>`` of every metric that
     needs labels (``clean_accuracy``: the metric on the untransformed images)."""
-    return frozenset([s.name for s in _SPECS if not s.per_member]
-                     + [f"clean_{s.name}" for s in _SPECS if "labels" in s.needs])
+    specs = measured_specs()
+    return frozenset([s.name for s in specs if not s.per_member]
+                     + [f"clean_{s.name}" for s in specs if "labels" in s.needs])
 
 
 def summary_statistic(key: str) -> str:
@@ -562,7 +704,8 @@ def metric_rows() -> list[dict[str, str]]:
             "needs": ",".join(sorted(s.needs)),
             "per_member": "yes" if s.per_member else "no",
             "differentiable": "yes" if s.differentiable else "no",
-            "options": ",".join(f"{k}={v!r}" for k, v in s.options.items()) or "-",
+            "options": (",".join(f"{k}={v!r}" for k, v in s.options.items()) or "-")
+                       + (f" (keyword arguments of {s.computed_by})" if s.computed_by else ""),
             "description": s.description,
         })
     return rows

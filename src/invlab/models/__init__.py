@@ -17,6 +17,7 @@ from invlab.models.factory import model_factory
 from invlab.models.lenet import CNNMedium
 from invlab.models.mlp import MLP5, WeightTiedMLP5
 from invlab.models.pooled import GroupPooled
+from invlab.models.pretrained import PRETRAINED, load_pretrained
 from invlab.models.tied import WeightTied
 from invlab.models.vit import ViTTiny
 from invlab.transforms import TransformError
@@ -79,8 +80,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """
     table = {**_REGISTRY, **_derived()}
     if name not in table:
-        from invlab.models.pretrained import PRETRAINED, load_pretrained
-
         if name in PRETRAINED:  # e.g. create_model("efficientnet_lite0", pretrained=True)
             try:
                 return load_pretrained(name, **kwargs)

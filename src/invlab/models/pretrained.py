@@ -26,6 +26,7 @@ Its input convention, recorded on the model and applied by ``invlab audit`` / ``
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,8 +61,6 @@ class PretrainedSpec:
 
 
 def _need(module: str, package: str) -> Any:
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:

@@ -17,6 +17,7 @@ from invlab.report.claims import (  # noqa: E402
 )
 from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.genuine import _save  # noqa: E402
+from invlab.report.metric_labels import axis_label, comparison, meets, short_name  # noqa: E402
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
 from invlab.sweep.io import atomic_write_json  # noqa: E402
@@ -38,6 +39,13 @@ def summary_rows(store: ResultsStore) -> list[dict[str, Any]]:
 
 
 MARKERS = {"da": ("^", 4, 2), "ir": ("o", 3, 3), "wt": ("s", 7, 4)}  # marker, size, zorder
+FIG4_CURVES = (("kl", "-", "DI"), ("accuracy_ratio", "--", "acc ratio"))
+"""Fig. 4's two curves per method: (stored metric, line style, legend name); the first on the
+left axis, the second on the right."""
+TABLES = (("kl", short_name("kl")), ("accuracy_ratio", "accuracy ratio"),
+          ("logit_l2", short_name("logit_l2")),
+          ("saliency_similarity", short_name("saliency_similarity")))
+"""The tables per drift reading: (stored metric of ``drift_<mode>_<metric>``, its name)."""
 
 
 def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
@@ -51,7 +59,7 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
     for ax, g in zip(axes[0], groups):
         ax2 = ax.twinx()
         for m in ("wt", "da", "ir"):
-            for metric, axis, ls in (("kl", ax, "-"), ("accuracy_ratio", ax2, "--")):
+            for (metric, ls, name), axis in zip(FIG4_CURVES, (ax, ax2)):
                 d = df[(df.group == g) & (df.method == m) & (df.metric == metric)].sort_values(
                     "beta")
                 if d.empty:
@@ -61,13 +69,12 @@ def figure4(summary: list[dict[str, Any]], mode: str, out: Path) -> list[str]:
                 mk, ms, z = MARKERS[m]
                 axis.plot(d.beta, d["mean"], ls, marker=mk, ms=ms, color=COLORS[m], zorder=z,
                           mfc="none" if m == "wt" else COLORS[m], lw=2.2 if m == "wt" else 1.2,
-                          alpha=0.9,
-                          label=f"{m.upper()} DI" if metric == "kl" else f"{m.upper()} acc ratio")
+                          alpha=0.9, label=f"{m.upper()} {name}")
                 axis.fill_between(d.beta, d["mean"] - d["std"], d["mean"] + d["std"],
                                   color=COLORS[m], alpha=0.12)
         ax.set(title=f"{g.upper()} ({mode})", xlabel="drift β (MNIST → FMNIST)",
-               ylabel="DI = KL (solid)")
-        ax2.set_ylabel("Acc(D(β)) / Acc(D1) (dashed)")
+               ylabel=axis_label("DI = KL (solid)", FIG4_CURVES[0][0]))
+        ax2.set_ylabel(axis_label("Acc(D(β)) / Acc(D1) (dashed)", FIG4_CURVES[1][0]))
         ax2.set_ylim(0, 1.05)
     from matplotlib.lines import Line2D
 
@@ -120,8 +127,8 @@ def claims(summary: list[dict[str, Any]], n_classes: int = 9) -> ClaimSet:
         worst = {f"max DI {m.upper()}": max((v(m, "kl", b) for b in betas), default=float("nan"))
                  for m in ("wt", "ir")}
         out.append(decide("WT's and IR's DI stay low under drift",
-                          f"max over β of WT's and IR's DI ≤ {DI_LOW}", worst,
-                          all(x <= DI_LOW for x in worst.values()), **kw))
+                          f"max over β of WT's and IR's DI {comparison('kl')} {DI_LOW}", worst,
+                          all(meets("kl", x, DI_LOW) for x in worst.values()), **kw))
     return ClaimSet("Claims of M23 Fig. 4 (reliability under drift)", tuple(out),
                     ("Criteria on means over seeds; DI = KL(p(x) ‖ p(T·x)) in nats.",))
 
@@ -133,8 +140,7 @@ def build_report(out_dir: str | Path) -> list[str]:
     written = [str(out / "summary.json")]
     for mode in sorted({s["mode"] for s in summary}):
         written += figure4(summary, mode, out)
-        for metric, name in (("kl", "DI"), ("accuracy_ratio", "accuracy ratio"),
-                             ("logit_l2", "LI"), ("saliency_similarity", "SI")):
+        for metric, name in TABLES:
             written += write_table(table(summary, mode, metric), out, f"drift_{mode}_{metric}",
                                    f"{name} under drift ({mode}), mean ± std over seeds")
     written += write_claims(out, claims(summary))

@@ -27,13 +27,16 @@ from invlab.data.shifts import load_cached
 from invlab.report.claims import (
     ACCURACY_FLOOR,
     CHANCE_MARGIN,
+    Claim,
     ClaimSet,
-    accuracy_gate,
     decide,
     read_claims,
     render_text,
     write_claims,
 )
+from invlab.report.figures import pyplot, save
+from invlab.report.metric_labels import axis_label
+from invlab.report.tables import write_table
 from invlab.stats import correlate, leave_one_shift_out, selection_regret
 from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json, atomic_write_text
@@ -296,6 +299,120 @@ MIN_MODELS = 5
 it is ±1 or undefined)."""
 
 
+def _too_few(n_models: int) -> str:
+    """Why no claim can be decided on a zoo of ``n_models`` (empty when it can)."""
+    return (f"too few models: {n_models} (a Spearman ρ across the zoo needs at least "
+            f"{MIN_MODELS})") if n_models < MIN_MODELS else ""
+
+
+def _zoo_caveat(id_accuracy: dict[str, float] | None, n_classes: int) -> str:
+    """The flag on every claim when some models are below the ID accuracy floor (how many,
+    and how many of them at chance); empty otherwise."""
+    if not id_accuracy:
+        return ""
+    n_at = sum(v is not None and v <= 1 / n_classes + CHANCE_MARGIN for v in id_accuracy.values())
+    n_low = sum(v is not None and v < ACCURACY_FLOOR for v in id_accuracy.values())
+    if not n_low:
+        return ""
+    return (f"{n_low} of {len(id_accuracy)} models below the {100 * ACCURACY_FLOOR:.0f} % ID "
+            "accuracy floor" + (f", {n_at} of them at chance" if n_at else ""))
+
+
+def _rho(stats: dict[str, Any], t: str, m: str) -> float:
+    """Spearman ρ of accuracy against measure ``m`` on test set ``t`` (NaN when undefined)."""
+    v = stats[t][m]["spearman"]
+    return float("nan") if v is None else float(v)
+
+
+def _claim_ei_strong(stats: dict[str, Any], why: str, caveat: str) -> Claim:
+    """Claim 1: ρ(EI, accuracy) ≥ :data:`STRONG_RHO` on ID (the first test set) and on more
+    than half of the shifts."""
+    sets = list(stats)
+    shifts = sets[1:]
+    rho = {t: _rho(stats, t, "ei") for t in sets if "ei" in stats[t]}
+    strong = [t for t in shifts if rho.get(t, -1) >= STRONG_RHO]
+    holds = rho.get(sets[0] if sets else "id", -1) >= STRONG_RHO and len(strong) > len(shifts) / 2
+    return decide("EI correlates strongly with accuracy on ID and on most shifts",
+                  f"Spearman ρ(EI, accuracy) ≥ {STRONG_RHO} on ID and on more than half of the "
+                  "shifts", {**{f"ρ {t}": r for t, r in rho.items()},
+                             "strong shifts": f"{len(strong)}/{len(shifts)}"},
+                  bool(holds), reason=why or ("" if rho else "EI was not measured"),
+                  caveat=caveat)
+
+
+def _claim_ei_strongest(stats: dict[str, Any], why: str, caveat: str) -> Claim:
+    """Claim 2: EI has the largest |ρ| of the invariance measures on more than half of the
+    test sets (also reported: the signed comparison, the measures stronger than EI but
+    negative, and EI against average confidence)."""
+    sets = list(stats)
+    others = [m for m in INVARIANCE_MEASURES if m != "ei"]
+    with_ei = [t for t in sets if "ei" in stats[t]]
+
+    def beats(t: str, m: str, key: Any) -> bool:
+        return key(_rho(stats, t, "ei")) >= key(_rho(stats, t, m))
+
+    wins = [t for t in with_ei if all(beats(t, m, abs) for m in others if m in stats[t])]
+    wins_signed = [t for t in with_ei if all(beats(t, m, float) for m in others if m in stats[t])]
+    beats_conf = [t for t in with_ei if "confidence" in stats[t] and beats(t, "confidence", abs)]
+    neg = sorted({m for t in with_ei for m in others if m in stats[t]
+                  and _rho(stats, t, m) < 0 and abs(_rho(stats, t, m)) > abs(_rho(stats, t, "ei"))})
+    rho = {t: _rho(stats, t, "ei") for t in with_ei}
+    return decide("EI correlates more strongly than the other invariance measures (agreement, −JS, "
+                  "−KL, −LI) on most test sets",
+                  "EI has the largest |Spearman ρ| on more than half of the test sets",
+                  {"EI largest |ρ|": f"{len(wins)}/{len(sets)} ({', '.join(wins) or 'none'})",
+                   "EI highest signed ρ": f"{len(wins_signed)}/{len(sets)}",
+                   "stronger but negative": ", ".join(LABELS.get(m, m) for m in neg) or "none",
+                   "EI |ρ| ≥ avg. confidence's": f"{len(beats_conf)}/{len(sets)}",
+                   **{f"ρ(EI) {t}": r for t, r in rho.items()}},
+                  len(wins) > len(sets) / 2, reason=why or ("" if rho else "EI was not measured"),
+                  caveat=caveat)
+
+
+def _effects_missing(fx: dict[str, Any]) -> str:
+    """Why the matched data/augmentation effects cannot decide claim 3 (empty when they can):
+    one n_train for every model, or no matched pairs (a user zoo without that metadata)."""
+    mo = fx.get("mean_over_test_sets", {})
+    augs = sorted({k.split("_")[1] for k in mo if k.startswith("aug_")})
+    aug_acc = [mo[f"aug_{a}_accuracy"] for a in augs if f"aug_{a}_accuracy" in mo]
+    spans = [v["data_accuracy"]["n_train"] for v in fx.get("per_test_set", {}).values()
+             if "data_accuracy" in v]
+    if spans and all(lo == hi for lo, hi in spans):
+        return (f"every model trains on the same n_train ({spans[0][0]}): there is no data "
+                "effect to compare")
+    if "data_accuracy" not in mo or not math.isfinite(float(mo["data_accuracy"])):
+        return ("missing metadata: no pairs of models that differ only in n_train (a user zoo "
+                "records no n_train/augmentation)")
+    if not augs or not any(math.isfinite(float(x)) for x in aug_acc):
+        return ("missing metadata: no pairs of models that differ only in augmentation (a "
+                "user zoo records no augmentation)")
+    return ""
+
+
+def _claim_data_beats_augmentation(fx: dict[str, Any], why: str, caveat: str) -> Claim:
+    """Claim 3: more training data raises accuracy and EI more than augmentation does (mean
+    over test sets and matched pairs, :func:`effects`)."""
+    mo = fx.get("mean_over_test_sets", {})
+    augs = sorted({k.split("_")[1] for k in mo if k.startswith("aug_")})
+    aug_acc = [mo[f"aug_{a}_accuracy"] for a in augs if f"aug_{a}_accuracy" in mo]
+    aug_ei = [mo[f"aug_{a}_ei"] for a in augs if f"aug_{a}_ei" in mo]
+    d_acc, d_ei = mo.get("data_accuracy", math.nan), mo.get("data_ei", math.nan)
+    holds = bool(aug_acc and aug_ei and d_acc > np.mean(aug_acc) and d_ei > np.mean(aug_ei))
+    values: dict[str, Any] = {"data Δacc": d_acc, "data ΔEI": d_ei}
+    for a in augs:
+        values[f"{a} Δacc"] = mo.get(f"aug_{a}_accuracy", math.nan)
+        values[f"{a} ΔEI"] = mo.get(f"aug_{a}_ei", math.nan)
+    values["exceeds every single augmentation"] = bool(
+        aug_acc and aug_ei and d_acc > max(aug_acc) and d_ei > max(aug_ei))
+    return decide("More training data raises accuracy and invariance (EI) more than augmentation "
+                  "does",
+                  "mean over test sets and matched pairs: Δacc and ΔEI of the largest vs the "
+                  "smallest n_train > the mean Δacc and ΔEI of the augmentations",
+                  values, holds,
+                  required=[k for k in values if k != "exceeds every single augmentation"],
+                  reason=_effects_missing(fx) or why, caveat=caveat)
+
+
 def claims(stats: dict[str, Any], fx: dict[str, Any],
            id_accuracy: dict[str, float] | None = None, n_classes: int = 10,
            n_models: int | None = None) -> ClaimSet:
@@ -306,96 +423,16 @@ def claims(stats: dict[str, Any], fx: dict[str, Any],
     ``id_accuracy`` (model → ID accuracy) flags models at chance or below the accuracy floor
     (a caveat: a zoo spans weak and strong models by design). ``n_models``: the zoo's size
     (default: the largest number of models behind any statistic; < 3 gives none)."""
-    sets = list(stats)
-    id_set = sets[0] if sets else "id"
-    shifts = sets[1:]
     if n_models is None:
-        n_models = max((int(st.get("n") or 0) for t in sets for st in stats[t].values()
+        n_models = max((int(st.get("n") or 0) for per in stats.values() for st in per.values()
                         if isinstance(st, dict)), default=0)
-    few = (f"too few models: {n_models} (a Spearman ρ across the zoo needs at least "
-           f"{MIN_MODELS})") if n_models < MIN_MODELS else ""
-    caveat = ""
-    if id_accuracy:
-        at, low = accuracy_gate(id_accuracy, n_classes)
-        n_at = sum(v is not None and v <= 1 / n_classes + CHANCE_MARGIN
-                   for v in id_accuracy.values())
-        n_low = sum(v is not None and v < ACCURACY_FLOOR for v in id_accuracy.values())
-        if n_low:
-            caveat = (f"{n_low} of {len(id_accuracy)} models below the "
-                      f"{100 * ACCURACY_FLOOR:.0f} % ID accuracy floor"
-                      + (f", {n_at} of them at chance" if n_at else ""))
-    rho = {t: stats[t]["ei"]["spearman"] for t in sets if "ei" in stats[t]}
-    rho = {t: (float("nan") if r is None else float(r)) for t, r in rho.items()}
-    strong = [t for t in shifts if rho.get(t, -1) >= STRONG_RHO]
-    c1 = rho.get(id_set, -1) >= STRONG_RHO and len(strong) > len(shifts) / 2
-    others = [m for m in INVARIANCE_MEASURES if m != "ei"]
-
-    def sp(t: str, m: str) -> float:
-        v = stats[t][m]["spearman"]
-        return float("nan") if v is None else float(v)
-
-    def beats(t: str, m: str, key: Any) -> bool:
-        return key(sp(t, "ei")) >= key(sp(t, m))
-
-    with_ei = [t for t in sets if "ei" in stats[t]]
-    wins = [t for t in with_ei if all(beats(t, m, abs) for m in others if m in stats[t])]
-    wins_signed = [t for t in with_ei if all(beats(t, m, float) for m in others if m in stats[t])]
-    c2 = len(wins) > len(sets) / 2
-    beats_conf = [t for t in with_ei if "confidence" in stats[t] and beats(t, "confidence", abs)]
-    neg = sorted({m for t in with_ei for m in others
-                  if m in stats[t] and sp(t, m) < 0 and abs(sp(t, m)) > abs(sp(t, "ei"))})
-    mo = fx.get("mean_over_test_sets", {})
-    augs = sorted({k.split("_")[1] for k in mo if k.startswith("aug_")})
-    aug_acc = [mo[f"aug_{a}_accuracy"] for a in augs if f"aug_{a}_accuracy" in mo]
-    aug_ei = [mo[f"aug_{a}_ei"] for a in augs if f"aug_{a}_ei" in mo]
-    d_acc, d_ei = mo.get("data_accuracy", math.nan), mo.get("data_ei", math.nan)
-    c3 = bool(aug_acc and aug_ei and d_acc > np.mean(aug_acc) and d_ei > np.mean(aug_ei))
-    c3_each = bool(aug_acc and aug_ei and d_acc > max(aug_acc) and d_ei > max(aug_ei))
-    v3: dict[str, Any] = {"data Δacc": d_acc, "data ΔEI": d_ei}
-    for a in augs:
-        v3[f"{a} Δacc"] = mo.get(f"aug_{a}_accuracy", math.nan)
-        v3[f"{a} ΔEI"] = mo.get(f"aug_{a}_ei", math.nan)
-    v3["exceeds every single augmentation"] = c3_each
-    meta = ""
-    spans = [v["data_accuracy"]["n_train"] for v in fx.get("per_test_set", {}).values()
-             if "data_accuracy" in v]
-    if spans and all(lo == hi for lo, hi in spans):
-        meta = (f"every model trains on the same n_train ({spans[0][0]}): there is no data "
-                "effect to compare")
-    elif "data_accuracy" not in mo or not math.isfinite(float(d_acc)):
-        meta = ("missing metadata: no pairs of models that differ only in n_train (a user zoo "
-                "records no n_train/augmentation)")
-    elif not augs or not any(math.isfinite(float(x)) for x in aug_acc):
-        meta = ("missing metadata: no pairs of models that differ only in augmentation (a "
-                "user zoo records no augmentation)")
-    c = [
-        decide("EI correlates strongly with accuracy on ID and on most shifts",
-               f"Spearman ρ(EI, accuracy) ≥ {STRONG_RHO} on ID and on more than half of the "
-               "shifts", {**{f"ρ {t}": r for t, r in rho.items()},
-                          "strong shifts": f"{len(strong)}/{len(shifts)}"},
-               bool(c1), reason=few or ("" if rho else "EI was not measured"), caveat=caveat),
-        decide("EI correlates more strongly than the other invariance measures (agreement, −JS, "
-               "−KL, −LI) on most test sets",
-               "EI has the largest |Spearman ρ| on more than half of the test sets",
-               {"EI largest |ρ|": f"{len(wins)}/{len(sets)} ({', '.join(wins) or 'none'})",
-                "EI highest signed ρ": f"{len(wins_signed)}/{len(sets)}",
-                "stronger but negative": ", ".join(LABELS.get(m, m) for m in neg) or "none",
-                "EI |ρ| ≥ avg. confidence's": f"{len(beats_conf)}/{len(sets)}",
-                **{f"ρ(EI) {t}": r for t, r in rho.items()}},
-               bool(c2), reason=few or ("" if rho else "EI was not measured"), caveat=caveat),
-        decide("More training data raises accuracy and invariance (EI) more than augmentation "
-               "does",
-               "mean over test sets and matched pairs: Δacc and ΔEI of the largest vs the "
-               "smallest n_train > the mean Δacc and ΔEI of the augmentations",
-               v3, c3, required=[k for k in v3 if k != "exceeds every single augmentation"],
-               reason=meta or few, caveat=caveat),
-    ]
-    return ClaimSet("Claims check (Deng et al. 2022, on this zoo)", tuple(c))
+    why, caveat = _too_few(n_models), _zoo_caveat(id_accuracy, n_classes)
+    return ClaimSet("Claims check (Deng et al. 2022, on this zoo)",
+                    (_claim_ei_strong(stats, why, caveat), _claim_ei_strongest(stats, why, caveat),
+                     _claim_data_beats_augmentation(fx, why, caveat)))
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[str]:
-    from invlab.report.figures import save
-
     return save(fig, out, stem, dpi=110)
 
 
@@ -424,46 +461,51 @@ def spearman_table(stats: dict[str, Any]) -> pd.DataFrame:
 
 
 FAMILY_LABELS = {"external": "your models", "mlp": "MLP", "cnn": "CNN", "vit": "ViT"}
+FAMILY_COLORS = {"mlp": "tab:blue", "cnn": "tab:orange", "vit": "tab:green",
+                 "external": "tab:purple"}
 
 
-def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> list[str]:
-    """Scatter accuracy vs EI per test set with fitted lines; ρ grid; measure ranking."""
-    from invlab.report.figures import pyplot
+def _scatter_panel(ax: Any, ts: str, w: pd.DataFrame, st: dict[str, Any] | None) -> None:
+    """One test set's panel: accuracy vs EI per model (a cross: trained with rotations),
+    coloured by family, with the fitted line of ``st`` (:func:`_stats` of EI)."""
+    if "ei" not in w:  # rotation EI needs square images (your own models/test sets)
+        ax.text(0.5, 0.5, f"{ts}: no rotation EI\n(non-square images)", ha="center",
+                va="center", fontsize=9, transform=ax.transAxes)
+        ax.axis("off")
+        return
+    for fam, g in w.groupby("family"):
+        rot = g["augment"].isin(["rotate", "r4"])
+        name = FAMILY_LABELS.get(str(fam), str(fam))
+        color = FAMILY_COLORS.get(str(fam), "k")
+        if (~rot).any():
+            ax.scatter(g["ei"][~rot], g["accuracy"][~rot], s=14, c=color, alpha=0.8,
+                       label=name + (", no rotation augmentation" if rot.any() or
+                                     str(fam) != "external" else ""))
+        if rot.any():
+            ax.scatter(g["ei"][rot], g["accuracy"][rot], s=18, c=color, marker="x", alpha=0.8,
+                       label=f"{name}, trained with rotations")
+    if st:
+        xs = np.linspace(w["ei"].min(), w["ei"].max(), 20)
+        ax.plot(xs, st["slope"] * xs + st["intercept"], "k--", lw=1)
+        ax.set_title(f"{ts}: ρ={st['spearman']:.2f}, R²={st['r2']:.2f}", fontsize=10)
+    else:
+        ax.set_title(ts, fontsize=10)
+    ax.set_xlabel(axis_label("EI (rotations by 90°, 180°, 270°)", "ei"), fontsize=9)
+    ax.set_ylabel(axis_label("accuracy", "accuracy"), fontsize=9)
+    ax.tick_params(labelsize=9)
 
+
+def figure_scatter_ei(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path
+                      ) -> list[str]:
+    """``scatter_ei``: accuracy vs EI per test set, one panel each, with the fitted lines;
+    one legend below the panels."""
     plt = pyplot()
     sets = list(wide)
     cols = min(3, len(sets))
     rows = math.ceil(len(sets) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
-    colors = {"mlp": "tab:blue", "cnn": "tab:orange", "vit": "tab:green", "external": "tab:purple"}
     for ax, ts in zip(axes.flat, sets, strict=False):
-        w = wide[ts]
-        if "ei" not in w:  # rotation EI needs square images (your own models/test sets)
-            ax.text(0.5, 0.5, f"{ts}: no rotation EI\n(non-square images)", ha="center",
-                    va="center", fontsize=9, transform=ax.transAxes)
-            ax.axis("off")
-            continue
-        for fam, g in w.groupby("family"):
-            rot = g["augment"].isin(["rotate", "r4"])
-            name = FAMILY_LABELS.get(str(fam), str(fam))
-            if (~rot).any():
-                ax.scatter(g["ei"][~rot], g["accuracy"][~rot], s=14,
-                           c=colors.get(str(fam), "k"), alpha=0.8,
-                           label=name + (", no rotation augmentation" if rot.any() or
-                                         str(fam) != "external" else ""))
-            if rot.any():
-                ax.scatter(g["ei"][rot], g["accuracy"][rot], s=18, c=colors.get(str(fam), "k"),
-                           marker="x", alpha=0.8, label=f"{name}, trained with rotations")
-        st = stats[ts].get("ei")
-        if st:
-            xs = np.linspace(w["ei"].min(), w["ei"].max(), 20)
-            ax.plot(xs, st["slope"] * xs + st["intercept"], "k--", lw=1)
-            ax.set_title(f"{ts}: ρ={st['spearman']:.2f}, R²={st['r2']:.2f}", fontsize=10)
-        else:
-            ax.set_title(ts, fontsize=10)
-        ax.set_xlabel("EI (rotations by 90°, 180°, 270°)", fontsize=9)
-        ax.set_ylabel("accuracy", fontsize=9)
-        ax.tick_params(labelsize=9)
+        _scatter_panel(ax, ts, wide[ts], stats[ts].get("ei"))
     for ax in list(axes.flat)[len(sets):]:
         ax.axis("off")
     h, lab = next((a.get_legend_handles_labels() for a in axes.flat
@@ -472,9 +514,14 @@ def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> 
     if lab:  # below the panels: it covers no point
         fig.legend(h, lab, loc="upper center", ncol=min(3, len(lab)), fontsize=9,
                    bbox_to_anchor=(0.5, 0.0), frameon=False)
-    paths = _save(fig, out, "scatter_ei")
+    return _save(fig, out, "scatter_ei")
 
-    ms = _measures(wide)
+
+def figure_grid_spearman(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path
+                         ) -> list[str]:
+    """``grid_spearman``: heat map of ρ(accuracy, measure) per measure (rows) and test set."""
+    plt = pyplot()
+    sets, ms = list(wide), _measures(wide)
     grid = np.array([[stats[t].get(m, {}).get("spearman", np.nan) for t in sets] for m in ms])
     fig, ax = plt.subplots(figsize=(0.75 * len(sets) + 3.2, 0.45 * len(ms) + 1.6))
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
@@ -489,8 +536,14 @@ def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> 
     cb = fig.colorbar(im, ax=ax)
     cb.set_label("Spearman ρ (accuracy vs measure,\nacross models)", fontsize=9)
     cb.ax.tick_params(labelsize=9)
-    paths += _save(fig, out, "grid_spearman")
+    return _save(fig, out, "grid_spearman")
 
+
+def figure_ranking(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path
+                   ) -> list[str]:
+    """``ranking``: bars of ρ(accuracy, measure) with bootstrap 95 % CIs, per test set."""
+    plt = pyplot()
+    sets, ms = list(wide), _measures(wide)
     fig, ax = plt.subplots(figsize=(min(8.5, max(6, 0.9 * len(sets) * len(ms) / 3)), 3.5))
     width = 0.8 / len(ms)
     for i, m in enumerate(ms):
@@ -509,8 +562,13 @@ def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> 
     # right of the axes: it covers no bar
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
               title="measure", title_fontsize=9)
-    paths += _save(fig, out, "ranking")
-    return paths
+    return _save(fig, out, "ranking")
+
+
+def figures(wide: dict[str, pd.DataFrame], stats: dict[str, Any], out: Path) -> list[str]:
+    """Scatter accuracy vs EI per test set with fitted lines; ρ grid; measure ranking."""
+    return (figure_scatter_ei(wide, stats, out) + figure_grid_spearman(wide, stats, out)
+            + figure_ranking(wide, stats, out))
 
 
 def _jsonable(o: Any) -> Any:
@@ -528,8 +586,6 @@ def _jsonable(o: Any) -> Any:
 def build_report(out_dir: str | Path, n_boot: int | None = None, seed: int | None = None
                  ) -> list[str]:
     """Rebuild every output of the study in ``out_dir`` from its store."""
-    from invlab.report.tables import write_table
-
     out = Path(out_dir)
     doc = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
     cfg = doc.get("config", doc)  # config.json: {"study", "config": the resolved preset, ...}
@@ -632,8 +688,6 @@ def figure_test_sets_from_store(out: Path) -> list[str]:
 
 def figure_test_sets(sets_dir: str | Path, refs: list[Any], out: Path, n: int = 8) -> list[str]:
     """Picture grid: ``n`` examples (first images, with labels) of every test set."""
-    from invlab.report.figures import pyplot
-
     plt = pyplot()
     fig, axes = plt.subplots(len(refs), n, figsize=(n * 0.9, len(refs) * 1.05), squeeze=False)
     for row, ref in zip(axes, refs, strict=True):

@@ -12,6 +12,7 @@ from invlab.data.sources import source_label
 from invlab.report.claims import Claim, ClaimSet, accuracy_gate, decide, read_claims, render_text, write_claims
 from invlab.report.figures import pyplot
 from invlab.report.figures import save as _save_figure
+from invlab.report.metric_labels import axis_label, column_label
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table
 from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json
@@ -31,8 +32,13 @@ PAPER_MNIST: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {
     ("t3", "ir"): {"accuracy": (93.1, 0.1), "logit_l2": (0.01, None), "kl": (0.0, None),
                    "saliency_similarity": (0.95, 0.07)},
 }
-METRIC_COLS = [("accuracy", "acc %"), ("logit_l2", "LI ↓"), ("kl", "DI ↓"),
-               ("saliency_similarity", "SI ↑"), ("effective_invariance", "EI ↑"), ("nu", "ν")]
+PAPER_METRICS = frozenset(m for row in PAPER_MNIST.values() for m in row)
+"""The metrics M23's Table 1 reports (each gets a ``paper`` column on MNIST)."""
+METRIC_COLS: list[tuple[str, str | None, int]] = [
+    ("accuracy", "acc %", 1), ("logit_l2", None, 2), ("kl", None, 3),
+    ("saliency_similarity", None, 2), ("effective_invariance", None, 2), ("nu", "ν", 3)]
+"""Table 1's columns: (stored metric, header, decimals). A header of None is the metric's
+short name and better direction from the metric registry (``LI ↓``, ``SI ↑``)."""
 SUMMARY_METRICS = {"accuracy", "logit_l2", "kl", "effective_invariance", "saliency_similarity",
                    "nu", "epochs_run", "val_accuracy"}
 METHOD_ORDER = {"wt": 0, "da": 1, "ir": 2}
@@ -63,12 +69,11 @@ def table_frame(summary: list[dict[str, Any]], dataset: str) -> pd.DataFrame:
     out = []
     for g, m in keys:
         row: dict[str, Any] = {"group": g.upper(), "method": m.upper()}
-        for metric, col in METRIC_COLS:
+        for metric, header, digits in METRIC_COLS:
+            col = column_label(metric) if header is None else header
             s = by.get((g, m, metric))
-            digits = 1 if metric == "accuracy" else (3 if metric in ("kl", "nu") else 2)
             row[col] = fmt_pm(s["mean"], s["std"], s["n_seeds"], digits) if s else "–"
-            if dataset == "mnist" and metric in ("accuracy", "logit_l2", "kl",
-                                                 "saliency_similarity"):
+            if dataset == "mnist" and metric in PAPER_METRICS:
                 row[f"paper {col}"] = _paper(g, m, metric)
         s = by.get((g, m, "accuracy"))
         row["seeds"] = s["n_seeds"] if s else 0
@@ -94,8 +99,8 @@ def _save(fig: Any, out: Path, stem: str, dpi: int = 130) -> list[str]:
 
 def figure_tsne(figs: dict[tuple[str, str, str], dict[str, Any]], dataset: str, group: str,
                 out: Path) -> list[str]:
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
+    from sklearn.manifold import TSNE  # lazy: ~1 s to import, only this figure needs it
+    from threadpoolctl import threadpool_limits  # lazy: scikit-learn's, beside it
 
     methods = [m for m in ("da", "ir", "wt") if (dataset, group, m) in figs]
     if not methods:
@@ -188,8 +193,10 @@ def figure_nu_search(store: ResultsStore, out: Path, study: str = "genuine",
                         markeredgecolor="k", zorder=5, ls="none")
     target = cells[0]["config"]["target"]
     axes[0].axhline(target, color="k", ls="--", lw=0.8)
-    axes[0].set(xscale="log", xlabel="ν", ylabel="validation SI", title="SI(ν)")
-    axes[1].set(xscale="log", xlabel="ν", ylabel="validation accuracy %", title="accuracy(ν)")
+    axes[0].set(xscale="log", xlabel="ν", ylabel=axis_label("validation SI", "si"),
+                title="SI(ν)")
+    axes[1].set(xscale="log", xlabel="ν", ylabel=axis_label("validation accuracy %", "accuracy"),
+                title="accuracy(ν)")
     axes[0].plot([], [], marker="*", ms=10, color="0.5", markeredgecolor="k", ls="none",
                  label="chosen ν")
     # one legend below both panels, off the curves

@@ -32,6 +32,8 @@ from string import Template
 from typing import Any
 
 from invlab.data import DataError, load_source
+from invlab.report.claims import read_claims
+from invlab.report.claims import render_html as render_claims_html
 from invlab.sweep import ResultsStore
 from invlab.sweep.io import atomic_write_json, atomic_write_text
 from invlab.sweep.provenance import git_revision, invlab_version
@@ -400,11 +402,9 @@ def _claims_section(out: Path) -> tuple[str, str]:
     """The claims check as the page's first section, rendered from ``claims.json``
     (:mod:`invlab.report.claims`). A directory written before claims were records (only
     ``claims.md``) shows that file as text, without a badge."""
-    from invlab.report.claims import read_claims, render_html
-
     cs = read_claims(out)
     if cs is not None:
-        return "Claims check", render_html(cs)
+        return "Claims check", render_claims_html(cs)
     path = out / "claims.md"
     if not path.exists():
         return "Claims check", ('<p class="note">This study directory has no claims check '

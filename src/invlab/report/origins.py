@@ -9,6 +9,7 @@ magnitude indices 3–7 (the spec's window for the invariance gap).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from invlab.metrics.functional.factors import (  # noqa: E402
     chance_alignment,
     class_specificity,
 )
+from invlab.metrics.registry import summary_statistic  # noqa: E402
 from invlab.report.claims import ClaimSet, accuracy_gate, decide, read_claims, render_text, write_claims  # noqa: E402
-from invlab.report.figures import pyplot  # noqa: E402
+from invlab.report.figures import pyplot, save  # noqa: E402
+from invlab.report.metric_labels import axis_label, upper_bound  # noqa: E402
 from invlab.report.tables import write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
 from invlab.sweep.io import atomic_write_json  # noqa: E402
@@ -41,6 +44,12 @@ REGIME_LABEL = {"untrained": "untrained", "none": "no aug", "translate": "transl
 FMNIST_CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                   "Sneaker", "Bag", "Boot"]
 TOP_K = 5
+RI = "representation_invariance"
+"""The metric of every profile (B21's representation invariance; stored as ``ri:...``)."""
+RI_TOP = upper_bound([RI], 1.0)
+"""RI's largest value (the metric registry's range: 1 = invariant), where the axes stop."""
+RI_STAT = summary_statistic(RI)
+"""The statistic the profiles show: RI's summary in the metric registry (B21's median)."""
 
 
 # ------------------------------------------------------------------------------ load
@@ -112,7 +121,7 @@ def training_table(rows: list[tuple[str, str, int, str, float]]) -> pd.DataFrame
 
 def medians(prof: pd.DataFrame, layer: str = "penultimate") -> pd.DataFrame:
     """Seed-mean of the per-cell medians: index (arch, regime, transform), columns mag."""
-    d = prof[(prof.stat == "median") & (prof.layer == layer)]
+    d = prof[(prof.stat == RI_STAT) & (prof.layer == layer)]
     return d.groupby(["arch", "regime", "transform", "mag"])["value"].mean().unstack("mag")
 
 
@@ -303,8 +312,6 @@ def claim_records(claims: list[dict[str, Any]], acc: pd.DataFrame | None,
 # ---------------------------------------------------------------------------- figures
 
 def _save(fig: Any, out: Path, stem: str) -> list[str]:
-    from invlab.report.figures import save
-
     return save(fig, out, stem)
 
 
@@ -373,12 +380,12 @@ def figure_boxes(prof: pd.DataFrame, out: Path, geometric: bool, layer: str = "p
                     ln.set_linewidth(0.6)
                     ln.set_color("black" if part == "medians" else "0.4")
         ax.axhline(0, color="0.6", lw=0.6, ls=":")
-        ax.set_ylim(-1.05, 1.05)  # the score is unbounded below; whiskers clipped at -1
+        ax.set_ylim(-1.05, RI_TOP + 0.05)  # the score is unbounded below; whiskers clipped at -1
         ticks, unit = magnitude_axis(t, canvas)
         ax.set_xticks(range(1, 10), ticks[1:10])
         ax.set_xlim(0.4, 9.6)
         ax.set_title(t, fontsize=10)
-        ax.set_ylabel("invariance", fontsize=9)
+        ax.set_ylabel(axis_label("invariance", RI), fontsize=9)
         ax.set_xlabel(f"magnitude ({unit})", fontsize=9)
         ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(fams):]:
@@ -423,10 +430,10 @@ def figure_median_profiles(profiles: dict[str, Any], out: Path, geometric: bool,
         ticks, unit = magnitude_axis(t, canvas)
         ax.set_xticks(range(1, 10), ticks[1:10])
         ax.set_xlim(0.6, 9.4)
-        ax.set_ylim(lo - 0.05, 1.05)
+        ax.set_ylim(lo - 0.05, RI_TOP + 0.05)
         ax.axhline(0, color="0.6", lw=0.6, ls=":")
         ax.set_title(t, fontsize=10)
-        ax.set_ylabel("median invariance", fontsize=9)
+        ax.set_ylabel(axis_label("median invariance", RI), fontsize=9)
         ax.set_xlabel(f"magnitude ({unit})", fontsize=9)
         ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(fams):]:
@@ -451,7 +458,8 @@ def figure_heatmap(m: pd.Series, out: Path, stem: str = "fig_heatmap_median",
     mat = np.array([[m.get((a, r, t), np.nan) for a, r in models] for t in B21_FAMILIES])
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(11.0, 2.6 + 0.62 * len(models)), 7.0))
-    im = ax.imshow(mat, cmap="viridis", vmin=min(0.0, np.nanmin(mat)), vmax=1.0, aspect="auto")
+    im = ax.imshow(mat, cmap="viridis", vmin=min(0.0, np.nanmin(mat)), vmax=RI_TOP,
+                   aspect="auto")
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
             ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=9,
@@ -461,7 +469,7 @@ def figure_heatmap(m: pd.Series, out: Path, stem: str = "fig_heatmap_median",
                   fontsize=9, rotation=60, ha="right")
     ax.axhline(len(GEOMETRIC) - 0.5, color="white", lw=1.5)
     cb = fig.colorbar(im, ax=ax, fraction=0.04)
-    cb.set_label("median invariance (1 = invariant)", fontsize=9)
+    cb.set_label(axis_label(f"median invariance ({RI_TOP:g} = invariant)", RI), fontsize=9)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out, stem)
@@ -600,8 +608,6 @@ def redraw_from_summary(out_dir: str | Path) -> list[str]:
     ``summary.json`` holds the data of — median profiles (``fig_profile_median_*``), the
     mid-magnitude heat maps, the factors of variation, their class specificity and
     alignment. The box-plot profiles need the stored quartiles and are left as they are."""
-    import json
-
     out = Path(out_dir)
     s = json.loads((out / "summary.json").read_text())
     mids = [m for m in s.get("mid_magnitudes", MID)]
@@ -639,8 +645,6 @@ def redraw_from_summary(out_dir: str | Path) -> list[str]:
 
 
 def _dataset(out: Path) -> str:
-    import json
-
     try:
         return str(json.loads((out / "config.json").read_text())["config"]["data"]["dataset"])
     except (OSError, KeyError, ValueError, TypeError):
@@ -731,8 +735,6 @@ def _heat_table(m: pd.Series) -> pd.DataFrame:
 
 def print_table(out_dir: str | Path) -> str:
     """The claims check and the ablation table, as printed by ``invlab study origins``."""
-    import json
-
     out = Path(out_dir)
     s = json.loads((out / "summary.json").read_text())
     cs = read_claims(out)

@@ -18,6 +18,7 @@ from invlab.report.claims import (  # noqa: E402
 )
 from invlab.report.figures import pyplot  # noqa: E402
 from invlab.report.genuine import _save, figure_nu_search  # noqa: E402
+from invlab.report.metric_labels import axis_label, column_label  # noqa: E402
 from invlab.report.tables import aggregate_seeds, fmt_pm, write_table  # noqa: E402
 from invlab.sweep import ResultsStore  # noqa: E402
 from invlab.sweep.io import atomic_write_json  # noqa: E402
@@ -56,7 +57,7 @@ def figure5(summary: list[dict[str, Any]], out: Path) -> list[str]:
         ax.bar(np.arange(len(groups)) + (i - (len(keys) - 1) / 2) * w, d["mean"], w,
                yerr=d["std"] if several else None, capsize=3, label=LABEL[k])
     ax.set_xticks(np.arange(len(groups)), [g.upper() for g in groups])
-    ax.set_ylabel("σ_max(J) of the input–logit Jacobian")
+    ax.set_ylabel(axis_label("σ_max(J) of the input–logit Jacobian", "sigma_max"))
     n = int(df[df.metric == "sigma_max"].n_seeds.max())
     ax.set_title("Fig. 5: invariance-induced spectral decay (Transforming-MNIST; "
                  + (f"mean ± std over {n} seeds)" if n > 1 else "one seed)"), fontsize=10)
@@ -74,7 +75,8 @@ def table(summary: list[dict[str, Any]]) -> pd.DataFrame:
                 continue
             a, nu = by.get((g, *k, "accuracy")), by.get((g, *k, "nu"))
             rows.append({"group": g.upper(), "model": LABEL[k],
-                         "σ_max ↓": fmt_pm(s["mean"], s["std"], s["n_seeds"], 2),
+                         column_label("sigma_max", "σ_max"): fmt_pm(s["mean"], s["std"],
+                                                                    s["n_seeds"], 2),
                          "acc %": fmt_pm(a["mean"], a["std"], a["n_seeds"], 1) if a else "–",
                          "ν": f"{nu['mean']:.3g}" if nu else "–", "seeds": s["n_seeds"]})
     return pd.DataFrame(rows)

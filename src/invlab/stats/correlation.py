@@ -18,14 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 STATISTICS = ("pearson", "spearman", "kendall", "slope", "intercept", "r2")
 
 
 def probit(p: np.ndarray, clip: tuple[float, float] = (0.01, 0.99)) -> np.ndarray:
     """``Φ⁻¹(clip(p))``: the probit axis scaling D22 uses for accuracies."""
-    from scipy.special import ndtri
-
     return ndtri(np.clip(np.asarray(p, dtype=float), *clip))
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
 from invlab.stats.correlation import probit as _probit
 
@@ -42,8 +43,6 @@ def leave_one_shift_out(scores: Mapping[str, Sequence[float]], acc: Mapping[str,
     Returns:
         ``{"per_set": {s: {"mae", "slope", "intercept"}}, "mae": mean over held-out sets}``.
     """
-    from scipy.special import ndtr
-
     names = list(scores)
     if set(names) != set(acc):
         raise ValueError(f"scores and acc must cover the same test sets: {sorted(scores)} vs "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from invlab.sweep.runner import (
     CellContext,
     StudyError,
     StudySummary,
+    _cell_bar,
     _close,
     _execute,
     _make_task,
@@ -103,83 +103,103 @@ def run_dynamic(scheduler: Scheduler, store: ResultsStore, executor: str | Execu
     ex = make_executor(executor, workers, start_method=start_method)
     root_path = (Path(root) if root is not None else store.path.parent).absolute()
     t_start = time.perf_counter()
-    done_ids = store.done_ids()
-    heap: list[tuple[int, int, str]] = []
-    order = itertools.count()
-    waiters: dict[str, list[DynamicCell]] = {}  # queued or running cell id -> who asked
-    configs: dict[str, tuple[DynamicCell, dict[str, Any]]] = {}
-    failures: dict[str, str] = {}
-    counts = {"skipped": 0, "ran": 0, "in_flight": 0}
-    per_study: dict[str, list[int]] = {}  # study -> [cells seen, skipped]
-    bar = None
-    if progress:
-        from invlab.progress import progress_bar
-
-        bar = progress_bar(total=0, desc=label, unit="cell", file=sys.stderr,
-                           dynamic_ncols=True)
-
-    def pull() -> None:
-        """Take every ready cell: done ones are reported at once (which may ready more)."""
-        while cells := scheduler.ready():
-            for dc in cells:
-                cid = _cell_id(dc.cfg)
-                if cid not in configs and cid not in waiters:
-                    per_study.setdefault(dc.study, [0, 0])[0] += 1
-                if cid in waiters:  # already queued or running (asked for twice)
-                    waiters[cid].append(dc)
-                elif cid in failures:  # failed in this run: not retried until the next
-                    scheduler.finished(dc, False)
-                elif cid in done_ids:
-                    if cid not in configs:
-                        per_study[dc.study][1] += 1
-                        counts["skipped"] += 1
-                    configs.setdefault(cid, (dc, {}))
-                    scheduler.finished(dc, True)
-                else:
-                    configs[cid] = (dc, config_to_dict(dc.cfg))
-                    waiters[cid] = [dc]
-                    heapq.heappush(heap, (dc.priority, next(order), cid))
-                    if bar is not None:
-                        bar.total += 1
-                        bar.refresh()
-
-    def source() -> Iterator[Any]:
-        while True:
-            pull()
-            if heap and counts["in_flight"] < workers:
-                _, _, cid = heapq.heappop(heap)
-                dc = configs[cid][0]
-                counts["in_flight"] += 1
-                yield _make_task(dc.fn, dc.cfg, cid, dc.study, root_path, store)
-            elif counts["in_flight"]:
-                yield WAIT
-            elif scheduler.done():
-                return
-            else:
-                raise RuntimeError(f"{label}: the scheduler is not done but has no cell "
-                                   "ready and none is running")
-
-    it = ex.map_unordered(_execute, source())
+    run = _DynamicRun(scheduler, store, workers, root_path, label, progress)
+    it = ex.map_unordered(_execute, run.tasks())
     try:
         for task, outcome in it:
-            counts["in_flight"] -= 1
-            cid = task.ctx.cell_id
-            ok = _record(store, task, outcome, configs[cid][1], root_path, failures)
-            if ok:
-                counts["ran"] += 1
-                done_ids.add(cid)
-            for dc in waiters.pop(cid, []):
-                scheduler.finished(dc, ok)
-            _tick(bar, task.cfg, failures)
+            run.finish(task, outcome)
     finally:
-        _close(it, bar)
-    summary = StudySummary(label, len(configs), counts["skipped"], counts["ran"],
-                           tuple(failures), time.perf_counter() - t_start)
-    for name, (seen, skipped) in per_study.items():
-        log.info("study %s: skip %d/%d done (%s)", name, skipped, seen, label)
-    log.info("%s: %d ran, %d skipped, %d failed in %.1f s", label, counts["ran"],
-             counts["skipped"], len(failures), summary.wall_seconds)
-    if failures:
-        raise StudyError(label, failures, summary,
-                         {cid: describe(configs[cid][0].cfg, 80) for cid in failures})
-    return summary
+        _close(it, run.bar)
+    return run.conclude(time.perf_counter() - t_start)
+
+
+class _DynamicRun:
+    """The bookkeeping of one :func:`run_dynamic` call: which cells are queued (a heap by
+    priority, then arrival), running, done or failed, and who asked for each."""
+
+    def __init__(self, scheduler: Scheduler, store: ResultsStore, workers: int,
+                 root: Path, label: str, progress: bool) -> None:
+        self.scheduler, self.store, self.workers = scheduler, store, workers
+        self.root, self.label = root, label
+        self.done_ids = store.done_ids()
+        self.heap: list[tuple[int, int, str]] = []
+        self.order = itertools.count()
+        self.waiters: dict[str, list[DynamicCell]] = {}  # queued or running cell id -> who asked
+        self.configs: dict[str, tuple[DynamicCell, dict[str, Any]]] = {}
+        self.failures: dict[str, str] = {}
+        self.skipped = self.ran = self.in_flight = 0
+        self.per_study: dict[str, list[int]] = {}  # study -> [cells seen, skipped]
+        self.bar = _cell_bar(0, label) if progress else None
+
+    def pull(self) -> None:
+        """Take every ready cell: done ones are reported at once (which may ready more)."""
+        while cells := self.scheduler.ready():
+            for dc in cells:
+                self._take(dc)
+
+    def _take(self, dc: DynamicCell) -> None:
+        """Queue one ready cell, or answer it at once if it is queued, failed or done."""
+        cid = _cell_id(dc.cfg)
+        if cid not in self.configs and cid not in self.waiters:
+            self.per_study.setdefault(dc.study, [0, 0])[0] += 1
+        if cid in self.waiters:  # already queued or running (asked for twice)
+            self.waiters[cid].append(dc)
+        elif cid in self.failures:  # failed in this run: not retried until the next
+            self.scheduler.finished(dc, False)
+        elif cid in self.done_ids:
+            if cid not in self.configs:
+                self.per_study[dc.study][1] += 1
+                self.skipped += 1
+            self.configs.setdefault(cid, (dc, {}))
+            self.scheduler.finished(dc, True)
+        else:
+            self.configs[cid] = (dc, config_to_dict(dc.cfg))
+            self.waiters[cid] = [dc]
+            heapq.heappush(self.heap, (dc.priority, next(self.order), cid))
+            if self.bar is not None:
+                self.bar.total += 1
+                self.bar.refresh()
+
+    def tasks(self) -> Iterator[Any]:
+        """The executor's source: the next cell while fewer than ``workers`` run, ``WAIT``
+        while the rest depend on running ones, until the scheduler is done."""
+        while True:
+            self.pull()
+            if self.heap and self.in_flight < self.workers:
+                _, _, cid = heapq.heappop(self.heap)
+                dc = self.configs[cid][0]
+                self.in_flight += 1
+                yield _make_task(dc.fn, dc.cfg, cid, dc.study, self.root, self.store)
+            elif self.in_flight:
+                yield WAIT
+            elif self.scheduler.done():
+                return
+            else:
+                raise RuntimeError(f"{self.label}: the scheduler is not done but has no cell "
+                                   "ready and none is running")
+
+    def finish(self, task: Any, outcome: Any) -> None:
+        """Record a finished cell and tell everyone who asked for it."""
+        self.in_flight -= 1
+        cid = task.ctx.cell_id
+        ok = _record(self.store, task, outcome, self.configs[cid][1], self.root, self.failures)
+        if ok:
+            self.ran += 1
+            self.done_ids.add(cid)
+        for dc in self.waiters.pop(cid, []):
+            self.scheduler.finished(dc, ok)
+        _tick(self.bar, task.cfg, self.failures)
+
+    def conclude(self, wall_seconds: float) -> StudySummary:
+        """Log the outcome; the summary, or :class:`StudyError` if any cell failed."""
+        summary = StudySummary(self.label, len(self.configs), self.skipped, self.ran,
+                               tuple(self.failures), wall_seconds)
+        for name, (seen, skipped) in self.per_study.items():
+            log.info("study %s: skip %d/%d done (%s)", name, skipped, seen, self.label)
+        log.info("%s: %d ran, %d skipped, %d failed in %.1f s", self.label, self.ran,
+                 self.skipped, len(self.failures), summary.wall_seconds)
+        if self.failures:
+            raise StudyError(self.label, self.failures, summary,
+                             {cid: describe(self.configs[cid][0].cfg, 80)
+                              for cid in self.failures})
+        return summary

@@ -25,12 +25,20 @@ study flags (``--executor``, ``--workers``, ``--ray-address``).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import torch
 
 from invlab._logging import configure_logging, logging_configured
 from invlab.sweep.ray_executor import RayExecutor
@@ -97,8 +105,6 @@ class SerialExecutor:
 def _exit_with_parent(parent: int, period: float = 2.0) -> None:
     """Daemon thread: end this worker when the parent process is gone (e.g. SIGTERM/SIGKILL
     of the study), so no orphaned worker keeps training and writing."""
-    import threading
-    import time
 
     def watch() -> None:
         while True:
@@ -121,11 +127,6 @@ def _parent_death_signal(parent: int) -> bool:
     starts its workers from the thread that iterates :meth:`map_unordered`, which outlives
     them. If the parent already died before the call, exit now.
     """
-    import ctypes
-    import ctypes.util
-    import signal
-    import sys
-
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -149,10 +150,6 @@ def _init_worker(threads: int, log: bool = False) -> None:
         configure_logging()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
-    try:
-        import torch
-    except ImportError:
-        return
     torch.set_num_threads(threads)
 
 

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from invlab.config import _to_plain
 from invlab.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from invlab.sweep.provenance import git_revision, invlab_version
@@ -35,9 +37,6 @@ def write_resolved_config(
     "git_rev": ...}`` with sorted keys; ``config_dict`` may also be a config dataclass
     (converted with :func:`invlab.sweep.config_to_dict`). Returns ``(yaml_path, json_path)``.
     """
-    import yaml
-
-
     plain = _to_plain(config_dict, for_id=False, path="")
     doc = {
         "study": study_name,

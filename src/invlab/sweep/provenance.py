@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from invlab._version import __version__
 
 __all__ = ["git_revision", "invlab_version"]
 
@@ -12,18 +15,11 @@ __all__ = ["git_revision", "invlab_version"]
 @functools.lru_cache(maxsize=1)
 def invlab_version() -> str | None:
     """``invlab._version.__version__`` if defined, else the installed distribution's version."""
+    if __version__:
+        return str(__version__)
     try:
-        from invlab._version import __version__ as v
-
-        if v:
-            return str(v)
-    except ImportError:
-        pass
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
         return version("invlab")
-    except (ImportError, PackageNotFoundError):
+    except PackageNotFoundError:
         return None
 
 

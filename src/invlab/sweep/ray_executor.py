@@ -31,6 +31,7 @@ loudly instead of computing other numbers.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -106,8 +107,6 @@ class _RemoteValue:
 
 def _with_reader(item: Any, reader: Any) -> Any:
     """``item`` (a runner task) with ``ctx.reader`` set, when it has such a context."""
-    import dataclasses
-
     ctx = getattr(item, "ctx", None)
     if reader is None or ctx is None or not dataclasses.is_dataclass(item) \
             or not hasattr(ctx, "reader"):

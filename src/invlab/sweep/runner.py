@@ -17,10 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from invlab.config import cell_id as _cell_id
 from invlab.config import config_to_dict
 from invlab.errors import InvlabError
 from invlab.io import atomic_write
+from invlab.progress import progress_bar
 from invlab.sweep.executors import Executor, SerialExecutor, make_executor
 from invlab.sweep.store import ResultsStore
 
@@ -67,7 +71,7 @@ class CellContext:
         root: the study's output root; the cell's artifacts go in ``root/cells/<cell_id>/``.
         seed: the seed the cell runs with: ``cfg.seed`` if the config has an int ``seed``
             field, else derived from the cell id. The runner has already seeded ``random``,
-            numpy and (if imported) torch with it; prefer explicit generators
+            numpy and torch with it; prefer explicit generators
             (:meth:`torch_generator`).
     """
 
@@ -117,8 +121,6 @@ class CellContext:
 
     def torch_generator(self) -> Any:
         """A ``torch.Generator`` seeded with :attr:`seed`."""
-        import torch
-
         return torch.Generator().manual_seed(self.seed)
 
 
@@ -182,15 +184,8 @@ class _Outcome:
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _coerce_result(res: Any) -> CellResult:
@@ -221,19 +216,12 @@ def _execute(task: _Task) -> _Outcome:
     for the serial executor's sake)."""
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    torch = sys.modules.get("torch")
-    if torch is None:
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a dependency
-            torch = None
-    before = torch.get_num_threads() if torch is not None else None
+    before = torch.get_num_threads()
     here = os.getcwd()
     try:
         _enter(task.ctx.cwd)
         os.environ["INVLAB_DEVICE"] = task.ctx.device  # the cell's device, in any worker
-        if torch is not None:
-            torch.set_num_threads(task.ctx.threads)
+        torch.set_num_threads(task.ctx.threads)
         _seed_everything(task.ctx.seed)
         res = _coerce_result(task.fn(task.cfg, task.ctx))
         # fail here, in the worker, if the result cannot travel back or be stored
@@ -245,8 +233,7 @@ def _execute(task: _Task) -> _Outcome:
                else f"{type(e).__name__}: {e}")
         return _Outcome(None, err, traceback.format_exc(), started, time.perf_counter() - t0)
     finally:
-        if torch is not None and before is not None:
-            torch.set_num_threads(before)
+        torch.set_num_threads(before)
         if os.getcwd() != here:
             os.chdir(here)
 
@@ -350,6 +337,54 @@ def _record(store: ResultsStore, task: _Task, outcome: Any, config: dict[str, An
     return True
 
 
+def _check_picklable(ex: Executor, fn: Callable[[Any, CellContext], Any]) -> None:
+    """A pool executor sends ``fn`` to its workers: refuse one that cannot be pickled."""
+    if isinstance(ex, SerialExecutor):
+        return
+    try:
+        pickle.dumps(fn)
+    except Exception as e:
+        raise TypeError(
+            f"{ex!r} needs a picklable cell function (a module-level def, not a lambda "
+            f"or a nested function); got {fn!r}: {e}"
+        ) from e
+
+
+def _expand(cells: Sequence[Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """``{cell_id: (cfg, config dict)}`` in first-seen order, duplicates once: ids and
+    configs are resolved up front so bad configs fail before any work."""
+    by_id: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for cfg in cells:
+        cid = _cell_id(cfg)
+        if cid not in by_id:
+            by_id[cid] = (cfg, config_to_dict(cfg))
+    return by_id
+
+
+def _cell_bar(total: int, desc: str) -> Any:
+    """The progress bar over a run's cells, on stderr."""
+    return progress_bar(total=total, desc=desc, unit="cell", file=sys.stderr,
+                        dynamic_ncols=True)
+
+
+def _run_tasks(ex: Executor, tasks: Sequence[_Task], store: ResultsStore,
+               by_id: Mapping[str, tuple[Any, dict[str, Any]]], root: Path,
+               failures: dict[str, str], bar: Any) -> int:
+    """Run ``tasks`` on ``ex`` and record each as it finishes (failures into ``failures``);
+    returns how many were written. The bar is closed and pending cells cancelled at the end,
+    also on an exception."""
+    ran = 0
+    it = ex.map_unordered(_execute, tasks)
+    try:
+        for task, outcome in it:
+            if _record(store, task, outcome, by_id[task.ctx.cell_id][1], root, failures):
+                ran += 1
+            _tick(bar, task.cfg, failures)
+    finally:
+        _close(it, bar)
+    return ran
+
+
 def run_study(
     cells: Sequence[Any],
     fn: Callable[[Any, CellContext], CellResult],
@@ -389,24 +424,12 @@ def run_study(
     if not isinstance(study, str) or not study:
         raise ValueError(f"study must be a non-empty name, got {study!r}")
     ex = make_executor(executor, workers, start_method=start_method)
-    if not isinstance(ex, SerialExecutor):
-        try:
-            pickle.dumps(fn)
-        except Exception as e:
-            raise TypeError(
-                f"{ex!r} needs a picklable cell function (a module-level def, not a lambda "
-                f"or a nested function); got {fn!r}: {e}"
-            ) from e
+    _check_picklable(ex, fn)
     # absolute: cells may run in another working directory or on another node (Ray)
     root_path = (Path(root) if root is not None else store.path.parent).absolute()
     t_start = time.perf_counter()
 
-    # expand: resolve ids and configs up front so bad configs fail before any work
-    by_id: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for cfg in cells:
-        cid = _cell_id(cfg)
-        if cid not in by_id:
-            by_id[cid] = (cfg, config_to_dict(cfg))
+    by_id = _expand(cells)
     total = len(by_id)
     done = store.done_ids()
     todo = [cid for cid in by_id if cid not in done]
@@ -417,21 +440,8 @@ def run_study(
         _make_task(fn, by_id[cid][0], cid, study, root_path, store) for cid in todo
     ]
     failures: dict[str, str] = {}
-    ran = 0
-    bar = None
-    if progress and tasks:
-        from invlab.progress import progress_bar
-
-        bar = progress_bar(total=len(tasks), desc=study, unit="cell", file=sys.stderr,
-                           dynamic_ncols=True)
-    it = ex.map_unordered(_execute, tasks)
-    try:
-        for task, outcome in it:
-            if _record(store, task, outcome, by_id[task.ctx.cell_id][1], root_path, failures):
-                ran += 1
-            _tick(bar, task.cfg, failures)
-    finally:
-        _close(it, bar)
+    bar = _cell_bar(len(tasks), study) if progress and tasks else None
+    ran = _run_tasks(ex, tasks, store, by_id, root_path, failures, bar)
 
     summary = StudySummary(study, total, skipped, ran, tuple(failures),
                            time.perf_counter() - t_start)

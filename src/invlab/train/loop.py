@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invlab.checkpoint import save_checkpoint
+from invlab.checkpoint import describe_model, save_checkpoint
 from invlab.config import ID_IF_NOT_DEFAULT, ConfigError
 from invlab.data import Split, TransformingData
 from invlab.devices import model_device, resolve_device, study_device
@@ -256,8 +256,6 @@ def train(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | Non
     with intra_op_threads(cfg.threads):
         net = None if model is None else user_model(cfg, data, model, model_kwargs)
         if net is not None and checkpoint is not None:
-            from invlab.checkpoint import describe_model
-
             describe_model(net)  # a model that could not be rebuilt fails now, not after training
         return _train(cfg, data, checkpoint, progress, metadata, net, augment, dev)
 
@@ -348,12 +346,13 @@ def _memory_format(model: nn.Module, fmt: str) -> Iterator[None]:
 def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None,
          progress: bool, metadata: dict[str, Any] | None, model: nn.Module, group: Group,
          augment: Augment | None) -> TrainResult:
+    """Train for up to ``cfg.epochs`` epochs, keep the weights of the best validation
+    accuracy (early stop / plateau decays per ``cfg.patience``), save the checkpoint."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
 
     dev = model_device(model)
     x_all, y_all = data.train.images.to(dev), data.train.labels.to(dev)
-    n = len(y_all)
     batches = OrbitBatches(group, x_all)  # g·x batches by one index_select (same values)
     best_acc, best_epoch, best_state = -1.0, -1, None
     history: list[dict[str, float]] = []
@@ -361,40 +360,17 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
     bar = progress_bar(range(cfg.epochs), desc=f"train {cfg.method}/{cfg.group}/s{cfg.seed}",
                        unit="epoch", disable=not progress, leave=False, dynamic_ncols=True)
     epochs_run = 0
-    steps_per_epoch = -(-n // cfg.batch_size)
     decays, mark = 0, -1  # plateau decays so far; the epoch a stall is counted from
-    total_steps = cfg.epochs * steps_per_epoch
     for epoch in bar:
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        tot_loss, tot_reg, steps = 0.0, 0.0, 0
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            if dev.type != "cpu":
-                idx = idx.to(dev)
-            loss, reg = _step_loss(model, batches, idx, y_all[idx], cfg, gen, augment)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss at epoch {epoch} step {steps} (method={cfg.method}, "
-                    f"nu={cfg.nu}); lower lr or nu")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.lr_schedule != "constant":
-                for pg in opt.param_groups:
-                    pg["lr"] = scheduled_lr(cfg, epoch * steps_per_epoch + steps, total_steps,
-                                            decays)
-            opt.step()
-            tot_loss += float(loss.detach())
-            tot_reg += reg
-            steps += 1
+        loss, reg = _epoch(model, opt, batches, y_all, cfg, gen, augment, epoch, decays)
         val_acc = evaluate_accuracy(model, data.val)
-        history.append({"epoch": epoch, "loss": tot_loss / steps, "reg": tot_reg / steps,
+        history.append({"epoch": epoch, "loss": loss, "reg": reg,
                         "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]})
         epochs_run = epoch + 1
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
             best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(loss=f"{tot_loss / steps:.3f}", val_acc=f"{val_acc:.3f}",
+        bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{val_acc:.3f}",
                         best=f"{best_acc:.3f}")
         if cfg.patience is not None and epoch - max(best_epoch, mark) >= cfg.patience:
             if cfg.lr_schedule != "plateau" or decays == PLATEAU_DECAYS:
@@ -406,17 +382,60 @@ def _fit(cfg: TrainConfig, data: TransformingData, checkpoint: str | Path | None
     model.eval()
     result = TrainResult(model, best_acc, best_epoch, epochs_run, history,
                          time.perf_counter() - t0)
-    if checkpoint is not None and dev.type != "cpu":
-        model.cpu()  # the checkpoint is written from CPU tensors, then the model goes back
-        try:
-            result.checkpoint = _save(model, checkpoint, cfg, data, best_acc, best_epoch,
-                                      epochs_run, history, result, metadata)
-        finally:
-            model.to(dev)
-    elif checkpoint is not None:
-        result.checkpoint = _save(model, checkpoint, cfg, data, best_acc, best_epoch,
-                                  epochs_run, history, result, metadata)
+    if checkpoint is not None:
+        result.checkpoint = _save_from_cpu(model, checkpoint, cfg, data, result, metadata)
     return result
+
+
+def _epoch(model: nn.Module, opt: torch.optim.Optimizer, batches: OrbitBatches,
+           y_all: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+           augment: Augment | None, epoch: int, decays: int) -> tuple[float, float]:
+    """One epoch over a fresh permutation drawn from ``gen``: a step per batch (the loss of
+    :func:`_step_loss`, the scheduled rate). Returns the mean loss and regularizer value."""
+    n = len(y_all)
+    dev = y_all.device
+    steps_per_epoch = -(-n // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    model.train()
+    perm = torch.randperm(n, generator=gen)
+    tot_loss, tot_reg, steps = 0.0, 0.0, 0
+    for i in range(0, n, cfg.batch_size):
+        idx = perm[i:i + cfg.batch_size]
+        if dev.type != "cpu":
+            idx = idx.to(dev)
+        loss, reg = _step_loss(model, batches, idx, y_all[idx], cfg, gen, augment)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss at epoch {epoch} step {steps} (method={cfg.method}, "
+                f"nu={cfg.nu}); lower lr or nu")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.lr_schedule != "constant":
+            for pg in opt.param_groups:
+                pg["lr"] = scheduled_lr(cfg, epoch * steps_per_epoch + steps, total_steps,
+                                        decays)
+        opt.step()
+        tot_loss += float(loss.detach())
+        tot_reg += reg
+        steps += 1
+    return tot_loss / steps, tot_reg / steps
+
+
+def _save_from_cpu(model: nn.Module, checkpoint: str | Path, cfg: TrainConfig,
+                   data: TransformingData, result: TrainResult,
+                   metadata: dict[str, Any] | None) -> Path:
+    """:func:`_save` of the best model, written from CPU tensors (a model on another device
+    is moved to the CPU for the write and back after it)."""
+    dev = model_device(model)
+    args = (checkpoint, cfg, data, result.best_val_accuracy, result.best_epoch,
+            result.epochs_run, result.history, result, metadata)
+    if dev.type == "cpu":
+        return _save(model, *args)
+    model.cpu()
+    try:
+        return _save(model, *args)
+    finally:
+        model.to(dev)
 
 
 def _save(model: nn.Module, checkpoint: str | Path, cfg: TrainConfig, data: TransformingData,

@@ -191,7 +191,7 @@ def _number(op: Op, mag: str) -> float:
 
 
 def _create_group(name: str, mag: str | None, spec: str) -> TransformSet:
-    from invlab.groups import GroupError, create_group
+    from invlab.groups import GroupError, create_group  # lazy: cycle (groups -> transforms.base -> this)
 
     try:
         group = create_group(name)
@@ -208,7 +208,7 @@ def _create_group(name: str, mag: str | None, spec: str) -> TransformSet:
 def require_group(t: TransformSet, purpose: str) -> Any:
     """Return ``t`` if it is an exact :class:`~invlab.groups.Group`, else raise
     :class:`TransformError` naming ``t`` and what it lacks (for weight tying, pooling...)."""
-    from invlab.groups import Group
+    from invlab.groups import Group  # lazy: cycle (groups -> transforms.base -> this)
 
     t.require(exact=True, invertible=True, group=True, purpose=purpose)
     if not isinstance(t, Group):
@@ -220,7 +220,7 @@ def require_group(t: TransformSet, purpose: str) -> Any:
 def transform_rows(height: int = 28, width: int = 28) -> list[dict[str, Any]]:
     """One row per registered transform: name, kind, unit, magnitudes (pixels for a
     ``height × width`` canvas where the grid is relative), exact / invertible / group."""
-    from invlab.groups import create_group, list_groups
+    from invlab.groups import create_group, list_groups  # lazy: cycle (groups -> transforms.base -> this)
 
     rows = []
     for gname in list_groups():

@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from invlab.groups import create_group
+
 MAX_SHIFT_PX = 2.0
 MAX_ANGLE_DEG = 15.0
 NOISE_STD = 0.1
@@ -43,8 +45,6 @@ def augment(x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
         angle = (torch.rand(n, generator=gen) * 2 - 1) * MAX_ANGLE_DEG
         return affine(x, angle, torch.zeros(n, 2))
     if kind == "r4":
-        from invlab.groups import create_group
-
         return create_group("r4").act(x, torch.randint(0, 4, (n,), generator=gen))
     if kind == "noise":
         return (x + NOISE_STD * torch.randn(x.shape, generator=gen)).clamp(0, 1)

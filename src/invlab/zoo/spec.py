@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,6 @@ def load_zoo_spec(spec: str | Path) -> list[ZooModel]:
     if p.is_file():
         doc = yaml.safe_load(p.read_text())
     else:
-        from importlib import resources
-
         presets = yaml.safe_load(
             resources.files("invlab.studies").joinpath("generalization.yaml").read_text())
         if str(spec) not in presets:

@@ -20,12 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from invlab.cache import CacheMismatch, acquire_all, holding
 from invlab.checkpoint import CheckpointError, load_as_recorded, read_metadata, save_checkpoint
+from invlab.data import exact_mean_std
 from invlab.data.shifts import fingerprint, mnist_id_split
 from invlab.io import atomic_write_text
 from invlab.models import create_model
@@ -65,8 +68,6 @@ def zoo_data(n_pool: int = 10_000, seed: int = 0) -> ZooData:
     """The seeded pool/test split of ``mnist`` (memoized per process)."""
 
     if (n_pool, seed) not in _DATA:
-        from invlab.data import exact_mean_std
-
         px, py, tx, ty = mnist_id_split(n_pool, seed)
         # exact integer statistics: independent of the thread count (issue 9)
         mean, std = exact_mean_std(px.mul(255).round().to(torch.uint8).numpy(), px.shape[-1])
@@ -119,8 +120,6 @@ def train_sequential(cfg: ZooModel, data: ZooData) -> nn.Module:
 def train_stacked(cfgs: Sequence[ZooModel], data: ZooData) -> list[nn.Module]:
     """Train members with equal :meth:`ZooModel.stack_key` together; same result as
     :func:`train_sequential` per member (float tolerance). Returns models in eval mode."""
-    from torch.func import functional_call, stack_module_state, vmap
-
     keys = {c.stack_key() for c in cfgs}
     if len(keys) != 1:
         raise ValueError(f"a stack needs equal architecture and schedule; found {len(keys)} "
@@ -298,6 +297,4 @@ def _row(c: ZooModel, path: Path, acc: float, secs: float, reused: bool) -> dict
 
 def write_zoo_table(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """The zoo table as CSV (atomic write)."""
-    import pandas as pd
-
     return atomic_write_text(path, pd.DataFrame(list(rows)).to_csv(index=False))

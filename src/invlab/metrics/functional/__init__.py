@@ -1,7 +1,8 @@
 """Functional core: pure metric functions returning per-sample values (torchmetrics-style).
 
 Output-level metrics take logits ``f(x)`` and ``f(g·x)`` (``[..., K]``, broadcastable) and
-return ``[...]``; the saliency and sensitivity metrics take the model. ``kl``, ``js``,
+return ``[...]``; the saliency and sensitivity metrics take the model, the Lie derivative
+(:func:`lie_values`) a forward function and a continuous family. ``kl``, ``js``,
 ``logit_l2`` and ``logit_l2_normalized`` are differentiable and double as training
 regularizers.
 """
@@ -9,6 +10,7 @@ regularizers.
 from __future__ import annotations
 
 from invlab.attribution import integrated_gradients, saliency_map
+from invlab.metrics.functional.lie import lie_values
 from invlab.metrics.functional.output import (
     accuracy,
     agreement,
@@ -36,6 +38,7 @@ __all__ = [
     "jacobian_spectral_norm",
     "js",
     "kl",
+    "lie_values",
     "logit_l2",
     "logit_l2_normalized",
     "logit_l2_normalized_detached",

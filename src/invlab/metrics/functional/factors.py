@@ -20,8 +20,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["alignment", "chance_alignment", "class_specificity", "factor_deltas", "factor_stats", "invariance_gap",
-           "rank_factors", "same_class_pairs", "spearman", "top_k_iou"]
+__all__ = ["B21_FAMILIES", "alignment", "chance_alignment", "class_specificity", "factor_deltas",
+           "factor_stats", "invariance_gap", "rank_factors", "same_class_pairs", "spearman",
+           "top_k_iou"]
+
+B21_FAMILIES: tuple[str, ...] = (
+    "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "zoom_in", "zoom_out",
+    "posterize", "solarize", "brightness_up", "brightness_down", "contrast_up", "contrast_down")
+"""B21's 13 transformations (invlab family names), geometric first (also
+:data:`invlab.factors.B21_FAMILIES`; the default of the registry's
+:class:`~invlab.metrics.registry.FactorsOfVariation`)."""
 
 
 def same_class_pairs(labels: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None
@@ -105,7 +113,7 @@ def rank_factors(scores: torch.Tensor) -> torch.Tensor:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman correlation of two score vectors ``[T]`` (average ranks for ties)."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats takes ~0.8 s to import; the registry imports this module
 
     r = stats.spearmanr(a.double().numpy(), b.double().numpy()).statistic
     return float(r) if r == r else float("nan")
