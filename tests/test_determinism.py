@@ -49,9 +49,6 @@ TINIER = replace(PRESET, methods=("da", "ir"), epochs=1, n_train=300, n_val=100,
 
 def test_process_pool_with_two_workers_equals_serial(mnist_test_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import invlab.report.genuine as report
-
-    monkeypatch.setattr(report, "build_report", lambda out: [])  # figures are tested elsewhere
     for name, workers in (("serial", 1), ("pool", 2)):
         (tmp_path / name).mkdir()
         with chdir(tmp_path / name):

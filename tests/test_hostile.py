@@ -1457,10 +1457,6 @@ def test_a_live_lock_is_heartbeaten_and_not_taken_over(tmp_path: Path,
 
 RAY_DRIVER = """
 import json, sys
-import invlab.report.genuine as report
-report.build_report = lambda out: []  # the report is tested elsewhere
-import invlab.report.html as html
-html.write_html_report = lambda out, wall_seconds=None: None
 from invlab.studies.genuine import GenuinePreset, run_genuine
 from invlab.sweep.ray_executor import RayExecutor
 kw = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}
@@ -1481,13 +1477,9 @@ def test_two_node_ray_cluster_sharing_checkpoints_trains_every_model_once(
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'invlab[ray]'")
     from ray.cluster_utils import Cluster
 
-    import invlab.report.genuine as report
-    import invlab.report.html as html
     from invlab.studies.genuine import run_genuine
 
     p = replace(PRESET, methods=("da", "ir"), nu={"mnist": {"r4": 10.0}}, epochs=1)
-    monkeypatch.setattr(report, "build_report", lambda out: [])
-    monkeypatch.setattr(html, "write_html_report", lambda out, wall_seconds=None: None)
     (tmp_path / "serial").mkdir()
     with chdir(tmp_path / "serial"):
         run_genuine(p, "out", checkpoints="ck", progress=False)

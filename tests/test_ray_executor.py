@@ -143,10 +143,6 @@ DRIVER = """
 import json, sys
 import invlab
 invlab.configure_logging()  # the [invlab] lines the test reads (the library prints none by itself)
-import invlab.report.genuine as report
-report.build_report = lambda out: []  # the report is tested elsewhere; keep this test short
-import invlab.report.html as html
-html.write_html_report = lambda out, wall_seconds=None: None
 from invlab.studies.genuine import GenuinePreset, run_genuine
 from invlab.sweep.ray_executor import RayExecutor
 kw = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}
