@@ -70,16 +70,11 @@ def unexplained_lazy_imports(path: Path) -> list[str]:
     return found
 
 
-_UNTIL_MERGED = pytest.mark.xfail(reason="issue 23 work in progress", strict=False)
-
-
-@_UNTIL_MERGED
 @pytest.mark.parametrize("path", FILES, ids=_ids)
 def test_no_function_longer_than_60_lines(path: Path) -> None:
     assert long_functions(path) == []
 
 
-@_UNTIL_MERGED
 @pytest.mark.parametrize("path", FILES, ids=_ids)
 def test_imports_inside_functions_say_why(path: Path) -> None:
     assert unexplained_lazy_imports(path) == []
