@@ -110,7 +110,7 @@ def test_folder_bad_inputs(tmp_path: Path) -> None:
 
 
 def test_cli_test_set_flag_format() -> None:
-    from invlab.cli.study import _kv
+    from invlab.studies.flags import parse_test_sets as _kv
 
     assert _kv(["a=x.npz", "b=dir/"]) == {"a": "x.npz", "b": "dir/"}
     with pytest.raises((SystemExit, ValueError), match="NAME=PATH"):

@@ -238,7 +238,7 @@ def test_broken_models_file_fails_before_any_training(tmp_path: Path,
 def test_builtin_names_are_free_with_your_own_models_and_test_sets() -> None:
     """With ``--models`` and test sets of your own the built-in sets are not measured, so a
     user's ID set may be called ``id``; duplicates and bad characters still fail."""
-    from invlab.cli.study import _kv
+    from invlab.studies.flags import parse_test_sets as _kv
     from invlab.studies.generalization import check_test_sets
 
     assert _kv(["id=a.npz", "sketch=b/"], own_models=True) == {"id": "a.npz", "sketch": "b/"}

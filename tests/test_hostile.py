@@ -604,7 +604,7 @@ def test_debug_flag_and_env_show_the_traceback(tmp_path: Path,
 def test_quick_preset_with_threads_override_is_recorded(tmp_path: Path,
                                                         mnist_test_dir: Path) -> None:
     """``--threads`` reaches every cell and training config and config.json."""
-    from invlab.cli.study import _genuine_overrides
+    from invlab.studies.flags import common_keywords as _genuine_overrides
     from invlab.studies.genuine import genuine_cells, preset
 
     class Args:

@@ -19,12 +19,16 @@ out = invlab.run_study("genuine", preset="demo", out="runs/demo", workers=2)
 invlab.build_report(out)  # again, e.g. after a change to the report code
 ```
 
-``invlab study NAME`` and ``invlab report DIR`` dispatch through :func:`get_study`, so a
-sixth study is one more :func:`register` call (plus its flags in ``cli/study.py``).
+``invlab study NAME`` and ``invlab report DIR`` dispatch through :func:`get_study`: each
+study also declares its command-line flags and how they become :meth:`Study.run` keywords
+(``arguments``/``keywords``, in :mod:`invlab.studies.flags`; by default the flags every
+study takes), so a sixth study is one more :func:`register` call (and its ``<name>.yaml``)
+and touches no CLI code.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import importlib
@@ -45,6 +49,7 @@ __all__ = ["Study", "build_report", "get_study", "list_studies", "register", "ru
 
 RECORD_PROVENANCE = "invlab.report.html:record_provenance"  # provenance.json of a run
 WRITE_HTML = "invlab.report.html:write_html_report"  # report.html from a folder's files
+_FLAGS = "invlab.studies.flags"  # the studies' command-line flags (Study.arguments, .keywords)
 
 
 def _ref(path: str) -> Callable[..., Any]:
@@ -79,6 +84,16 @@ class Study:
         reduced_note: printed by the CLI after a run of any preset other than ``full``.
         report_on_failure: when cells fail, :meth:`run` still builds the tables and figures
             of what finished (no ``report.html``) before it raises the ``StudyError``.
+        arguments: ``"module:function"`` called as ``function(parser, study)``: adds the
+            study's flags to its ``invlab study NAME`` sub-parser (:meth:`add_arguments`).
+            They must include the run flags the CLI reads itself (``--quick``, ``--preset``,
+            ``--out``, ``--checkpoints``, the executor flags, ``--no-progress``). Default:
+            :func:`invlab.studies.flags.common_arguments`, the flags every study takes.
+        keywords: ``"module:function"`` called as ``function(args)`` on the parsed flags:
+            returns the keywords of :meth:`run` besides the preset, ``out`` and the run flags
+            (:meth:`run_keywords`), after the study's own checks (one-line errors, before
+            anything runs). Default: :func:`invlab.studies.flags.common_keywords`, the preset
+            fields of the common flags (``groups``, ``seeds``, ``epochs``, ...).
     """
 
     name: str
@@ -91,6 +106,8 @@ class Study:
     genuine_models: str = ""
     reduced_note: str = ""
     report_on_failure: bool = False
+    arguments: str = "invlab.studies.flags:common_arguments"
+    keywords: str = "invlab.studies.flags:common_keywords"
 
     @cached_property
     def presets(self) -> tuple[str, ...]:
@@ -174,6 +191,15 @@ class Study:
     def summary_text(self, out: str | Path) -> str:
         """The tables and claims the CLI prints after a run, read from ``out``."""
         return str(_ref(f"{self.report_module}:{self.summary}")(out))
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the study's command-line flags to ``parser`` (``invlab study NAME``)."""
+        _ref(self.arguments)(parser, self)
+
+    def run_keywords(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The keywords of :meth:`run` that the parsed flags ``args`` give (the study's own
+        checks and notes first)."""
+        return dict(_ref(self.keywords)(args))
 
 
 _REGISTRY: dict[str, Study] = {}
@@ -274,20 +300,24 @@ def build_report(out_dir: str | Path, *, html: bool = True) -> list[str]:
 register(Study(
     "genuine", "M23 Table 1, Figs. 2-3: DA vs WT vs IR", "invlab.studies.genuine",
     "run_genuine", "invlab.report.genuine", report_on_failure=True,
+    arguments=f"{_FLAGS}:genuine_arguments", keywords=f"{_FLAGS}:genuine_keywords",
     reduced_note="a reduced run. The paper's full study is `invlab study genuine --out "
                  "results/genuine`: 2 datasets x 2 groups x 4 seeds, 300 epochs, nu tuned per "
                  "dataset and group."))
 register(Study(
     "drift", "M23 Fig. 4: invariance under MNIST→FMNIST drift", "invlab.studies.drift",
-    "run_drift", "invlab.report.drift", summary="print_tables", genuine_models="DriftPreset"))
+    "run_drift", "invlab.report.drift", summary="print_tables", genuine_models="DriftPreset",
+    arguments=f"{_FLAGS}:drift_arguments", keywords=f"{_FLAGS}:drift_keywords"))
 register(Study(
     "spectral", "M23 Fig. 5: sigma_max of the input Jacobian", "invlab.studies.spectral",
     "run_spectral", "invlab.report.spectral", genuine_models="SpectralPreset"))
 register(Study(
     "origins", "B21: where invariance comes from (data, augmentation, architecture); "
     "profiles, ablation, factors of variation", "invlab.studies.origins", "run_origins",
-    "invlab.report.origins", run_options=("models_file", "data", "preprocess")))
+    "invlab.report.origins", run_options=("models_file", "data", "preprocess"),
+    arguments=f"{_FLAGS}:origins_arguments", keywords=f"{_FLAGS}:origins_keywords"))
 register(Study(
     "generalization", "D22: does invariance (EI) predict accuracy across a zoo and shifts?",
     "invlab.studies.generalization", "run_generalization", "invlab.report.generalization",
-    run_options=("test_sets", "models_file", "preprocess")))
+    run_options=("test_sets", "models_file", "preprocess"),
+    arguments=f"{_FLAGS}:generalization_arguments", keywords=f"{_FLAGS}:generalization_keywords"))
