@@ -72,7 +72,7 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     ``invlab report DIR``."""
     study = sub.add_parser("study", help="run a paper's study end to end (resumable)")
     ssub = study.add_subparsers(dest="study_command", metavar="STUDY")
-    for s in list_studies():  # registration order: genuine, drift, spectral, origins, ...
+    for s in list_studies():  # in registration order
         p = ssub.add_parser(s.name, help=s.description)
         s.add_arguments(p)
         p.set_defaults(func=_run)
