@@ -78,11 +78,7 @@ def saliency_grid(model: nn.Module, x: torch.Tensor, t: Any, norm: dict[str, Any
                 ax.set_title(title, fontsize=9)
     fig.suptitle(f"saliency over {t.name}, realigned by T⁻¹", fontsize=10)
     fig.tight_layout()
-    path = out / f"saliency_{_slug(t.name)}.png"
-    figures.enforce_min_font(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return Path(figures.save(fig, out, f"saliency_{_slug(t.name)}", dpi=110, formats=("png",))[0])
 
 
 PROFILE_CURVES = (("agreement", "agreement", ""), ("effective_invariance", "EI", ""),
@@ -159,11 +155,7 @@ def profile_plot(entry: dict[str, Any], out: Path, t: Any = None, hw: Any = None
               borderaxespad=0, frameon=False)
     ax.set_title(f"invariance profile: {entry['name']}", fontsize=10)
     fig.tight_layout()
-    path = out / f"profile_{_slug(entry['name'])}.png"
-    figures.enforce_min_font(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return Path(figures.save(fig, out, f"profile_{_slug(entry['name'])}", dpi=110, formats=("png",))[0])
 
 
 # --------------------------------------------------------------------------- writing

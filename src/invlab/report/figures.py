@@ -59,13 +59,14 @@ def text_sizes(fig: Any) -> list[tuple[str, float]]:
             if t.get_visible() and t.get_text()]
 
 
-def save(fig: Any, out: Path, stem: str, dpi: int = 130) -> list[str]:
-    """Write ``fig`` as ``out/stem.png`` and ``.svg`` (atomically, text ≥ ``MIN_FONT_PT``)
-    and close it; returns the two paths."""
+def save(fig: Any, out: Path, stem: str, dpi: int = 130,
+         formats: tuple[str, ...] = ("png", "svg")) -> list[str]:
+    """Write ``fig`` as ``out/stem.png`` and ``.svg`` (or ``formats``; atomically, text ≥
+    ``MIN_FONT_PT``) and close it; returns the paths, in the order of ``formats``."""
 
     enforce_min_font(fig)
     paths = []
-    for ext in ("png", "svg"):
+    for ext in formats:
         p = Path(out) / f"{stem}.{ext}"
         atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, dpi=dpi, bbox_inches="tight",
                                                          format=ext))
